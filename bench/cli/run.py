@@ -1,0 +1,39 @@
+"""``cafebench run CONFIG [key=value ...]`` and ``cafebench run --resume RUN_ID``."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.cli.progress import ProgressBar
+from bench.config import load_config
+from bench.track.runner import resume_experiment, run_experiment
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run one experiment (a config file or preset) as one MLflow run")
+    p.add_argument("config", nargs="?", help="YAML config file or preset name (see `cafebench methods` for methods)")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.rounds=5 method.name=local")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last checkpoint")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.config:
+            raise ValueError("--resume takes the config from the run; do not pass a config as well")
+        result = resume_experiment(args.resume, args.tracking_uri, [ProgressBar("resume")])
+    else:
+        if not args.config:
+            raise ValueError("give a config file or preset name, or --resume RUN_ID")
+        overrides = list(args.overrides)
+        if args.tracking_uri:
+            overrides.append(f"run.tracking_uri={args.tracking_uri}")
+        config = load_config(args.config, overrides)
+        result = run_experiment(config, [ProgressBar(config.method.name)])
+    metrics = result.evaluation.metrics
+    exits = sorted(k for k in metrics if k.startswith("test/acc/exit_") and not k.endswith("client_std"))
+    print(f"run {result.run_id} finished")
+    print("  " + "  ".join(f"{k.removeprefix('test/acc/')}={metrics[k]:.4f}" for k in exits)
+          + f"  mean={metrics['test/acc/mean']:.4f}")
+    return 0

@@ -1,0 +1,235 @@
+"""The experiment config: pydantic-validated YAML, ``key=value`` overrides, presets, a stable content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.resources
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key path and what to change."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Section):
+    dataset: str = "fmnist"
+    root: str | None = Field(None, description="data root searched first (else $CAFEBENCH_DATA, ./datasets, ...)")
+    options: dict[str, Any] = Field(default_factory=dict, description="dataset options, e.g. num_samples")
+    clients: int = Field(20, ge=1)
+    alpha: float = Field(0.3, gt=0)
+    min_samples: int = Field(10, ge=1)
+    balance_cap: float | None = Field(None, gt=0)
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    augment: bool = True
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6 or v[0] <= 0 or v[2] <= 0:
+            raise ValueError("train/val/test fractions must be non-negative, train and test positive, sum 1")
+        return v
+
+
+class ModelConfig(Section):
+    name: str = "conv3"
+    width: float = Field(1.0, gt=0, le=4)
+
+
+class MethodConfig(Section):
+    name: str = "fedavg"
+    hparams: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(Section):
+    rounds: int = Field(20, ge=1)
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    participation: float = Field(1.0, gt=0, le=1)
+
+
+class EvalConfig(Section):
+    every: int = Field(1, ge=1, description="evaluate every N rounds (and always after the last round)")
+    batch_size: int = Field(512, ge=1)
+    thresholds: list[float] = Field(default_factory=lambda: [round(0.05 * i, 2) for i in range(21)])
+    report_threshold: float = Field(0.6, description="threshold of the headline dyn/* summary metrics")
+
+
+class RunConfig(Section):
+    """How the experiment is executed; none of it changes the results, so it is not part of the hash."""
+
+    executor: Literal["serial", "process", "ray"] = "serial"
+    workers: int = Field(1, ge=1)
+    threads: int = Field(2, ge=1, description="torch threads per worker")
+    checkpoint_every: int = Field(5, ge=0, description="0 disables checkpoints")
+    checkpoint_dir: str = ".cafebench/checkpoints"
+    cache_dir: str = ".cafebench/cache"
+    tracking_uri: str | None = None
+    experiment: str = "cafebench"
+    run_name: str | None = None
+    ray_address: str | None = None
+
+
+class ExperimentConfig(Section):
+    seed: int = 0
+    plugins: list[str] = Field(default_factory=list, description="modules or .py files that register methods")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def method_hparams(self):
+        from bench.methods.registry import get_method
+
+        return get_method(self.method.name).Hparams.model_validate(self.method.hparams)
+
+    def content_hash(self) -> str:
+        """Hash of everything that determines the results (all but the ``run`` section)."""
+        payload = self.model_dump(mode="json", exclude={"run"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, Any]:
+        """The config as ``section.key`` → value (MLflow params)."""
+        return flatten_dict(self.model_dump(mode="json"))
+
+
+def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten_dict(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def import_plugins(plugins: list[str]) -> None:
+    """Import plugin modules (dotted names or paths to .py files) so their ``@register`` runs."""
+    for spec in plugins:
+        path = Path(spec)
+        if spec.endswith(".py"):
+            if not path.is_file():
+                raise ConfigError(f"plugins: file {spec!r} does not exist")
+            module_name = f"cafebench_plugin_{path.stem}"
+            if module_name in sys.modules:
+                continue
+            loader_spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[module_name] = module
+            loader_spec.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(spec)
+            except ImportError as exc:
+                raise ConfigError(f"plugins: cannot import {spec!r}: {exc}") from exc
+
+
+# -- loading -----------------------------------------------------------------------------------------------------
+
+def preset_names() -> list[str]:
+    root = importlib.resources.files("bench") / "presets"
+    names: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        for child in node.iterdir():
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            elif child.name.endswith(".yaml"):
+                names.append(prefix + child.name[: -len(".yaml")])
+
+    walk(root, "")
+    return sorted(names)
+
+
+def read_source(source: str | Path) -> dict[str, Any]:
+    """Read a YAML config from a file path or a shipped preset name (``demo``, ``cpu/main``, ...)."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} not found")
+        text = path.read_text()
+        origin = str(path)
+    else:
+        resource = importlib.resources.files("bench") / "presets" / f"{source}.yaml"
+        if not resource.is_file():
+            raise ConfigError(f"{source!r} is neither a config file nor a preset; presets: {', '.join(preset_names())}")
+        text = resource.read_text()
+        origin = f"preset {source}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, returning a new dict."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key!r}: cannot parse value {raw!r}: {exc}") from exc
+    return out
+
+
+def _format_errors(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        path = prefix + (".".join(str(p) for p in err["loc"]) or "(top level)")
+        msg = "unknown key (not allowed here)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {path}: {msg}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def validate_config(data: dict[str, Any]) -> ExperimentConfig:
+    """Validate a config dict, including the method's hyperparameters; errors name the key path."""
+    from bench.methods.registry import get_method
+
+    try:
+        config = ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+    import_plugins(config.plugins)
+    try:
+        method = get_method(config.method.name)
+    except ValueError as exc:
+        raise ConfigError(f"invalid config:\n  method.name: {exc}") from None
+    try:
+        hparams = method.Hparams.model_validate(config.method.hparams)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, "method.hparams.")) from None
+    config.method.hparams = hparams.model_dump(mode="json")
+    return config
+
+
+def load_config(source: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    return validate_config(apply_overrides(read_source(source), overrides or []))

@@ -1,0 +1,107 @@
+"""AG News topic classification from the standard ``train.csv`` / ``test.csv``, as fixed-length token ids."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.data.dataset import Dataset
+from bench.data.sources.errors import CorruptDataError, require_labels_in_range
+from bench.data.sources.roots import candidate_dirs, locate
+
+log = logging.getLogger(__name__)
+
+PAD_ID = 0
+UNKNOWN_ID = 1
+NUM_SPECIAL_IDS = 2
+SUBDIRS = ["ag_news_csv", "agnews"]
+CLASS_NAMES = ["World", "Sports", "Business", "Sci/Tech"]
+HOW_TO_GET = (
+    "download train.csv and test.csv of ag_news_csv (e.g. from "
+    "https://github.com/mhjabreel/CharCnn_Keras/tree/master/data/ag_news_csv) into <data root>/ag_news_csv/."
+)
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercase words and numbers (an apostrophe suffix such as ``'s`` stays attached)."""
+    return _WORD.findall(text.lower())
+
+
+def build_vocabulary(documents: list[list[str]], vocab_size: int) -> dict[str, int]:
+    """Map the ``vocab_size - 2`` most frequent tokens to ids 2.. (ties broken alphabetically).
+
+    Ids 0 and 1 are reserved for padding and unknown tokens.
+    """
+    counts = Counter(token for document in documents for token in document)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: vocab_size - NUM_SPECIAL_IDS]
+    return {token: NUM_SPECIAL_IDS + rank for rank, (token, _) in enumerate(ranked)}
+
+
+def encode(document: list[str], vocabulary: dict[str, int], seq_len: int) -> list[int]:
+    """Token ids of the first ``seq_len`` tokens, right-padded with :data:`PAD_ID`."""
+    ids = [vocabulary.get(token, UNKNOWN_ID) for token in document[:seq_len]]
+    return ids + [PAD_ID] * (seq_len - len(ids))
+
+
+def _read_csv(path: Path) -> tuple[list[list[str]], np.ndarray]:
+    """Tokenised ``title description`` documents and 0-based labels of one AG News CSV file."""
+    documents, labels = [], []
+    with path.open(newline="", encoding="utf-8") as stream:
+        for number, row in enumerate(csv.reader(stream), start=1):
+            if len(row) != 3 or not row[0].strip().isdigit():
+                raise CorruptDataError(
+                    f"{path}:{number}: expected 3 columns (class index 1..4, title, description), "
+                    f"found {row[:3]}"
+                )
+            labels.append(int(row[0]) - 1)
+            documents.append(tokenize(f"{row[1]} {row[2]}"))
+    labels_array = np.asarray(labels, dtype=np.int64)
+    require_labels_in_range(labels_array, len(CLASS_NAMES), path)
+    return documents, labels_array
+
+
+def load_agnews(root: str | os.PathLike | None = None, vocab_size: int = 20000, seq_len: int = 64) -> Dataset:
+    """AG News, train and test pooled (127,600 articles, 4 classes), as int64 token ids ``N×seq_len``.
+
+    The vocabulary comes from the training part only: the ``vocab_size - 2`` most frequent tokens,
+    after the special ids 0 (padding) and 1 (unknown).
+    """
+    if vocab_size <= NUM_SPECIAL_IDS:
+        raise ValueError(
+            f"agnews: vocab_size must exceed {NUM_SPECIAL_IDS} (the special ids), got {vocab_size}"
+        )
+    if seq_len < 1:
+        raise ValueError(f"agnews: seq_len must be at least 1, got {seq_len}")
+    directory = locate(
+        "agnews",
+        candidate_dirs(root, SUBDIRS),
+        lambda d: (d / "train.csv").is_file() and (d / "test.csv").is_file(),
+        expected="train.csv and test.csv",
+        how_to_get=HOW_TO_GET,
+    )
+    train_documents, train_labels = _read_csv(directory / "train.csv")
+    test_documents, test_labels = _read_csv(directory / "test.csv")
+    vocabulary = build_vocabulary(train_documents, vocab_size)
+    x = torch.tensor(
+        [encode(document, vocabulary, seq_len) for document in train_documents + test_documents],
+        dtype=torch.int64,
+    ).reshape(-1, seq_len)
+    y = torch.from_numpy(np.concatenate([train_labels, test_labels]))
+    log.info("loaded AG News from %s: %d articles, %d-token vocabulary", directory, len(y), len(vocabulary))
+    return Dataset(
+        name="agnews",
+        x=x,
+        y=y,
+        num_classes=len(CLASS_NAMES),
+        kind="text",
+        vocab_size=NUM_SPECIAL_IDS + len(vocabulary),
+        class_names=list(CLASS_NAMES),
+    )

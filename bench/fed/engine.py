@@ -1,0 +1,169 @@
+"""The round loop: sample clients, send payloads, run local updates, aggregate, evaluate, call back.
+
+The engine owns every piece of state (server state, each client's personal state, the communication ledger),
+so a checkpoint of :class:`RunState` is enough to continue a run exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.config import ExperimentConfig
+from bench.fed.executors import Executor, Job, make_executor
+from bench.fed.federation import Federation, build_federation
+from bench.fed.rng import sample_clients, torch_generator
+from bench.measure.accuracy import exit_records, summarize_exits
+from bench.measure.dynamic import ExitRecords
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CommLedger:
+    """Bytes sent down (payloads) and up (uploads), per client, accumulated over rounds."""
+
+    down: list[int]
+    up: list[int]
+
+    @classmethod
+    def empty(cls, num_clients: int) -> CommLedger:
+        return cls([0] * num_clients, [0] * num_clients)
+
+
+@dataclass
+class RunState:
+    """All that a run carries from one round to the next (what a checkpoint stores)."""
+
+    next_round: int
+    server: dict[str, Any]
+    clients: list[dict[str, Any]]
+    comm: CommLedger
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {"next_round": self.next_round, "server": self.server, "clients": self.clients,
+                "comm_down": self.comm.down, "comm_up": self.comm.up}
+
+    @classmethod
+    def from_checkpoint(cls, data: dict[str, Any]) -> RunState:
+        return cls(data["next_round"], data["server"], data["clients"],
+                   CommLedger(list(data["comm_down"]), list(data["comm_up"])))
+
+
+@dataclass
+class Evaluation:
+    """Per-client exit records on the val and test splits after a round."""
+
+    round: int
+    val: dict[int, ExitRecords]
+    test: dict[int, ExitRecords]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Callback:
+    """Hooks into the round loop (progress, MLflow, checkpoints). All are optional."""
+
+    def on_start(self, sim: Simulation) -> None: ...
+
+    def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None: ...
+
+    def on_end(self, sim: Simulation) -> None: ...
+
+
+class Simulation:
+    def __init__(self, config: ExperimentConfig, callbacks: list[Callback] | None = None,
+                 fed: Federation | None = None):
+        self.config = config
+        self.fed = fed or build_federation(config)
+        self.callbacks = list(callbacks or [])
+        self.eval_model = self.fed.new_model()
+        self.state = self.initial_state()
+        self.last_eval: Evaluation | None = None
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def rounds(self) -> int:
+        return self.config.train.rounds
+
+    def initial_state(self) -> RunState:
+        method = self.fed.method
+        server = method.init_server(self.fed.new_model())
+        model = self.fed.new_model()
+        clients = [method.init_client(c, model, server) for c in range(self.fed.num_clients)]
+        return RunState(0, server, clients, CommLedger.empty(self.fed.num_clients))
+
+    def run(self) -> Evaluation:
+        """Run the remaining rounds (all of them, unless ``state`` came from a checkpoint)."""
+        torch.set_num_threads(self.config.run.threads)
+        for cb in self.callbacks:
+            cb.on_start(self)
+        executor = make_executor(self.fed)
+        try:
+            while self.state.next_round < self.rounds:
+                self.run_round(executor, self.state.next_round)
+        finally:
+            executor.close()
+        if self.last_eval is None or self.last_eval.round != self.rounds:
+            self.last_eval = self.evaluate(self.rounds)
+        for cb in self.callbacks:
+            cb.on_end(self)
+        return self.last_eval
+
+    def run_round(self, executor: Executor, round: int) -> dict[str, float]:
+        """Run round ``round`` (0-based); its metrics are logged with step ``round + 1``."""
+        started = time.perf_counter()
+        method, state, cfg = self.fed.method, self.state, self.config
+        clients = sample_clients(cfg.seed, round, self.fed.num_clients, cfg.train.participation)
+        jobs = [Job(c, method.payload(round, c, state.server), state.clients[c]) for c in clients]
+        results = executor.run_round(round, jobs)
+        down = up = 0
+        for job, result in zip(jobs, results):
+            state.clients[job.client] = result.state
+            state.comm.down[job.client] += job.payload.nbytes
+            state.comm.up[job.client] += result.upload.nbytes
+            down += job.payload.nbytes
+            up += result.upload.nbytes
+        state.server = method.aggregate(round, {j.client: r.upload for j, r in zip(jobs, results)}, state.server)
+        state.next_round = round + 1
+        metrics: dict[str, float] = {"comm/bytes_down": float(down), "comm/bytes_up": float(up),
+                                     "comm/cum_bytes_down": float(sum(state.comm.down)),
+                                     "comm/cum_bytes_up": float(sum(state.comm.up)),
+                                     "clients/participating": float(len(clients))}
+        losses: dict[str, list[float]] = {}
+        for result in results:
+            for key, value in result.metrics.items():
+                losses.setdefault(key, []).append(value)
+        metrics.update({key: float(np.mean(v)) for key, v in losses.items()})
+        metrics["time/train_s"] = time.perf_counter() - started
+        if state.next_round % cfg.eval.every == 0 or state.next_round == self.rounds:
+            t0 = time.perf_counter()
+            self.last_eval = self.evaluate(state.next_round)
+            metrics.update(self.last_eval.metrics)
+            metrics["time/eval_s"] = time.perf_counter() - t0
+        self.history.append({"round": float(state.next_round), **metrics})
+        for cb in self.callbacks:
+            cb.on_round_end(self, state.next_round, metrics)
+        return metrics
+
+    def evaluate(self, round: int) -> Evaluation:
+        """Every client's model, per exit, on its own val and test splits (one forward pass per batch)."""
+        method, state, bs = self.fed.method, self.state, self.config.eval.batch_size
+        val: dict[int, ExitRecords] = {}
+        test: dict[int, ExitRecords] = {}
+        for c in range(self.fed.num_clients):
+            data = self.fed.client_data(c)
+            gen = torch_generator(self.config.seed, "evaluation", round, c)
+            predict = method.eval_model(self.eval_model, c, state.server, state.clients[c], data, gen)
+            test[c] = exit_records(predict, self.fed.batches, data.test_idx, bs)
+            if data.val_idx.numel():
+                val[c] = exit_records(predict, self.fed.batches, data.val_idx, bs)
+        m = self.fed.method.ctx.num_exits
+        metrics = summarize_exits(test, m, "test")
+        if val:
+            metrics.update(summarize_exits(val, m, "val"))
+        return Evaluation(round, val, test, metrics)

@@ -1,0 +1,88 @@
+"""Tensor operations shared by the engine and the methods (written once, used everywhere)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+
+TensorDict = dict[str, torch.Tensor]
+
+
+def normalized_weights(weights: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    if w.ndim != 1 or len(w) == 0:
+        raise ValueError("weights must be a non-empty 1-D sequence")
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be non-negative with a positive sum, got {w.tolist()}")
+    return w / w.sum()
+
+
+def weighted_average(dicts: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float] | torch.Tensor,
+                     keys: Iterable[str] | None = None) -> TensorDict:
+    """Entry-wise weighted average of tensor dicts (weights are normalised to sum to one).
+
+    Integer tensors (e.g. BatchNorm's ``num_batches_tracked``) are not averaged: the first dict's value is kept.
+    """
+    if len(dicts) != len(weights):
+        raise ValueError(f"{len(dicts)} dicts but {len(weights)} weights")
+    w = normalized_weights(weights)
+    out: TensorDict = {}
+    for key in keys if keys is not None else dicts[0].keys():
+        first = dicts[0][key]
+        if not first.is_floating_point():
+            out[key] = first.clone()
+            continue
+        acc = torch.zeros_like(first, dtype=torch.float64)
+        for d, wi in zip(dicts, w.tolist()):
+            acc.add_(d[key], alpha=wi)
+        out[key] = acc.to(first.dtype)
+    return out
+
+
+def flatten(tensors: Mapping[str, torch.Tensor], keys: Iterable[str] | None = None) -> torch.Tensor:
+    """All floating-point entries (in key order) as one float64 vector."""
+    names = sorted(tensors) if keys is None else list(keys)
+    parts = [tensors[k].detach().reshape(-1).double() for k in names if tensors[k].is_floating_point()]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
+def cosine_similarity_matrix(vectors: torch.Tensor) -> torch.Tensor:
+    """Pairwise cosine similarity of the rows of ``vectors`` (n×d); a zero row has similarity 0 to all others."""
+    v = vectors.double()
+    norms = v.norm(dim=1, keepdim=True)
+    unit = v / norms.clamp_min(1e-12)
+    sim = unit @ unit.T
+    return sim.clamp(-1.0, 1.0)
+
+
+def project_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of a vector onto the probability simplex (sort-based, O(n log n)).
+
+    Solves ``argmin_{w >= 0, sum w = 1} ||w - v||^2``: ``w = max(v - theta, 0)`` with the threshold
+    ``theta`` found from the sorted entries.
+    """
+    if v.ndim != 1 or v.numel() == 0:
+        raise ValueError("project_simplex expects a non-empty 1-D tensor")
+    x = v.double()
+    u, _ = torch.sort(x, descending=True)
+    cumulative = torch.cumsum(u, dim=0) - 1.0
+    ranks = torch.arange(1, x.numel() + 1, dtype=torch.float64)
+    support = u - cumulative / ranks > 0
+    rho = int(torch.nonzero(support).max())
+    theta = cumulative[rho] / (rho + 1)
+    return torch.clamp(x - theta, min=0.0).to(v.dtype if v.is_floating_point() else torch.float64)
+
+
+def state_nbytes(tensors: Mapping[str, torch.Tensor]) -> int:
+    """Bytes occupied by the tensors' elements (what a payload costs on the wire, without framing)."""
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def clone_dict(tensors: Mapping[str, torch.Tensor]) -> TensorDict:
+    return {k: t.detach().clone() for k, t in tensors.items()}
+
+
+def subtract(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> TensorDict:
+    """``a - b`` over ``a``'s floating-point keys."""
+    return {k: a[k] - b[k] for k in a if a[k].is_floating_point()}

@@ -1,0 +1,47 @@
+"""Per-exit accuracy of a client's model: one forward pass per batch gives every exit's prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from bench.data.batching import BatchMaker
+from bench.measure.dynamic import ExitRecords
+from bench.methods.api import Predictor
+
+
+@torch.no_grad()
+def exit_records(predict: Predictor, batches: BatchMaker, idx: torch.Tensor, batch_size: int) -> ExitRecords:
+    """Per-sample confidence and correctness at every exit the predictor returns."""
+    if isinstance(predict, torch.nn.Module):
+        predict.eval()
+    parts = [ExitRecords.from_logits(predict(xb), yb) for xb, yb in batches.eval_batches(idx, batch_size)]
+    return ExitRecords.concat(parts)
+
+
+def summarize_exits(per_client: Mapping[int, ExitRecords], num_exits: int, prefix: str) -> dict[str, float]:
+    """Mean client accuracy per exit, its spread over clients, and the mean over exits.
+
+    A client that holds fewer exits (a shallow capacity tier) counts only for the exits it holds.
+    ``{prefix}/acc/mean`` is the mean over clients of each client's mean over its own exits.
+    """
+    per_exit: list[list[float]] = [[] for _ in range(num_exits)]
+    client_means: list[float] = []
+    for records in per_client.values():
+        acc = records.correct.mean(axis=0) if len(records.correct) else np.zeros(records.correct.shape[1])
+        for k, a in enumerate(acc):
+            per_exit[k].append(float(a))
+        client_means.append(float(acc.mean()))
+    metrics: dict[str, float] = {}
+    for k, values in enumerate(per_exit, start=1):
+        if values:
+            metrics[f"{prefix}/acc/exit_{k}"] = float(np.mean(values))
+            metrics[f"{prefix}/acc/exit_{k}/client_std"] = float(np.std(values))
+    metrics[f"{prefix}/acc/mean"] = float(np.mean(client_means))
+    return metrics
+
+
+def per_exit_accuracy(records: ExitRecords) -> Sequence[float]:
+    return [float(a) for a in records.correct.mean(axis=0)]

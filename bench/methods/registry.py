@@ -1,0 +1,66 @@
+"""Where methods are found: the ``register`` decorator and the ``cafebench.methods`` entry-point group."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib.metadata import entry_points
+from typing import TypeVar
+
+from bench.methods.api import FAMILIES, Method
+
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "cafebench.methods"
+BUILTIN_MODULES = (
+    "baselines.local",
+    "baselines.fedavg",
+)
+_REGISTRY: dict[str, type[Method]] = {}
+_discovered = False
+M = TypeVar("M", bound=type[Method])
+
+
+def register(cls: M) -> M:
+    """Class decorator: make a :class:`Method` subclass available under its ``name``."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError("@register applies to subclasses of bench.methods.api.Method")
+    if not cls.name or not cls.name.replace("_", "").isalnum() or cls.name.lower() != cls.name:
+        raise ValueError(f"{cls.__name__}.name must be a lower-case identifier, got {cls.name!r}")
+    if cls.family not in FAMILIES:
+        raise ValueError(f"{cls.__name__}.family must be one of {FAMILIES}, got {cls.family!r}")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+        raise ValueError(f"method name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not break the harness
+            log.warning("could not load method plugin %s (%s): %s", ep.name, ep.value, exc)
+            continue
+        if isinstance(loaded, type) and issubclass(loaded, Method) and loaded.name not in _REGISTRY:
+            register(loaded)
+
+
+def available_methods() -> dict[str, type[Method]]:
+    _discover()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_method(name: str) -> type[Method]:
+    methods = available_methods()
+    if name not in methods:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(methods)} "
+                         f"(plugins register with @bench.methods.registry.register or the "
+                         f"{ENTRY_POINT_GROUP!r} entry-point group)")
+    return methods[name]

@@ -1,0 +1,148 @@
+"""MLflow logging of one experiment: params, tags, per-round metrics, summary metrics, artifacts.
+
+Run layout (see the architecture page): params are the flattened config; tags name the method, its family,
+dataset, alpha, seed, the config and partition hashes and the code version; metrics use the round as step.
+Rounds already logged (a resumed run replays rounds after its last checkpoint) are not logged twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from bench.config import ExperimentConfig
+from bench.fed.engine import Callback, Simulation
+
+log = logging.getLogger(__name__)
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+CONFIG_ARTIFACT = "config.yaml"
+STEP_MARKER = "comm/bytes_up"  # logged every round: its history says which rounds are done
+_MAX_PARAM_LEN = 6000
+_BATCH = 900
+
+
+def tracking_uri(config_uri: str | None = None) -> str:
+    """The config's URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory."""
+    return config_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def code_version() -> str:
+    try:
+        pkg = version("cafebench")
+    except PackageNotFoundError:
+        pkg = "unknown"
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{pkg}+{sha}" if sha else pkg
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name)
+
+
+class MlflowTracker(Callback):
+    """Creates (or reopens) the MLflow run and logs everything the engine produces."""
+
+    def __init__(self, config: ExperimentConfig, run_id: str | None = None, extra_tags: dict[str, str] | None = None,
+                 parent_run_id: str | None = None):
+        self.config = config
+        self.client = MlflowClient(tracking_uri=tracking_uri(config.run.tracking_uri))
+        self.extra_tags = dict(extra_tags or {})
+        self.parent_run_id = parent_run_id
+        self.run_id = run_id
+        self.last_logged_step = 0
+        if run_id is None:
+            self.run_id = self._create_run()
+        else:
+            self.last_logged_step = self._last_step()
+            self.client.update_run(self.run_id, status="RUNNING")
+
+    def _create_run(self) -> str:
+        from bench.methods.registry import get_method
+
+        cfg = self.config
+        exp_id = get_or_create_experiment(self.client, cfg.run.experiment)
+        tags = {
+            "method": cfg.method.name,
+            "family": get_method(cfg.method.name).family,
+            "dataset": cfg.data.dataset,
+            "model": cfg.model.name,
+            "alpha": str(cfg.data.alpha),
+            "seed": str(cfg.seed),
+            "config_hash": cfg.content_hash(),
+            "code_version": code_version(),
+            **self.extra_tags,
+        }
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        run = self.client.create_run(exp_id, run_name=cfg.run.run_name or f"{cfg.method.name}-{cfg.data.dataset}"
+                                     f"-a{cfg.data.alpha}-s{cfg.seed}", tags=tags)
+        run_id = run.info.run_id
+        params = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in cfg.flat().items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[i:i + 100])
+        self.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), CONFIG_ARTIFACT, run_id)
+        return run_id
+
+    def _last_step(self) -> int:
+        history = self.client.get_metric_history(self.run_id, STEP_MARKER)
+        return max((m.step for m in history), default=0)
+
+    # -- callback hooks ------------------------------------------------------------------------------------------
+    def on_start(self, sim: Simulation) -> None:
+        self.set_tags({"partition_hash": sim.fed.partition.hash})
+
+    def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None:
+        if round <= self.last_logged_step:
+            return  # replayed after a resume: identical values are already logged
+        self.log_metrics(metrics, step=round)
+        self.last_logged_step = round
+
+    def on_end(self, sim: Simulation) -> None:
+        from bench.measure.summary import final_measures
+
+        with tempfile.TemporaryDirectory() as tmp:
+            measures = final_measures(sim, Path(tmp))
+            self.log_metrics(measures.metrics, step=sim.rounds)
+            for path, artifact_dir in measures.artifacts:
+                self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    # -- primitives ----------------------------------------------------------------------------------------------
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i:i + _BATCH])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, text: str, artifact_file: str, run_id: str | None = None) -> None:
+        self.client.log_text(run_id or self.run_id, text, artifact_file)
+
+    def finish(self) -> None:
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def fail(self, reason: str) -> None:
+        self.set_tags({"error": reason[:5000]})
+        self.client.set_terminated(self.run_id, "FAILED")
+
+    def kill(self) -> None:
+        self.set_tags({"error": "interrupted by the user"})
+        self.client.set_terminated(self.run_id, "KILLED")

@@ -1,0 +1,83 @@
+"""Run one tracked experiment end to end, or resume one from its last checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bench.config import ConfigError, ExperimentConfig, validate_config
+from bench.fed.engine import Callback, Evaluation, RunState, Simulation
+from bench.track.checkpoint import load_latest_checkpoint, save_checkpoint
+from bench.track.mlflow_tracker import CONFIG_ARTIFACT, MlflowTracker, tracking_uri
+
+log = logging.getLogger(__name__)
+CHECKPOINT_TAG = "checkpoint_dir"
+
+
+class CheckpointCallback(Callback):
+    """Saves the run state every ``every`` rounds and after the last round (after the round is logged)."""
+
+    def __init__(self, directory: Path, every: int, config_hash: str):
+        self.directory, self.every, self.config_hash = directory, every, config_hash
+
+    def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None:
+        if self.every and (round % self.every == 0 or round == sim.rounds):
+            save_checkpoint(self.directory, sim.state.to_checkpoint(), self.config_hash)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    evaluation: Evaluation
+    history: list[dict[str, float]]
+
+
+def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = None, *,
+                   resume_run_id: str | None = None, parent_run_id: str | None = None,
+                   tags: dict[str, str] | None = None) -> RunResult:
+    """Run (or resume) one experiment as one MLflow run; a failure marks the run FAILED with the reason."""
+    tracker = MlflowTracker(config, run_id=resume_run_id, extra_tags=tags, parent_run_id=parent_run_id)
+    try:
+        if resume_run_id is None:
+            directory = Path(config.run.checkpoint_dir).resolve() / tracker.run_id
+            tracker.set_tags({CHECKPOINT_TAG: str(directory)})
+        else:
+            directory = Path(tracker.client.get_run(resume_run_id).data.tags[CHECKPOINT_TAG])
+        sim = Simulation(config, [tracker, CheckpointCallback(directory, config.run.checkpoint_every,
+                                                              config.content_hash()), *(callbacks or [])])
+        if resume_run_id is not None:
+            sim.state = RunState.from_checkpoint(load_latest_checkpoint(directory, config.content_hash()))
+            log.info("resuming run %s at round %d", resume_run_id, sim.state.next_round + 1)
+        evaluation = sim.run()
+    except KeyboardInterrupt:
+        tracker.kill()
+        raise
+    except BaseException as exc:
+        tracker.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    tracker.finish()
+    return RunResult(tracker.run_id, evaluation, sim.history)
+
+
+def load_run_config(run_id: str, uri: str | None = None) -> ExperimentConfig:
+    """The config an MLflow run was started with (its ``config.yaml`` artifact)."""
+    client = MlflowClient(tracking_uri=tracking_uri(uri))
+    try:
+        client.get_run(run_id)
+    except Exception as exc:
+        raise ConfigError(f"no MLflow run {run_id!r} in {tracking_uri(uri)}: {exc}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+        data = yaml.safe_load(Path(path).read_text())
+    if uri:
+        data.setdefault("run", {})["tracking_uri"] = uri
+    return validate_config(data)
+
+
+def resume_experiment(run_id: str, uri: str | None = None, callbacks: list[Callback] | None = None) -> RunResult:
+    return run_experiment(load_run_config(run_id, uri), callbacks, resume_run_id=run_id)

@@ -1,0 +1,35 @@
+"""Shared fixtures: an isolated MLflow store per test and tiny experiment configs on synthetic data."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("CAFEBENCH_NO_DOWNLOAD", "1")
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def tiny_config_data(tmp_path) -> dict:
+    """A config dict for a few-second run: 4 clients on 16×16 synthetic images, conv3, 3 rounds."""
+    return {
+        "seed": 0,
+        "data": {"dataset": "synthetic", "options": {"num_samples": 800, "image_size": 16}, "clients": 4,
+                 "alpha": 0.5, "min_samples": 20},
+        "model": {"name": "conv3", "width": 0.25},
+        "method": {"name": "fedavg"},
+        "train": {"rounds": 3, "batch_size": 32, "lr": 0.05},
+        "eval": {"every": 1, "batch_size": 256},
+        "run": {"checkpoint_every": 1, "checkpoint_dir": str(tmp_path / "ckpt"),
+                "cache_dir": str(tmp_path / "cache"), "experiment": "test", "threads": 1},
+    }

@@ -1,0 +1,68 @@
+import pytest
+
+from bench.config import ConfigError, apply_overrides, load_config, preset_names, validate_config
+
+
+def test_demo_preset_loads_and_overrides_apply():
+    config = load_config("demo", ["train.rounds=7", "data.alpha=0.1", "method.hparams.finetune_epochs=1"])
+    assert config.train.rounds == 7
+    assert config.data.alpha == 0.1
+    assert config.method.hparams == {"finetune_epochs": 1}
+    assert "demo" in preset_names()
+
+
+def test_unknown_key_is_rejected_with_its_path(tiny_config_data):
+    tiny_config_data["train"]["learning_rate"] = 0.1
+    with pytest.raises(ConfigError, match=r"train\.learning_rate: unknown key"):
+        validate_config(tiny_config_data)
+
+
+def test_bad_value_is_rejected_with_its_path(tiny_config_data):
+    tiny_config_data["data"]["alpha"] = -1
+    with pytest.raises(ConfigError, match=r"data\.alpha: Input should be greater than 0"):
+        validate_config(tiny_config_data)
+
+
+def test_bad_split_is_rejected(tiny_config_data):
+    tiny_config_data["data"]["split"] = [0.5, 0.1, 0.1]
+    with pytest.raises(ConfigError, match=r"data\.split"):
+        validate_config(tiny_config_data)
+
+
+def test_method_hparams_are_validated_against_the_method(tiny_config_data):
+    tiny_config_data["method"]["hparams"] = {"finetune_epochs": -2}
+    with pytest.raises(ConfigError, match=r"method\.hparams\.finetune_epochs"):
+        validate_config(tiny_config_data)
+    tiny_config_data["method"]["hparams"] = {"bogus": 1}
+    with pytest.raises(ConfigError, match=r"method\.hparams\.bogus: unknown key"):
+        validate_config(tiny_config_data)
+
+
+def test_unknown_method_lists_the_available_ones(tiny_config_data):
+    tiny_config_data["method"]["name"] = "nope"
+    with pytest.raises(ConfigError, match=r"method\.name: unknown method 'nope'; available: .*fedavg"):
+        validate_config(tiny_config_data)
+
+
+def test_content_hash_ignores_execution_settings_but_not_results_settings(tiny_config_data):
+    base = validate_config(tiny_config_data).content_hash()
+    moved = apply_overrides(tiny_config_data, ["run.executor=process", "run.experiment=other"])
+    assert validate_config(moved).content_hash() == base
+    changed = apply_overrides(tiny_config_data, ["train.lr=0.1"])
+    assert validate_config(changed).content_hash() != base
+
+
+def test_bad_override_and_missing_source():
+    with pytest.raises(ConfigError, match="must look like key.path=value"):
+        load_config("demo", ["train.rounds"])
+    with pytest.raises(ConfigError, match="neither a config file nor a preset; presets: .*demo"):
+        load_config("no-such-preset")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("missing.yaml")
+
+
+def test_invalid_yaml_is_reported(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
