@@ -10,7 +10,16 @@ from typing import Any
 
 import torch
 
-from bench.methods.api import ClientData, LocalResult, Message, Method, extract, load_state, sum_ce_loss, train_epochs
+from bench.methods.api import (
+    ClientData,
+    LocalResult,
+    Message,
+    Method,
+    extract,
+    load_state,
+    sum_ce_loss,
+    train_epochs,
+)
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
 

@@ -25,10 +25,10 @@ def tiny_config_data(tmp_path) -> dict:
     return {
         "seed": 0,
         "data": {"dataset": "synthetic", "options": {"num_samples": 800, "image_size": 16}, "clients": 4,
-                 "alpha": 0.5, "min_samples": 20},
-        "model": {"name": "conv3", "width": 0.25},
+                 "alpha": 0.5, "min_samples": 20, "augment": False},
+        "model": {"name": "conv3", "width": 0.5},
         "method": {"name": "fedavg"},
-        "train": {"rounds": 3, "batch_size": 32, "lr": 0.05},
+        "train": {"rounds": 3, "local_epochs": 2, "batch_size": 32, "lr": 0.05},
         "eval": {"every": 1, "batch_size": 256},
         "run": {"checkpoint_every": 1, "checkpoint_dir": str(tmp_path / "ckpt"),
                 "cache_dir": str(tmp_path / "cache"), "experiment": "test", "threads": 1},

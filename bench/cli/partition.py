@@ -6,10 +6,15 @@ import argparse
 from pathlib import Path
 
 from bench.config import load_config
-from bench.data.partition import class_histogram, format_histogram, label_entropy, plot_partition_heatmap
+from bench.data.partition import (
+    class_histogram,
+    format_histogram,
+    label_entropy,
+    load_or_create_partition,
+    plot_partition_heatmap,
+)
 from bench.data.sources import load_dataset
 from bench.fed.federation import partition_spec
-from bench.data.partition import load_or_create_partition
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

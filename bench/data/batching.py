@@ -1,7 +1,7 @@
 """In-memory batching with whole-batch tensor augmentation: the training hot path.
 
 Batches are gathered from the dataset tensor by index; random crops and horizontal flips are applied
-to a whole batch with one advanced-indexing gather, never by a Python loop over samples. All random
+to a whole batch with one flat ``index_select``, never by a Python loop over samples. All random
 draws come from a caller-supplied CPU ``torch.Generator``, so batches are reproducible bitwise and do
 not depend on the device the data live on.
 """
@@ -66,7 +66,9 @@ class BatchMaker:
         if self.is_image:
             self._check_image_dataset(dataset)
         elif augment is not None and augment.active:
-            raise ValueError(f"dataset {dataset.name!r} is text: image augmentation does not apply, pass None")
+            raise ValueError(
+                f"dataset {dataset.name!r} is text: image augmentation does not apply; pass None"
+            )
         self.augment = augment if augment is not None and augment.active else None
         self.x = dataset.x.to(self.device)
         self.y = dataset.y.to(self.device)
@@ -126,19 +128,22 @@ class BatchMaker:
         for _ in range(epochs):
             order = idx[torch.randperm(len(idx), generator=generator)]
             for batch in _chunks(order, batch_size, drop_last):
-                xb = self.x[batch.to(self.device)]
+                xb, yb = self._gather(batch)
                 if self.augment is not None:
                     xb = _crop_and_flip(xb, self.augment, generator)
-                yield self.to_input(xb), self.y[batch.to(self.device)]
+                yield self.to_input(xb), yb
 
     def eval_batches(self, idx: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised ``(inputs, labels)`` batches of ``idx`` in the given order, without augmentation."""
         idx = _check_indices(idx)
         _check_batch_size(batch_size)
         for batch in _chunks(idx, batch_size, drop_last=False):
-            batch = batch.to(self.device)
-            yield self.to_input(self.x[batch]), self.y[batch]
+            xb, yb = self._gather(batch)
+            yield self.to_input(xb), yb
 
+    def _gather(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = batch.to(self.device)
+        return self.x.index_select(0, batch), self.y.index_select(0, batch)
 
 
 def _crop_and_flip(xb: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
@@ -158,10 +163,11 @@ def _crop_and_flip(xb: torch.Tensor, augment: Augment, generator: torch.Generato
     if augment.hflip:
         flip = torch.rand(n, 1, generator=generator) < 0.5
         cols = torch.where(flip, cols.flip(1), cols)
-    device = xb.device
-    sample = torch.arange(n, device=device).view(n, 1, 1, 1)
-    channel = torch.arange(channels, device=device).view(1, channels, 1, 1)
-    return xb[sample, channel, rows.to(device).view(n, 1, height, 1), cols.to(device).view(n, 1, 1, width)]
+    # One flat index_select is far cheaper than 4-D advanced indexing, especially with several threads.
+    padded_height, padded_width = xb.shape[-2:]
+    plane = torch.arange(n * channels).view(n, channels, 1, 1) * (padded_height * padded_width)
+    flat = plane + (rows * padded_width).view(n, 1, height, 1) + cols.view(n, 1, 1, width)
+    return xb.reshape(-1).index_select(0, flat.view(-1).to(xb.device)).view(n, channels, height, width)
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -171,7 +177,9 @@ def _check_batch_size(batch_size: int) -> None:
 
 def _check_indices(idx: torch.Tensor) -> torch.Tensor:
     if idx.ndim != 1 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
-        raise ValueError(f"idx must be a 1-D integer index tensor, got {idx.dtype} of shape {tuple(idx.shape)}")
+        raise ValueError(
+            f"idx must be a 1-D integer index tensor, got {idx.dtype} of shape {tuple(idx.shape)}"
+        )
     return idx.to(device="cpu", dtype=torch.int64)
 
 

@@ -229,7 +229,7 @@ def _draw_client_shares(y: np.ndarray, num_classes: int, spec: PartitionSpec) ->
             sizes += counts
         if sizes.min() >= spec.min_samples:
             log.debug("Dirichlet partition %s found on attempt %d", spec.content_hash(), attempt)
-            return [np.concatenate(p) if p else np.zeros(0, dtype=np.int64) for p in pieces]
+            return [np.concatenate(p) for p in pieces]
         smallest = max(smallest, int(sizes.min()))
     raise PartitionError(
         f"no Dirichlet draw in {spec.max_retries} tries gave each of {spec.num_clients} clients at least "

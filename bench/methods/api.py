@@ -159,6 +159,10 @@ class Method:
         """How many exits this client's model holds (fewer for shallow capacity tiers)."""
         return self.ctx.num_exits
 
+    def client_width(self, client: int) -> float | None:
+        """Width multiplier of this client's sub-model (None: the configured full width)."""
+        return None
+
 
 # -- helpers every method uses --------------------------------------------------------------------------------
 

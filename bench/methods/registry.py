@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
+import pkgutil
 from importlib.metadata import entry_points
 from typing import TypeVar
 
@@ -11,10 +13,8 @@ from bench.methods.api import FAMILIES, Method
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "cafebench.methods"
-BUILTIN_MODULES = (
-    "baselines.local",
-    "baselines.fedavg",
-)
+BUILTIN_PACKAGES = ("baselines",)  # every module in these packages is imported (each registers its method)
+BUILTIN_MODULES = ("bench.methods.cafedistill",)
 _REGISTRY: dict[str, type[Method]] = {}
 _discovered = False
 M = TypeVar("M", bound=type[Method])
@@ -40,8 +40,13 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
+    for package_name in BUILTIN_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package_name}.{info.name}")
     for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = ep.load()

@@ -42,7 +42,7 @@ class EarlyExitNet(nn.Module):
 
     def forward(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Logits of exits ``1..upto`` (all when None)."""
-        return [head(f) for head, f in zip(self.exits, self.features(x, upto))]
+        return [head(f) for head, f in zip(self.exits, self.features(x, upto), strict=False)]
 
     def _check_upto(self, upto: int | None) -> int:
         if upto is None:

@@ -45,14 +45,15 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, **options: ob
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
     loader = DATASETS[name]
-    accepted = set(inspect.signature(loader).parameters) - {"root"}
+    parameters = inspect.signature(loader).parameters
+    accepted = set(parameters) - {"root"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(
             f"dataset {name!r} takes no option {', '.join(unknown)}; "
             f"its options are: {', '.join(sorted(accepted)) or 'none'}"
         )
-    if "root" in inspect.signature(loader).parameters:
+    if "root" in parameters:
         options["root"] = root
     return loader(**options)
 

@@ -1,7 +1,8 @@
 """Tiny ImageNet (200 classes, 64×64 RGB) from the standard ``tiny-imagenet-200/`` tree of JPEGs.
 
-Decoding the 110,000 JPEGs takes a while, so the decoded tensors are cached as ``cafebench-decoded.pt``
-in that folder (when writable) and reused while the classes and the labels of the listed images match.
+Decoding the 110,000 JPEGs takes a minute or two, so the decoded tensors are cached as
+``cafebench-decoded.pt`` in that folder (when writable) and reused while the classes and the labels of
+the listed images match.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _list_images(directory: Path, wnids: list[str]) -> list[tuple[Path, int]]:
 def _decode(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
+            pixels = np.array(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as err:
         raise CorruptDataError(f"{path}: cannot decode image ({err})") from err
     if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):

@@ -1,0 +1,157 @@
+"""The end-of-run measurements: per-exit MACs, dynamic inference, communication, per-client results.
+
+Everything here is computed from the last evaluation's per-sample exit records (one forward pass per client
+and split) and the per-exit cost table, with no further forward passes. Metrics logged (see the README):
+
+* ``macs/exit_{k}``, ``params/exit_{k}``, ``macs/static`` — of the full model (cumulative, earlier heads included);
+* ``dyn/acc_at_{thr}``, ``dyn/macs_at_{thr}``, ``dyn/cost_reduction_at_{thr}``, ``dyn/acc_drop_at_{thr}`` (the
+  architecture page's ``dyn/acc@{thr}``; MLflow does not allow ``@`` in metric names) — mean over
+  clients; MACs of each client are those of its own (sub-)model; ``cost_reduction = 1 − expected MACs /
+  static MACs`` where the static model is the backbone plus the last head; ``acc_drop`` = last-exit accuracy
+  minus dynamic accuracy at that threshold;
+* ``comm/total_bytes_up``, ``comm/total_bytes_down``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from bench.data.partition import class_histogram, label_entropy, plot_partition_heatmap
+from bench.measure.dynamic import (
+    DynamicPoint,
+    accuracy_drop,
+    budgeted_accuracy,
+    cost_reduction,
+    dynamic_curve,
+    mean_over_clients,
+)
+from bench.measure.flops import CostTable, exit_costs
+
+if TYPE_CHECKING:
+    from bench.fed.engine import Simulation
+
+
+@dataclass
+class FinalMeasures:
+    metrics: dict[str, float]
+    artifacts: list[tuple[Path, str]] = field(default_factory=list)  # (file, MLflow artifact directory)
+
+
+def dyn_metric(name: str, threshold: float) -> str:
+    """MLflow name of a dynamic-inference figure: ``dyn/{name}_at_{threshold}`` (MLflow refuses ``@``)."""
+    return f"dyn/{name}_at_{threshold:g}"
+
+
+def client_cost_table(sim: Simulation, client: int) -> CostTable:
+    """The cost table of the model this client actually runs (a sub-model for shallow or narrow tiers)."""
+    width = sim.fed.method.client_width(client)
+    return exit_costs(sim.fed.new_model(width), sim.fed.dataset.input_shape)
+
+
+def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
+    fed, ev, cfg = sim.fed, sim.last_eval, sim.config
+    assert ev is not None, "final_measures needs an evaluation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    full = exit_costs(fed.new_model(), fed.dataset.input_shape)
+    metrics: dict[str, float] = {"macs/static": float(full.static_macs)}
+    for cost in full.exits:
+        metrics[f"macs/exit_{cost.exit}"] = float(cost.macs)
+        metrics[f"params/exit_{cost.exit}"] = float(cost.params)
+    thresholds = sorted(set(cfg.eval.thresholds) | {cfg.eval.report_threshold})
+
+    curves: dict[int, list[DynamicPoint]] = {}
+    rows = []
+    hist = class_histogram(fed.partition, fed.dataset.y, fed.dataset.num_classes)
+    entropy = label_entropy(hist)
+    for c, records in ev.test.items():
+        table = client_cost_table(sim, c)
+        held = fed.method.client_exits(c)
+        exit_macs = [e.macs for e in table.exits[:held]]
+        curves[c] = dynamic_curve(records, exit_macs, thresholds)
+        acc = records.correct.mean(axis=0)
+        report = next(p for p in curves[c] if p.threshold == cfg.eval.report_threshold)
+        row = {"client": c, "train_samples": int(fed.partition.train[c].numel()),
+               "val_samples": int(fed.partition.val[c].numel()), "test_samples": int(fed.partition.test[c].numel()),
+               "label_entropy": float(entropy[c]), "exits_held": held}
+        row.update({f"test_acc_exit_{k + 1}": float(a) for k, a in enumerate(acc)})
+        if c in ev.val:
+            row.update({f"val_acc_exit_{k + 1}": float(a) for k, a in enumerate(ev.val[c].correct.mean(axis=0))})
+        row.update({"dyn_acc": report.accuracy, "dyn_macs": report.expected_macs,
+                    "dyn_cost_reduction": cost_reduction(report, table.static_macs_upto(held)),
+                    "dyn_acc_drop": accuracy_drop(report, float(acc[-1])),
+                    "bytes_up": sim.state.comm.up[c], "bytes_down": sim.state.comm.down[c]})
+        rows.append(row)
+    per_client = pd.DataFrame(rows)
+
+    mean_curve = mean_over_clients(list(curves.values()))
+    curve_rows = []
+    for i, point in enumerate(mean_curve):
+        reductions = [1 - curves[c][i].expected_macs / client_cost_table(sim, c).static_macs_upto(
+            fed.method.client_exits(c)) for c in curves]
+        drops = [float(ev.test[c].correct[:, -1].mean()) - curves[c][i].accuracy for c in curves]
+        metrics[dyn_metric("acc", point.threshold)] = point.accuracy
+        metrics[dyn_metric("macs", point.threshold)] = point.expected_macs
+        metrics[dyn_metric("cost_reduction", point.threshold)] = float(np.mean(reductions))
+        metrics[dyn_metric("acc_drop", point.threshold)] = float(np.mean(drops))
+        curve_rows.append({"threshold": point.threshold, "accuracy": point.accuracy,
+                           "expected_macs": point.expected_macs, "cost_reduction": float(np.mean(reductions)),
+                           "acc_drop": float(np.mean(drops)),
+                           **{f"exit_{k + 1}_fraction": f for k, f in enumerate(point.exit_fractions)}})
+    curve = pd.DataFrame(curve_rows)
+
+    budgets = [e.macs for e in full.exits]
+    budget_rows = []
+    for c in ev.test:
+        if c in ev.val:
+            exit_macs = [e.macs for e in client_cost_table(sim, c).exits[:fed.method.client_exits(c)]]
+            for entry in budgeted_accuracy(ev.val[c], ev.test[c], exit_macs, budgets, thresholds):
+                budget_rows.append({"client": c, **entry})
+    metrics["comm/total_bytes_up"] = float(sum(sim.state.comm.up))
+    metrics["comm/total_bytes_down"] = float(sum(sim.state.comm.down))
+
+    files = write_artifacts(out_dir, full, per_client, curve, pd.DataFrame(budget_rows), hist, cfg.data.alpha)
+    return FinalMeasures(metrics, files)
+
+
+def write_artifacts(out_dir: Path, costs: CostTable, per_client: pd.DataFrame, curve: pd.DataFrame,
+                    budgets: pd.DataFrame, hist: np.ndarray, alpha: float) -> list[tuple[Path, str]]:
+    files: list[tuple[Path, str]] = []
+
+    def save_csv(frame: pd.DataFrame, name: str, artifact_dir: str) -> None:
+        path = out_dir / name
+        frame.to_csv(path, index=False)
+        files.append((path, artifact_dir))
+
+    save_csv(costs.to_frame(), "macs.csv", "costs")
+    unsupported = pd.DataFrame(sorted(costs.unsupported_ops.items()), columns=["operator", "count"])
+    save_csv(unsupported, "unsupported_ops.csv", "costs")
+    save_csv(per_client, "per_client.csv", "results")
+    save_csv(curve, "dynamic_curve.csv", "dynamic")
+    save_csv(budgets, "budgeted_accuracy.csv", "dynamic")
+    save_csv(pd.DataFrame(hist, columns=[f"class_{k}" for k in range(hist.shape[1])]).rename_axis("client")
+             .reset_index(), "partition_histogram.csv", "partition")
+    heatmap = plot_partition_heatmap(hist, out_dir / "partition_heatmap.png", title=f"alpha={alpha}")
+    files.append((heatmap, "partition"))
+    files.append((plot_dynamic_curve(curve, out_dir / "dynamic_curve.png"), "dynamic"))
+    return files
+
+
+def plot_dynamic_curve(curve: pd.DataFrame, path: Path) -> Path:
+    fig = Figure(figsize=(5, 3.6))
+    ax = fig.add_subplot()
+    ax.plot(curve["expected_macs"] / 1e6, curve["accuracy"], marker="o", markersize=3)
+    for _, row in curve.iloc[:: max(1, len(curve) // 6)].iterrows():
+        ax.annotate(f"{row['threshold']:g}", (row["expected_macs"] / 1e6, row["accuracy"]), fontsize=7)
+    ax.set_xlabel("expected MMACs per sample")
+    ax.set_ylabel("mean client test accuracy")
+    ax.set_title("dynamic inference (labels: threshold)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path

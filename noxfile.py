@@ -1,0 +1,47 @@
+"""nox sessions: tests, lint, demo, perf, reproduce, report (each in its own virtualenv)."""
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def install(session: nox.Session, extras: str = "test") -> None:
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    install(session, "test,ray")
+    session.run("pytest", "-q", *session.posargs, env={"MLFLOW_DISABLE_TELEMETRY": "true"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "bench", "baselines", "tests", "noxfile.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    install(session)
+    session.run("cafebench", "demo", *session.posargs)
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    install(session)
+    session.run("cafebench", "perf", *session.posargs)
+
+
+@nox.session
+def reproduce(session: nox.Session) -> None:
+    """The CPU-scale reproduction of the paper's tables (about an hour on 2 cores); `-- paper` for GPUs."""
+    install(session, "test,ray")
+    session.run("cafebench", "reproduce", *(session.posargs or ["cpu"]))
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    install(session)
+    session.run("cafebench", "report", *(session.posargs or ["cpu"]))

@@ -1,0 +1,449 @@
+"""Dataset sources: real Fashion-MNIST, small generated files in each standard format, and failures."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import pickle
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench.data.sources import DATASETS, CorruptDataError, DataNotFoundError, data_roots, load_dataset
+from bench.data.sources import fmnist as fmnist_source
+from bench.data.sources.cifar import CIFAR10, CIFAR100, CifarLayout
+
+DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+PickleWriter = Callable[[Path, object], None]
+
+
+@pytest.fixture(autouse=True)
+def isolated_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No data root from the environment or the real working directory, and never a download."""
+    monkeypatch.delenv("CAFEBENCH_DATA", raising=False)
+    monkeypatch.setenv("CAFEBENCH_NO_DOWNLOAD", "1")
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+
+
+# ---------------------------------------------------------------- registry and roots
+
+
+def test_registry_names_and_unknown_name() -> None:
+    assert set(DATASETS) == {
+        "fmnist", "mnist5k", "digits", "cifar10", "cifar100", "tinyimagenet", "agnews", "synthetic",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'.*agnews, cifar10, cifar100, digits"):
+        load_dataset("mnist")
+
+
+def test_unknown_option_is_rejected_with_the_accepted_ones() -> None:
+    with pytest.raises(
+        ValueError, match="no option colour.*channels, image_size, num_classes, num_samples, seed"
+    ):
+        load_dataset("synthetic", colour=True)
+
+
+def test_data_roots_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAFEBENCH_DATA", str(tmp_path / "env"))
+    cwd_datasets = Path.cwd() / "datasets"
+    assert data_roots(tmp_path / "explicit") == [tmp_path / "explicit", tmp_path / "env", cwd_datasets]
+    assert data_roots() == [tmp_path / "env", cwd_datasets]
+    assert data_roots(cwd_datasets) == [cwd_datasets, tmp_path / "env"]  # no duplicates
+
+
+# ---------------------------------------------------------------- Fashion-MNIST (IDX)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool) -> Path:
+    data = idx_bytes(array)
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def write_fmnist(directory: Path, compress: bool, train: int = 6, test: int = 4) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    parts = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (test, 28, 28)),
+        "t10k-labels-idx1-ubyte": (np.arange(test) + 7) % 10,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    for stem, array in parts.items():
+        write_idx(directory / stem, array, compress)
+    return parts
+
+
+@pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(), reason="needs `apt-get install dataset-fashion-mnist`")
+def test_fmnist_from_the_debian_package() -> None:
+    data = load_dataset("fmnist", download=False)
+    assert data.x.shape == (70_000, 1, 28, 28) and data.x.dtype == torch.uint8
+    assert data.y.dtype == torch.int64 and data.num_classes == 10 and data.kind == "image"
+    assert data.y.bincount().tolist() == [7000] * 10
+    assert data.y[:5].tolist() == [9, 0, 0, 3, 0]  # the first training labels
+    assert data.y[60_000:60_005].tolist() == [9, 2, 1, 1, 6]  # the first test labels, pooled after training
+    assert data.mean[0] == pytest.approx(0.2862, abs=1e-3) and data.std[0] == pytest.approx(0.3529, abs=1e-3)
+    assert data.class_names[9] == "Ankle boot"
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
+@pytest.mark.parametrize("subdir", ["", "fashion-mnist"])
+def test_fmnist_from_generated_idx_files(tmp_path: Path, compress: bool, subdir: str) -> None:
+    parts = write_fmnist(tmp_path / "root" / subdir, compress)
+    data = load_dataset("fmnist", root=tmp_path / "root", download=False)
+    expected_x = np.concatenate([parts["train-images-idx3-ubyte"], parts["t10k-images-idx3-ubyte"]])
+    assert data.x.shape == (10, 1, 28, 28)
+    assert np.array_equal(data.x[:, 0].numpy(), expected_x)
+    assert data.y.tolist() == [0, 1, 2, 3, 4, 5, 7, 8, 9, 0]
+    pixels = expected_x / 255.0
+    assert data.mean[0] == pytest.approx(pixels.mean()) and data.std[0] == pytest.approx(pixels.std())
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
+def test_truncated_idx_is_corrupt_and_named(tmp_path: Path, compress: bool) -> None:
+    write_fmnist(tmp_path, compress)
+    path = tmp_path / ("t10k-images-idx3-ubyte" + (".gz" if compress else ""))
+    truncated = idx_bytes(np.zeros((4, 28, 28)))[:-100]
+    path.write_bytes(gzip.compress(truncated) if compress else truncated)
+    with pytest.raises(CorruptDataError, match=rf"{path.name}: truncated.*\(4, 28, 28\)"):
+        load_dataset("fmnist", root=tmp_path, download=False)
+
+
+def test_idx_with_wrong_magic_or_broken_gzip_is_corrupt(tmp_path: Path) -> None:
+    write_fmnist(tmp_path, compress=False)
+    labels = tmp_path / "train-labels-idx1-ubyte"
+    labels.write_bytes(b"\x00\x00\x0d\x01" + labels.read_bytes()[4:])  # type code 0x0d is float32
+    with pytest.raises(CorruptDataError, match="train-labels-idx1-ubyte: magic number 0x00000d01"):
+        load_dataset("fmnist", root=tmp_path, download=False)
+    labels.unlink()
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"0123456789")[:12])
+    with pytest.raises(CorruptDataError, match="train-labels-idx1-ubyte.gz: not a readable gzip file"):
+        load_dataset("fmnist", root=tmp_path, download=False)
+
+
+def test_fmnist_labels_out_of_range_are_corrupt(tmp_path: Path) -> None:
+    write_fmnist(tmp_path, compress=False)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1, 2, 3, 4, 10]), compress=False)
+    with pytest.raises(CorruptDataError, match=r"train-labels-idx1-ubyte: labels range over 0..10"):
+        load_dataset("fmnist", root=tmp_path, download=False)
+
+
+# ---------------------------------------------------------------- missing data and downloads
+
+
+def test_missing_data_lists_every_place_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system_dir = tmp_path / "usr-share-fashion-mnist"
+    monkeypatch.setattr(fmnist_source, "SYSTEM_DIRS", [system_dir])
+    monkeypatch.setenv("CAFEBENCH_DATA", str(tmp_path / "env"))
+    with pytest.raises(DataNotFoundError) as caught:
+        load_dataset("fmnist", root=tmp_path / "explicit")
+    message = str(caught.value)
+    for base in (tmp_path / "explicit", tmp_path / "env", Path.cwd() / "datasets"):
+        for place in (base, base / "fashion-mnist", base / "FashionMNIST" / "raw"):
+            assert f"  - {place}\n" in message
+    assert f"  - {system_dir}\n" in message
+    assert "no download attempted" in message and "apt-get install dataset-fashion-mnist" in message
+
+
+def test_download_option_and_failure_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fmnist_source, "SYSTEM_DIRS", [])
+    monkeypatch.delenv("CAFEBENCH_NO_DOWNLOAD")
+    destinations: list[Path] = []
+
+    def failing_fetch(destination: Path) -> Path:
+        destinations.append(destination)
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(fmnist_source, "_fetch", failing_fetch)
+    with pytest.raises(DataNotFoundError, match="download failed: Name or service not known"):
+        load_dataset("fmnist", root=tmp_path)
+    assert destinations == [tmp_path / "fashion-mnist"]
+    with pytest.raises(DataNotFoundError, match="no download attempted"):
+        load_dataset("fmnist", root=tmp_path, download=False)
+    monkeypatch.setenv("CAFEBENCH_NO_DOWNLOAD", "1")
+    with pytest.raises(DataNotFoundError, match="no download attempted"):
+        load_dataset("fmnist", root=tmp_path)
+    assert len(destinations) == 1
+
+
+def test_missing_cifar_without_download(tmp_path: Path) -> None:
+    with pytest.raises(
+        DataNotFoundError, match=r"(?s)cifar-100-python.*no download attempted.*cifar-100-python"
+    ):
+        load_dataset("cifar100", root=tmp_path, download=False)
+
+
+# ---------------------------------------------------------------- CIFAR (python pickles)
+
+
+class Python2StylePickler(pickle._Pickler):  # type: ignore[name-defined]
+    """Protocol 2 as Python 2 wrote the CIFAR files: strings as BINSTRING, numpy under ``numpy.core``."""
+
+    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+
+    def save_python2_string(self, obj: str | bytes) -> None:
+        data = obj.encode("latin-1") if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[str] = save_python2_string
+    dispatch[bytes] = save_python2_string
+
+    def save_global(self, obj: object, name: str | None = None) -> None:
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+
+def python2_pickle(path: Path, record: object) -> None:
+    with path.open("wb") as stream:
+        Python2StylePickler(stream, protocol=2).dump(record)
+
+
+def python3_pickle(path: Path, record: object) -> None:
+    path.write_bytes(pickle.dumps(record))
+
+
+def write_cifar(
+    root: Path, layout: CifarLayout, writer: PickleWriter, per_batch: int = 3
+) -> tuple[np.ndarray, list[int]]:
+    directory = root / layout.folder
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    all_data, all_labels = [], []
+    for index, name in enumerate(layout.batch_files):
+        data = rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8)
+        labels = [(index * per_batch + i) % layout.num_classes for i in range(per_batch)]
+        record = {b"batch_label": f"batch {index}".encode(), layout.labels_key: labels, b"data": data}
+        record[b"filenames"] = [f"image_{index}_{i}.png".encode() for i in range(per_batch)]
+        if layout is CIFAR100:
+            record[b"coarse_labels"] = [label // 5 for label in labels]
+        writer(directory / name, record)
+        all_data.append(data)
+        all_labels += labels
+    names = [f"class-{i}".encode() for i in range(layout.num_classes)]
+    writer(directory / layout.meta_file, {layout.names_key: names, b"num_cases_per_batch": per_batch})
+    return np.concatenate(all_data), all_labels
+
+
+@pytest.mark.parametrize("layout", [CIFAR10, CIFAR100], ids=lambda layout: layout.name)
+@pytest.mark.parametrize("writer", [python2_pickle, python3_pickle], ids=["python2-format", "python3-format"])
+def test_cifar_from_generated_batches(tmp_path: Path, layout: CifarLayout, writer: PickleWriter) -> None:
+    rows, labels = write_cifar(tmp_path, layout, writer)
+    data = load_dataset(layout.name, root=tmp_path, download=False)
+    assert data.x.shape == (len(layout.batch_files) * 3, 3, 32, 32) and data.x.dtype == torch.uint8
+    assert data.y.tolist() == labels and data.num_classes == layout.num_classes
+    # a row holds the red plane, then green, then blue, each row-major
+    assert data.x[0, 1, 0, 0] == rows[0, 1024] and data.x[2, 2, 31, 30] == rows[2, 3070]
+    assert np.array_equal(data.x.reshape(len(rows), -1).numpy(), rows)
+    assert data.class_names[:2] == ["class-0", "class-1"] and len(data.class_names) == layout.num_classes
+    assert data.mean[2] == pytest.approx(rows[:, 2048:].mean() / 255)
+
+
+def test_python2_style_batches_name_the_legacy_numpy_module(tmp_path: Path) -> None:
+    write_cifar(tmp_path, CIFAR10, python2_pickle)
+    raw = (tmp_path / CIFAR10.folder / "data_batch_1").read_bytes()
+    assert b"cnumpy.core.multiarray\n_reconstruct\n" in raw and b"U\x04data" in raw
+
+
+class SystemCall:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Callable[[str], object], tuple[str]]:
+        return os.system, (self.command,)
+
+
+class ExecCall(SystemCall):
+    def __reduce__(self) -> tuple[Callable[[str], object], tuple[str]]:
+        return exec, (self.command,)
+
+
+@pytest.mark.parametrize(
+    ("payload", "refused"), [(SystemCall, r"(posix|nt)\.system"), (ExecCall, r"builtins\.exec")]
+)
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path, payload: type, refused: str) -> None:
+    write_cifar(tmp_path, CIFAR10, python3_pickle)
+    marker = tmp_path / "pwned"
+    command = f"touch {marker}" if payload is SystemCall else f"open({str(marker)!r}, 'w').close()"
+    batch = tmp_path / CIFAR10.folder / "data_batch_3"
+    batch.write_bytes(pickle.dumps({b"data": payload(command), b"labels": []}))
+    with pytest.raises(CorruptDataError, match=rf"data_batch_3: refusing to unpickle {refused}"):
+        load_dataset("cifar10", root=tmp_path, download=False)
+    assert not marker.exists()
+
+
+def test_cifar_batch_with_wrong_content_is_corrupt(tmp_path: Path) -> None:
+    write_cifar(tmp_path, CIFAR10, python3_pickle)
+    batch = tmp_path / CIFAR10.folder / "test_batch"
+    python3_pickle(batch, {b"data": np.zeros((2, 3072), np.uint8), b"labels": [1]})
+    with pytest.raises(CorruptDataError, match=r"test_batch: expected 2 integer labels"):
+        load_dataset("cifar10", root=tmp_path, download=False)
+    batch.write_bytes(batch.read_bytes()[:50])
+    with pytest.raises(CorruptDataError, match=r"test_batch: not a readable pickle"):
+        load_dataset("cifar10", root=tmp_path, download=False)
+
+
+# ---------------------------------------------------------------- Tiny ImageNet (JPEG tree)
+
+WNIDS = ["n09999999", "n01111111"]  # deliberately not sorted: labels follow wnids.txt order
+COLOURS = {"n09999999": (200, 30, 30), "n01111111": (20, 40, 220)}
+
+
+def write_tiny_imagenet(root: Path) -> Path:
+    directory = root / "tiny-imagenet-200"
+    (directory / "val" / "images").mkdir(parents=True)
+    (directory / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
+    (directory / "words.txt").write_text(
+        "n09999999\tred thing, crimson\nn01111111\tblue thing\nn00000001\tother\n"
+    )
+    for wnid in WNIDS:
+        images = directory / "train" / wnid / "images"
+        images.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (64, 64), COLOURS[wnid]).save(images / f"{wnid}_{i}.JPEG", quality=95)
+    Image.new("L", (64, 64), 128).save(directory / "val" / "images" / "val_0.JPEG")  # grayscale, as some are
+    Image.new("RGB", (64, 64), COLOURS["n09999999"]).save(directory / "val" / "images" / "val_1.JPEG")
+    (directory / "val" / "val_annotations.txt").write_text(
+        "val_0.JPEG\tn01111111\t0\t0\t63\t63\nval_1.JPEG\tn09999999\t3\t4\t50\t60\n"
+    )
+    return directory
+
+
+def test_tinyimagenet_from_a_generated_tree(tmp_path: Path) -> None:
+    directory = write_tiny_imagenet(tmp_path)
+    data = load_dataset("tinyimagenet", root=tmp_path)
+    assert data.x.shape == (8, 3, 64, 64) and data.x.dtype == torch.uint8 and data.num_classes == 2
+    assert data.y.tolist() == [0, 0, 0, 1, 1, 1, 1, 0]
+    assert data.class_names == ["red thing, crimson", "blue thing"]
+    centre = data.x[:, :, 32, 32].int()
+    expected = [COLOURS[WNIDS[0]]] * 3 + [COLOURS[WNIDS[1]]] * 3 + [(128, 128, 128), COLOURS[WNIDS[0]]]
+    assert (centre - torch.tensor(expected)).abs().max() <= 3
+    assert (directory / "cafebench-decoded.pt").is_file()
+
+    # the cache is used: a broken JPEG goes unnoticed while the listing still matches the cache
+    broken = directory / "train" / WNIDS[1] / "images" / f"{WNIDS[1]}_2.JPEG"
+    broken.write_bytes(b"definitely not a jpeg")
+    assert torch.equal(load_dataset("tinyimagenet", root=tmp_path).x, data.x)
+    with pytest.raises(CorruptDataError, match=f"{broken.name}: cannot decode image"):
+        load_dataset("tinyimagenet", root=tmp_path, cache=False)
+
+
+def test_tinyimagenet_cache_is_rebuilt_when_the_tree_changes(tmp_path: Path) -> None:
+    directory = write_tiny_imagenet(tmp_path)
+    assert len(load_dataset("tinyimagenet", root=tmp_path)) == 8
+    (directory / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn01111111\t0\t0\t63\t63\n")
+    data = load_dataset("tinyimagenet", root=tmp_path)
+    assert data.y.tolist() == [0, 0, 0, 1, 1, 1, 1]
+
+
+def test_tinyimagenet_annotation_with_unknown_wnid_is_corrupt(tmp_path: Path) -> None:
+    directory = write_tiny_imagenet(tmp_path)
+    (directory / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn07777777\t0\t0\t63\t63\n")
+    with pytest.raises(CorruptDataError, match=r"val_annotations.txt:1: expected"):
+        load_dataset("tinyimagenet", root=tmp_path)
+
+
+# ---------------------------------------------------------------- AG News (CSV)
+
+
+def write_agnews(root: Path) -> None:
+    directory = root / "ag_news_csv"
+    directory.mkdir(parents=True)
+    train = [
+        ("3", "Stocks rise", "Stocks rise again; stocks gain."),
+        ("2", "Team wins", "The team wins."),
+        ("4", "New chip", "Intel's chip is fast."),
+    ]
+    test = [("1", "Peace peace peace peace", "STOCKS, chips: TEAM up 5% on day 2")]
+    for name, rows in (("train.csv", train), ("test.csv", test)):
+        with (directory / name).open("w", newline="") as stream:
+            csv.writer(stream, quoting=csv.QUOTE_ALL).writerows(rows)
+
+
+def test_agnews_tokens_and_vocabulary(tmp_path: Path) -> None:
+    write_agnews(tmp_path)
+    data = load_dataset("agnews", root=tmp_path, vocab_size=6, seq_len=8)
+    assert data.kind == "text" and data.vocab_size == 6 and data.num_classes == 4
+    assert data.x.dtype == torch.int64 and data.x.shape == (4, 8)
+    assert data.y.tolist() == [2, 1, 3, 0]
+    assert data.mean == () and data.class_names == ["World", "Sports", "Business", "Sci/Tech"]
+    # training counts: stocks 3; chip, rise, team, wins 2 each -> 4 words fit, ties broken alphabetically
+    stocks, chip, rise, team = 2, 3, 4, 5
+    unk, pad = 1, 0
+    assert data.x[0].tolist() == [stocks, rise, stocks, rise, unk, stocks, unk, pad]
+    assert data.x[1].tolist() == [team, unk, unk, team, unk, pad, pad, pad]  # "wins" lost the tie
+    assert data.x[2].tolist() == [unk, chip, unk, chip, unk, unk, pad, pad]
+    # test words never enter the vocabulary ("peace" x4); case is folded; cut at seq_len
+    assert data.x[3].tolist() == [unk, unk, unk, unk, stocks, unk, team, unk]
+
+
+def test_agnews_rejects_bad_rows_and_options(tmp_path: Path) -> None:
+    write_agnews(tmp_path)
+    with pytest.raises(ValueError, match="vocab_size must exceed 2"):
+        load_dataset("agnews", root=tmp_path, vocab_size=2)
+    (tmp_path / "ag_news_csv" / "test.csv").write_text('"5","Title","Body"\n')
+    with pytest.raises(CorruptDataError, match=r"test.csv: labels range over 4..4, expected 0..3"):
+        load_dataset("agnews", root=tmp_path)
+    (tmp_path / "ag_news_csv" / "test.csv").write_text('"1","Title only"\n')
+    with pytest.raises(CorruptDataError, match=r"test.csv:1: expected 3 columns"):
+        load_dataset("agnews", root=tmp_path)
+
+
+# ---------------------------------------------------------------- bundled and synthetic
+
+
+def test_digits_shape_count_and_scaling() -> None:
+    data = load_dataset("digits")
+    assert data.x.shape == (1797, 1, 8, 8) and data.x.dtype == torch.uint8 and data.num_classes == 10
+    assert data.y.bincount().tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    # sklearn's first digit is a 0 whose second row is 0 0 13 15 10 15 5 0 (ink 0..16)
+    assert data.x[0, 0, 1].tolist() == [round(v * 255 / 16) for v in (0, 0, 13, 15, 10, 15, 5, 0)]
+    assert int(data.x.max()) == 255
+
+
+def test_mnist5k_shape_and_count() -> None:
+    data = load_dataset("mnist5k")
+    assert data.x.shape == (5000, 1, 28, 28) and data.x.dtype == torch.uint8 and data.num_classes == 10
+    assert data.y.bincount().tolist() == [500] * 10
+    assert int(data.x.max()) == 255 and data.mean[0] == pytest.approx(0.1313, abs=1e-3)
+
+
+def test_synthetic_is_deterministic_per_seed() -> None:
+    first, again = load_dataset("synthetic", seed=3), load_dataset("synthetic", seed=3)
+    other = load_dataset("synthetic", seed=4)
+    assert torch.equal(first.x, again.x) and torch.equal(first.y, again.y)
+    assert not torch.equal(first.x, other.x)
+    assert first.x.shape == (2000, 1, 16, 16) and first.y.bincount().tolist() == [200] * 10
+    small = load_dataset("synthetic", num_samples=30, num_classes=3, image_size=8, channels=3)
+    assert small.x.shape == (30, 3, 8, 8) and len(small.mean) == 3 and small.num_classes == 3
+
+
+def test_synthetic_is_learnable_by_nearest_class_mean() -> None:
+    data = load_dataset("synthetic", num_samples=1000, seed=0)
+    x = data.x.flatten(1).float() / 255
+    train, test = slice(0, 500), slice(500, 1000)
+    means = torch.stack([x[train][data.y[train] == c].mean(0) for c in range(data.num_classes)])
+    predicted = torch.cdist(x[test], means).argmin(1)
+    accuracy = (predicted == data.y[test]).float().mean().item()
+    assert accuracy > 0.9  # chance is 0.1

@@ -1,0 +1,82 @@
+"""MLflow: the run layout, FAILED runs with their reason, and a real tracking server over HTTP."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench.config import apply_overrides, validate_config
+from bench.track.runner import run_experiment
+
+
+def test_run_layout_params_tags_metrics_artifacts(tracking_uri, tiny_config_data):
+    config = validate_config(tiny_config_data)
+    result = run_experiment(config)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.lr"] == "0.05" and run.data.params["data.dataset"] == "synthetic"
+    tags = run.data.tags
+    assert tags["method"] == "fedavg" and tags["family"] == "base" and tags["dataset"] == "synthetic"
+    assert tags["alpha"] == "0.5" and tags["seed"] == "0" and tags["config_hash"] == config.content_hash()
+    assert len(tags["partition_hash"]) >= 8 and tags["code_version"]
+    history = client.get_metric_history(result.run_id, "test/acc/exit_3")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert history[-1].value == pytest.approx(result.evaluation.metrics["test/acc/exit_3"])
+    for key in ("test/acc/mean", "val/acc/mean", "test/acc/exit_1/client_std", "comm/bytes_up", "train/loss"):
+        assert key in run.data.metrics, key
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert "config.yaml" in artifacts
+
+
+def test_failing_run_is_marked_failed_with_the_reason(tracking_uri, tiny_config_data, tmp_path):
+    data = apply_overrides(tiny_config_data, ["data.dataset=cifar10", "data.options={}",
+                                              f"data.root={tmp_path / 'empty'}"])
+    with pytest.raises(FileNotFoundError):
+        run_experiment(validate_config(data))
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "cifar10" in run.data.tags["error"] and "DataNotFoundError" in run.data.tags["error"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_mlflow_server_over_http(tmp_path, tiny_config_data):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not start")
+                time.sleep(0.5)
+        data = apply_overrides(tiny_config_data, ["train.rounds=2", f"run.tracking_uri={base}"])
+        result = run_experiment(validate_config(data))
+        url = f"{base}/api/2.0/mlflow/metrics/get-history?run_id={result.run_id}&metric_key=test/acc/mean"
+        history = json.load(urllib.request.urlopen(url, timeout=10))["metrics"]
+        assert [m["step"] for m in history] == [1, 2]
+        assert history[-1]["value"] == pytest.approx(result.evaluation.metrics["test/acc/mean"])
+        run = json.load(urllib.request.urlopen(f"{base}/api/2.0/mlflow/runs/get?run_id={result.run_id}"))["run"]
+        assert run["info"]["status"] == "FINISHED"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
