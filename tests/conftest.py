@@ -19,8 +19,7 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
     return uri
 
 
-@pytest.fixture
-def tiny_config_data(tmp_path) -> dict:
+def tiny_config(tmp_path) -> dict:
     """A config dict for a few-second run: 4 clients on 16×16 synthetic images, conv3, 3 rounds."""
     return {
         "seed": 0,
@@ -33,3 +32,14 @@ def tiny_config_data(tmp_path) -> dict:
         "run": {"checkpoint_every": 1, "checkpoint_dir": str(tmp_path / "ckpt"),
                 "cache_dir": str(tmp_path / "cache"), "experiment": "test", "threads": 1},
     }
+
+
+@pytest.fixture
+def tiny_config_data(tmp_path) -> dict:
+    return tiny_config(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_config():
+    """The tiny config as a function of a folder, for module-scoped fixtures."""
+    return tiny_config

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,6 +129,14 @@ def test_callers_model_is_left_untouched():
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert [m.training for m in model.modules()] == flags
+
+
+def test_counting_logs_and_warns_nothing(caplog, recwarn):
+    with caplog.at_level(logging.DEBUG, logger="fvcore"):
+        table = exit_costs(TinyConvNet(), (1, 9, 9))  # uncalled heads and uncounted ops, not yet cached
+    assert table.unsupported_ops
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("fvcore")] == []
+    assert [str(w.message) for w in recwarn] == []
 
 
 def test_bad_input_shapes_are_reported_clearly():

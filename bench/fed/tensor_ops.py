@@ -86,3 +86,48 @@ def clone_dict(tensors: Mapping[str, torch.Tensor]) -> TensorDict:
 def subtract(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> TensorDict:
     """``a - b`` over ``a``'s floating-point keys."""
     return {k: a[k] - b[k] for k in a if a[k].is_floating_point()}
+
+
+def class_prototypes(features: torch.Tensor, labels: torch.Tensor,
+                     num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class mean of the rows of ``features`` (n×d) and the class counts.
+
+    Returns ``(prototypes, counts)``: a ``num_classes×d`` float64 tensor whose row c is the mean feature of
+    the samples labelled c (zeros for a class without samples) and the ``num_classes`` integer counts.
+    """
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f"class_prototypes expects n×d features and n labels, got {tuple(features.shape)} "
+                         f"and {tuple(labels.shape)}")
+    counts = torch.bincount(labels, minlength=num_classes)
+    if counts.numel() > num_classes:
+        raise ValueError(f"labels reach {int(labels.max())} but num_classes is {num_classes}")
+    sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64)
+    sums.index_add_(0, labels, features.detach().double())
+    return sums / counts.clamp_min(1).unsqueeze(1), counts
+
+
+def minimize_quadratic_on_simplex(matrix: torch.Tensor, iterations: int = 500,
+                                  tol: float = 1e-10) -> torch.Tensor:
+    """``argmin_{w >= 0, sum w = 1} wᵀ M w`` for a symmetric positive semi-definite ``M``.
+
+    Projected gradient descent (step ``1 / (2 λ_max(M))``, which guarantees descent) from the uniform vector,
+    using :func:`project_simplex`; stops after ``iterations`` steps or once a step moves less than ``tol``.
+    """
+    m = matrix.double()
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
+        raise ValueError(f"minimize_quadratic_on_simplex expects a non-empty square matrix, "
+                         f"got {tuple(m.shape)}")
+    m = (m + m.T) / 2
+    n = m.shape[0]
+    largest = float(torch.linalg.eigvalsh(m)[-1])
+    w = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    if largest <= 0:
+        return w
+    step = 1.0 / (2.0 * largest)
+    for _ in range(iterations):
+        updated = project_simplex(w - step * 2.0 * (m @ w))
+        moved = float((updated - w).abs().max())
+        w = updated
+        if moved < tol:
+            break
+    return w

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bench.data.dataset import Dataset
 from bench.data.sources.agnews import load_agnews
@@ -32,6 +33,35 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "agnews": load_agnews,
     "synthetic": load_synthetic,
 }
+
+
+@dataclass(frozen=True)
+class DatasetShape:
+    """What a model needs to know of a dataset without loading it."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    vocab_size: int = 0
+
+
+STANDARD_SHAPES: dict[str, DatasetShape] = {
+    "fmnist": DatasetShape((1, 28, 28), 10),
+    "mnist5k": DatasetShape((1, 28, 28), 10),
+    "digits": DatasetShape((1, 8, 8), 10),
+    "cifar10": DatasetShape((3, 32, 32), 10),
+    "cifar100": DatasetShape((3, 32, 32), 100),
+    "tinyimagenet": DatasetShape((3, 64, 64), 200),
+    "agnews": DatasetShape((64,), 4, 20000),
+}
+
+
+def dataset_shape(name: str, root: str | os.PathLike | None = None, **options: object) -> DatasetShape:
+    """Input shape, classes and vocabulary of a dataset: known for the standard ones with default options,
+    otherwise read off the loaded data."""
+    if name in STANDARD_SHAPES and not options:
+        return STANDARD_SHAPES[name]
+    data = load_dataset(name, root, **options)
+    return DatasetShape(data.input_shape, data.num_classes, data.vocab_size)
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, **options: object) -> Dataset:
@@ -58,4 +88,5 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, **options: ob
     return loader(**options)
 
 
-__all__ = ["DATASETS", "CorruptDataError", "DataNotFoundError", "data_roots", "load_dataset"]
+__all__ = ["DATASETS", "STANDARD_SHAPES", "CorruptDataError", "DataNotFoundError", "DatasetShape", "data_roots",
+           "dataset_shape", "load_dataset"]

@@ -1,0 +1,77 @@
+"""Ditto — Li, Hu, Beirami & Smith, "Ditto: Fair and Robust Federated Learning Through Personalization",
+ICML 2021.
+
+Each client keeps two models: the global model ``w``, trained locally as in FedAvg and averaged by the server,
+and a personal model ``v``, trained on the local loss plus ``λ/2·‖v − w‖²`` towards the global model received
+this round. The personal model is the one evaluated. Early-exit extension: both models are whole early-exit
+networks trained on the sum of all exits' cross-entropy losses; the regulariser spans every parameter.
+The paper tunes λ per dataset (values between 0.05 and 2); the default here is λ = 0.1. ``personal_epochs``
+defaults to the configured local epochs (the paper uses as many personal as global local steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from bench.methods.api import (
+    ClientData,
+    Hparams,
+    LocalResult,
+    Message,
+    Method,
+    extract,
+    load_state,
+    sum_ce_loss,
+    train_epochs,
+)
+from bench.methods.personalization import average_uploads, proximal_term
+from bench.methods.registry import register
+from bench.models.base import EarlyExitNet
+
+
+class DittoHparams(Hparams):
+    lam: float = Field(0.1, ge=0, description="λ, the pull of the personal model towards the global one",
+                       json_schema_extra={"search": {"low": 0.01, "high": 2.0, "log": True}})
+    personal_epochs: int | None = Field(None, ge=1, description="epochs of personal-model training per round "
+                                                                "(None: train.local_epochs)",
+                                        json_schema_extra={"search": {"choices": [1, 2]}})
+
+
+@register
+class Ditto(Method):
+    name = "ditto"
+    family = "pfl"
+    Hparams = DittoHparams
+
+    def init_client(self, client: int, model: EarlyExitNet, server: dict[str, Any]) -> dict[str, Any]:
+        return {"model": extract(model)}
+
+    def payload(self, round: int, client: int, server: dict[str, Any]) -> Message:
+        return Message(server["model"])
+
+    def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
+                     data: ClientData, gen: torch.Generator) -> LocalResult:
+        train, global_model, lam = self.ctx.train, payload.tensors, self.hp.lam
+        load_state(model, global_model)
+        global_loss = train_epochs(model, data, gen, train, sum_ce_loss)
+        upload = Message(extract(model))
+
+        def personal_objective(net: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return sum_ce_loss(net, x, y) + proximal_term(net, global_model, lam)
+
+        load_state(model, state["model"])
+        personal_loss = train_epochs(model, data, gen, train, personal_objective,
+                                     epochs=self.hp.personal_epochs)
+        return LocalResult(upload, {"model": extract(model)},
+                           {"train/loss": global_loss, "train/personal_loss": personal_loss})
+
+    def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
+        return {"model": average_uploads(uploads, self.ctx.client_train_sizes)}
+
+    def eval_params(self, client: int, server: dict[str, Any],
+                    state: dict[str, Any]) -> Mapping[str, torch.Tensor]:
+        return state["model"]

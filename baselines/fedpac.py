@@ -1,0 +1,207 @@
+"""FedPAC — Xu, Tong & Huang, "Personalized Federated Learning with Feature Alignment and Classifier
+Collaboration", ICLR 2023.
+
+Local training, per round: first the personal classifier for ``head_epochs`` epochs with the feature extractor
+frozen, then the feature extractor (classifier frozen) on cross-entropy plus the feature-alignment regulariser
+``λ · ‖f(x) − c_y‖² / d`` (mean over the d feature dimensions, as ``nn.MSELoss`` in the authors' code) towards
+the server's global prototype ``c_y`` of the sample's class. After training the client computes, on its train
+split, its class prototypes (per-class mean features) and the feature statistics the server needs.
+
+Server: the feature extractor is averaged (weighted by train size); the global prototype of a class is the
+sample-count-weighted average of the clients' prototypes of that class; and each client's classifier becomes
+``Σ_j α_ij φ_j``, a combination of the round's classifiers whose weights solve the paper's QP
+
+    min_{α ∈ simplex}  Σ_j α_j² V_j + ‖Σ_j α_j (h_i − h_j)‖²_F,
+
+with ``h_j`` the client's class-prior-weighted prototypes (row c = ``p_j(c)·μ_j,c``) and
+``V_j = (1/n_j) Σ_c [p_j(c)·E_c‖f‖² − p_j(c)²·‖μ_j,c‖²]`` the variance of that estimate (the authors' feature
+statistics). The QP is solved exactly by projected gradient descent on the simplex
+(:func:`bench.fed.tensor_ops.minimize_quadratic_on_simplex`) instead of a generic QP solver.
+
+Early-exit extension ("-EE"): the features are the pooled features each exit reads, so prototypes, the
+alignment term (summed over exits) and the classifier collaboration (one QP per exit) are per exit. The
+classifiers are the exit heads chosen by ``personal_heads`` (``all``, or only the ``last``; shared heads are
+then averaged with the backbone). The server holds each client's combined classifiers and sends them with the
+backbone and the global prototypes; the evaluated model is the global backbone with the client's classifiers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from bench.fed.tensor_ops import (
+    TensorDict,
+    class_prototypes,
+    minimize_quadratic_on_simplex,
+    weighted_average,
+)
+from bench.methods.api import (
+    ClientData,
+    LocalResult,
+    Message,
+    Method,
+    exit_ce_losses,
+    extract,
+    head_index,
+    load_state,
+    train_epochs,
+)
+from bench.methods.personalization import (
+    PersonalHeadsHparams,
+    frozen,
+    frozen_backbone_loss,
+    parameters_where,
+    personal_keys,
+)
+from bench.methods.registry import register
+from bench.models.base import EarlyExitNet
+
+PROTOTYPE = "prototype."  # payload/upload keys of the per-exit prototypes: "prototype.{k}"
+CLASS_COUNTS = "class_counts"
+VARIANCE = "feature_variance"
+
+
+class FedPACHparams(PersonalHeadsHparams):
+    align_weight: float = Field(1.0, ge=0, description="λ of the feature-alignment regulariser",
+                                json_schema_extra={"search": {"low": 0.1, "high": 10.0, "log": True}})
+    head_epochs: int = Field(1, ge=1, description="epochs of classifier training (features frozen) per round",
+                             json_schema_extra={"search": {"choices": [1, 2]}})
+
+
+@dataclass
+class FeatureStatistics:
+    """A client's per-exit feature statistics on its train split."""
+
+    prototypes: list[torch.Tensor]  # per exit: num_classes×d class means
+    counts: torch.Tensor  # num_classes samples per class
+    variances: torch.Tensor  # per exit: V of the class-prior-weighted prototypes
+
+
+@torch.no_grad()
+def feature_statistics(model: EarlyExitNet, data: ClientData, num_classes: int,
+                       batch_size: int) -> FeatureStatistics:
+    """Class prototypes and the variance term of every exit, in eval mode without augmentation."""
+    model.eval()
+    batches = list(data.batches.eval_batches(data.train_idx, batch_size))
+    labels = torch.cat([y for _, y in batches])
+    per_exit = [torch.cat(parts) for parts in zip(*(model.features(x) for x, _ in batches), strict=True)]
+    prototypes, variances, counts = [], [], None
+    for feats in per_exit:
+        means, counts = class_prototypes(feats, labels, num_classes)
+        second_moments, _ = class_prototypes(feats.double().pow(2).sum(1, keepdim=True), labels, num_classes)
+        prior = counts.double() / counts.sum()
+        spread = prior * second_moments[:, 0] - prior.pow(2) * means.pow(2).sum(1)
+        prototypes.append(means)
+        variances.append(spread.sum() / counts.sum())
+    return FeatureStatistics(prototypes, counts, torch.stack(variances))
+
+
+def alignment_loss(features: torch.Tensor, y: torch.Tensor, prototypes: torch.Tensor,
+                   known: torch.Tensor) -> torch.Tensor:
+    """``‖f − c_y‖² / d`` averaged over the batch samples whose class has a global prototype (0 if none)."""
+    mask = known[y]
+    if not mask.any():
+        return features.sum() * 0.0
+    target = prototypes[y[mask]].to(features.dtype)
+    return (features[mask] - target).pow(2).mean()
+
+
+def combination_weights(weighted_prototypes: torch.Tensor, variances: torch.Tensor,
+                        client: int) -> torch.Tensor:
+    """Weights (on the simplex) of the n clients' classifiers in client ``client``'s combined classifier.
+
+    ``weighted_prototypes`` is n×C×d (client j's ``h_j``), ``variances`` the n values ``V_j``.
+    """
+    diffs = (weighted_prototypes[client].unsqueeze(0) - weighted_prototypes).flatten(1).double()
+    return minimize_quadratic_on_simplex(diffs @ diffs.T + torch.diag(variances.double()))
+
+
+def aggregate_prototypes(uploads: list[TensorDict],
+                         num_exits: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Global per-exit prototypes: per class, the sample-count-weighted mean of the clients' prototypes."""
+    counts = torch.stack([u[CLASS_COUNTS] for u in uploads]).double()
+    totals = counts.sum(0)
+    prototypes = []
+    for k in range(num_exits):
+        stacked = torch.stack([u[f"{PROTOTYPE}{k}"] for u in uploads]).double()
+        prototypes.append(((stacked * counts.unsqueeze(2)).sum(0) / totals.clamp_min(1).unsqueeze(1)).float())
+    return prototypes, totals.long()
+
+
+@register
+class FedPAC(Method):
+    name = "fedpac"
+    family = "pfl"
+    Hparams = FedPACHparams
+
+    def is_personal(self, name: str) -> bool:
+        return personal_keys(self.hp.personal_heads, self.ctx.num_exits)(name)
+
+    def is_shared(self, name: str) -> bool:
+        return not self.is_personal(name)
+
+    def init_server(self, model: EarlyExitNet) -> dict[str, Any]:
+        heads = extract(model, self.is_personal)
+        return {"shared": extract(model, self.is_shared),
+                "heads": [heads for _ in range(self.ctx.num_clients)],
+                "prototypes": [torch.zeros(self.ctx.num_classes, head.in_features) for head in model.exits],
+                "class_counts": torch.zeros(self.ctx.num_classes, dtype=torch.long)}
+
+    def payload(self, round: int, client: int, server: dict[str, Any]) -> Message:
+        prototypes = {f"{PROTOTYPE}{k}": p for k, p in enumerate(server["prototypes"])}
+        return Message({**server["shared"], **server["heads"][client], **prototypes,
+                        CLASS_COUNTS: server["class_counts"]})
+
+    def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
+                     data: ClientData, gen: torch.Generator) -> LocalResult:
+        load_state(model, {k: v for k, v in payload.tensors.items()
+                           if not k.startswith(PROTOTYPE) and k != CLASS_COUNTS})
+        prototypes = [payload.tensors[f"{PROTOTYPE}{k}"] for k in range(self.ctx.num_exits)]
+        known = payload.tensors[CLASS_COUNTS] > 0
+        train = self.ctx.train
+        train_epochs(model, data, gen, train, frozen_backbone_loss,
+                     params=parameters_where(model, self.is_personal), epochs=self.hp.head_epochs)
+
+        def loss_fn(net: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            feats = net.features(x)
+            logits = [head(f) for head, f in zip(net.exits, feats, strict=True)]
+            align = [alignment_loss(f, y, c, known) for f, c in zip(feats, prototypes, strict=True)]
+            ce = torch.stack(exit_ce_losses(logits, y)).sum()
+            return ce + self.hp.align_weight * torch.stack(align).sum()
+
+        with frozen(model, self.is_personal):
+            loss = train_epochs(model, data, gen, train, loss_fn,
+                                params=parameters_where(model, self.is_shared))
+        stats = feature_statistics(model, data, self.ctx.num_classes, train.batch_size)
+        upload = {**extract(model), **{f"{PROTOTYPE}{k}": p.float() for k, p in enumerate(stats.prototypes)},
+                  CLASS_COUNTS: stats.counts, VARIANCE: stats.variances}
+        return LocalResult(Message(upload), state, {"train/loss": loss})
+
+    def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
+        clients = list(uploads)
+        tensors = [uploads[c].tensors for c in clients]
+        sizes = [self.ctx.client_train_sizes[c] for c in clients]
+        shared = weighted_average(tensors, sizes, keys=list(server["shared"]))
+        prototypes, class_counts = aggregate_prototypes(tensors, self.ctx.num_exits)
+        counts = torch.stack([t[CLASS_COUNTS] for t in tensors]).double()
+        priors = counts / counts.sum(1, keepdim=True)
+        head_names = list(server["heads"][0])
+        combined: dict[int, TensorDict] = {client: {} for client in clients}
+        for k in sorted({head_index(name) for name in head_names}):
+            weighted = torch.stack([t[f"{PROTOTYPE}{k}"] for t in tensors]).double() * priors.unsqueeze(2)
+            variances = torch.stack([t[VARIANCE][k] for t in tensors])
+            names = [name for name in head_names if head_index(name) == k]
+            for row, client in enumerate(clients):
+                alpha = combination_weights(weighted, variances, row)
+                combined[client].update(weighted_average(tensors, alpha, keys=names))
+        heads = [combined.get(client, old) for client, old in enumerate(server["heads"])]
+        return {"shared": shared, "heads": heads, "prototypes": prototypes, "class_counts": class_counts}
+
+    def eval_params(self, client: int, server: dict[str, Any],
+                    state: dict[str, Any]) -> Mapping[str, torch.Tensor]:
+        return {**server["shared"], **server["heads"][client]}

@@ -1,0 +1,200 @@
+"""FedProx, FedPer, FedRep, FedBABU and Ditto: each does what its paper says, not FedAvg under another name."""
+
+import pytest
+import torch
+from torch import nn
+
+import baselines.fedrep as fedrep_module
+from bench.config import apply_overrides, validate_config
+from bench.fed.engine import Simulation
+from bench.fed.federation import Federation, build_federation
+from bench.fed.rng import torch_generator
+from bench.fed.tensor_ops import clone_dict, flatten, subtract
+from bench.methods.api import LocalResult, extract, is_backbone, is_head, train_epochs
+from bench.methods.personalization import frozen, personal_keys, proximal_term
+from bench.track.runner import run_experiment
+
+METHODS = ["fedprox", "fedper", "fedrep", "fedbabu", "ditto"]
+
+
+def federation(data: dict, method: str, *overrides: str) -> Federation:
+    return build_federation(validate_config(apply_overrides(data, [f"method.name={method}", *overrides])))
+
+
+def local_update(fed: Federation, client: int, server: dict, state: dict | None = None,
+                 model: nn.Module | None = None) -> LocalResult:
+    """Client ``client``'s round-0 update, from its initial state unless ``state`` is given."""
+    method = fed.method
+    state = method.init_client(client, fed.new_model(), server) if state is None else state
+    return method.local_update(model or fed.new_model(), 0, method.payload(0, client, server), state,
+                               fed.client_data(client), torch_generator(0, "local-update", 0, client))
+
+
+def distance(a: dict, b: dict) -> float:
+    return float(flatten(subtract(a, b)).norm())
+
+
+def history_without_time(sim: Simulation) -> list[dict]:
+    return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in sim.history]
+
+
+# -- FedProx ------------------------------------------------------------------------------------------------
+
+def test_proximal_term_is_half_mu_squared_distance_and_its_gradient_pulls_to_the_reference():
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]]))
+        model.bias.copy_(torch.tensor([0.5, -0.5]))
+    reference = {"weight": torch.zeros(2, 3), "bias": torch.tensor([0.5, 0.5])}
+    term = proximal_term(model, reference, 0.2)
+    term.backward()
+    # ‖Δ‖² = 1 + 4 + 9 + 0 + 1 + 0.25 + 0 + 1 = 16.25
+    assert float(term) == pytest.approx(0.1 * 16.25)
+    assert torch.allclose(model.weight.grad, 0.2 * model.weight.detach())
+    assert torch.allclose(model.bias.grad, torch.tensor([0.0, -0.2]))
+    with pytest.raises(ValueError, match="no parameter"):
+        proximal_term(model, {"other": torch.zeros(1)}, 0.2)
+
+
+def test_fedprox_with_mu_zero_reproduces_fedavg_bitwise(tiny_config_data):
+    overrides = ["train.rounds=2", "train.local_epochs=1"]
+    fedavg = Simulation(validate_config(apply_overrides(tiny_config_data, overrides)))
+    fedprox = Simulation(validate_config(apply_overrides(
+        tiny_config_data, [*overrides, "method.name=fedprox", "method.hparams.mu=0"])))
+    fedavg.run()
+    fedprox.run()
+    assert history_without_time(fedprox) == history_without_time(fedavg)
+    for key, value in fedavg.state.server["model"].items():
+        assert torch.equal(fedprox.state.server["model"][key], value), key
+
+
+def test_fedprox_keeps_the_local_update_closer_to_the_global_model(tiny_config_data):
+    fedavg, fedprox = federation(tiny_config_data, "fedavg"), federation(tiny_config_data, "fedprox",
+                                                                         "method.hparams.mu=1.0")
+    server = fedavg.method.init_server(fedavg.new_model())
+    plain = distance(local_update(fedavg, 0, server).upload.tensors, server["model"])
+    proximal = distance(local_update(fedprox, 0, server).upload.tensors, server["model"])
+    assert 0 < proximal < 0.8 * plain
+
+
+# -- personal heads: FedPer (and the "last" option) -----------------------------------------------------------
+
+@pytest.mark.parametrize("personal_heads, personal_exits", [("all", {0, 1, 2}), ("last", {2})])
+def test_fedper_shares_the_backbone_and_keeps_personal_heads(tiny_config_data, personal_heads, personal_exits):
+    fed = federation(tiny_config_data, "fedper", f"method.hparams.personal_heads={personal_heads}")
+    method = fed.method
+    server = method.init_server(fed.new_model())
+    results = {c: local_update(fed, c, server) for c in (0, 1)}
+    assert all(is_head(k) for k in results[0].state["heads"])
+    assert {int(k.split(".")[1]) for k in results[0].state["heads"]} == personal_exits
+    assert not set(results[0].upload.tensors) & set(results[0].state["heads"])  # heads are never uploaded
+    server = method.aggregate(0, {c: r.upload for c, r in results.items()}, server)
+    params = {c: method.eval_params(c, server, results[c].state) for c in (0, 1)}
+    assert set(params[0]) == set(fed.new_model().state_dict())
+    for key in params[0]:
+        personal = is_head(key) and int(key.split(".")[1]) in personal_exits
+        assert torch.equal(params[0][key], params[1][key]) == (not personal), key
+
+
+def test_personal_keys_selects_every_head_or_only_the_last():
+    names = ["stages.0.0.weight", "exits.0.weight", "exits.1.bias", "exits.2.weight"]
+    assert [n for n in names if personal_keys("all", 3)(n)] == ["exits.0.weight", "exits.1.bias", "exits.2.weight"]
+    assert [n for n in names if personal_keys("last", 3)(n)] == ["exits.2.weight"]
+
+
+# -- FedRep ---------------------------------------------------------------------------------------------------
+
+def test_fedrep_trains_heads_with_the_backbone_fixed_then_the_backbone_with_heads_fixed(tiny_config_data,
+                                                                                       monkeypatch):
+    phases = []
+
+    def recording_train_epochs(model, *args, **kwargs):
+        before = extract(model)
+        loss = train_epochs(model, *args, **kwargs)
+        phases.append((before, extract(model)))
+        return loss
+
+    monkeypatch.setattr(fedrep_module, "train_epochs", recording_train_epochs)
+    fed = federation(tiny_config_data, "fedrep", "method.hparams.head_epochs=1")
+    server = fed.method.init_server(fed.new_model())
+    model = fed.new_model()
+    result = local_update(fed, 0, server, model=model)
+    assert len(phases) == 2
+    (head_before, head_after), (body_before, body_after) = phases
+
+    def changed(before, after, keep):
+        return {k for k in before if keep(k) and not torch.equal(before[k], after[k])}
+
+    backbone = {k for k in head_before if is_backbone(k)}
+    head_keys = {k for k in head_before if is_head(k)}
+    assert changed(head_before, head_after, is_backbone) == set()  # weights and BatchNorm statistics
+    assert changed(head_before, head_after, is_head) == head_keys
+    assert changed(body_before, body_after, is_head) == set()
+    assert changed(body_before, body_after, is_backbone) == backbone
+    assert all(p.requires_grad for p in model.parameters())  # the freezing is undone
+    assert set(result.upload.tensors) == set(head_before) - head_keys
+
+
+# -- FedBABU --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("finetune", ["head", "full"])
+def test_fedbabu_freezes_heads_in_training_and_fine_tunes_them_at_evaluation(tiny_config_data, finetune):
+    fed = federation(tiny_config_data, "fedbabu", f"method.hparams.finetune={finetune}",
+                     "method.hparams.finetune_epochs=1")
+    method = fed.method
+    server = method.init_server(fed.new_model())
+    initial_heads = method.init_client(0, fed.new_model(), server)["heads"]
+    model = fed.new_model()
+    result = local_update(fed, 0, server, model=model)
+    trained = extract(model)
+    assert all(torch.equal(trained[k], v) for k, v in initial_heads.items())  # frozen during training
+    assert all(torch.equal(result.state["heads"][k], v) for k, v in initial_heads.items())
+    assert distance(result.upload.tensors, server["shared"]) > 0  # the body did learn
+
+    server = method.aggregate(0, {0: result.upload}, server)
+    stored = (clone_dict(server["shared"]), clone_dict(result.state["heads"]))
+    scratch = fed.new_model()
+    predictor = method.eval_model(scratch, 0, server, result.state, fed.client_data(0),
+                                  torch_generator(0, "evaluation", 1, 0))
+    tuned = extract(predictor)
+    assert all(not torch.equal(tuned[k], v) for k, v in initial_heads.items())  # fine-tuning moved the heads
+    backbone_moved = distance({k: v for k, v in tuned.items() if is_backbone(k)}, server["shared"]) > 0
+    assert backbone_moved == (finetune == "full")
+    assert all(torch.equal(server["shared"][k], v) for k, v in stored[0].items())  # evaluation is pure
+    assert all(torch.equal(result.state["heads"][k], v) for k, v in stored[1].items())
+
+
+# -- Ditto ----------------------------------------------------------------------------------------------------
+
+def test_ditto_personal_model_is_pulled_towards_the_global_model_as_lambda_grows(tiny_config_data):
+    fedavg = federation(tiny_config_data, "fedavg")
+    trained_global = {"model": local_update(fedavg, 1, fedavg.method.init_server(fedavg.new_model()))
+                      .upload.tensors}
+    distances = {}
+    for lam in (0.0, 2.0):
+        fed = federation(tiny_config_data, "ditto", f"method.hparams.lam={lam}")
+        result = local_update(fed, 0, trained_global)
+        personal = fed.method.eval_params(0, trained_global, result.state)
+        assert distance(personal, result.upload.tensors) > 0  # two different models
+        distances[lam] = distance(personal, trained_global["model"])
+    assert distances[2.0] < 0.8 * distances[0.0]
+
+
+# -- every method, end to end ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_learns_through_the_tracked_run_path(tracking_uri, tiny_config_data, method):
+    data = apply_overrides(tiny_config_data, [f"method.name={method}", "train.rounds=2", "train.local_epochs=1",
+                                              "run.checkpoint_every=0"])
+    metrics = run_experiment(validate_config(data)).evaluation.metrics
+    assert metrics["test/acc/mean"] > 0.25  # 10 classes: chance is 0.1
+    assert metrics["test/acc/exit_3"] > 0.25
+
+
+def test_frozen_restores_requires_grad_even_on_error():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    model[1].weight.requires_grad_(False)
+    with pytest.raises(RuntimeError), frozen(model, lambda name: name.startswith("0.")):
+        assert not model[0].weight.requires_grad
+        raise RuntimeError("boom")
+    assert model[0].weight.requires_grad and model[0].bias.requires_grad and not model[1].weight.requires_grad

@@ -1,0 +1,53 @@
+"""The command line, driven in-process through ``bench.cli.main``."""
+
+import re
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bench.cli import main
+
+
+def test_methods_lists_builtins_with_hyperparameters(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^fedavg\s+\[base\]", out, re.M)
+    assert "finetune_epochs = 0" in out and "tune: {'choices': [0, 1, 2]}" in out
+
+
+def test_partition_prints_histogram_and_writes_heatmap(tmp_path, capsys):
+    out_png = tmp_path / "heat.png"
+    code = main(["partition", "demo", "data.dataset=digits", "data.clients=5", "data.alpha=0.1",
+                 f"run.cache_dir={tmp_path}", "--out", str(out_png)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "digits: 1797 samples, 5 clients, alpha=0.1" in out
+    assert "mean per-client label entropy" in out
+    assert out_png.stat().st_size > 1000
+
+
+def test_flops_prints_the_per_exit_table(capsys):
+    assert main(["flops", "conv3", "--dataset", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "static model (backbone + last head)" in out and "100.0%" in out
+
+
+def test_run_a_config_file_and_report_per_exit_accuracy(tracking_uri, tiny_config_data, tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_data))
+    assert main(["run", str(path), "train.rounds=1"]) == 0
+    out = capsys.readouterr().out
+    run_id = re.search(r"run (\w+) finished", out).group(1)
+    assert re.search(r"exit_1=0\.\d{4}\s+exit_2=0\.\d{4}\s+exit_3=0\.\d{4}\s+mean=0\.\d{4}", out)
+    assert MlflowClient(tracking_uri).get_run(run_id).data.params["train.rounds"] == "1"
+
+
+def test_user_errors_give_exit_status_2_and_a_message(tracking_uri, tiny_config_data, tmp_path, capsys):
+    assert main(["run", "demo", "train.lrr=0.1"]) == 2
+    assert "train.lrr: unknown key" in capsys.readouterr().err
+    assert main(["run"]) == 2
+    assert "give a config file or preset name" in capsys.readouterr().err
+    assert main(["run", "demo", "--resume", "abc"]) == 2
+    assert "do not pass a config as well" in capsys.readouterr().err
+    assert main(["flops", "nonet"]) == 2
+    assert "unknown model" in capsys.readouterr().err.lower()
