@@ -93,7 +93,7 @@ class FedRoD(Method):
                      data: ClientData, gen: torch.Generator) -> LocalResult:
         load_state(model, payload.tensors)
         heads = {k: v.detach().clone().requires_grad_(True) for k, v in state["heads"].items()}
-        log_prior = log_class_prior(data.train_labels(), self.ctx.num_classes)
+        log_prior = log_class_prior(data.batches.y[data.train_idx], self.ctx.num_classes)
         if not self.hp.balanced_softmax:
             log_prior = torch.zeros_like(log_prior)
 

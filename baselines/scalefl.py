@@ -1,0 +1,92 @@
+"""ScaleFL — Ilhan, Su & Liu, "ScaleFL: Resource-Adaptive Federated Learning with Heterogeneous Clients",
+CVPR 2023.
+
+Each complexity level scales the global early-exit network in depth and width: a client at level
+``(fraction, depth, width)`` holds the first ``depth`` stages and exits of the width-``width`` model, whose
+parameters are the leading slices of the full model's (widths are multipliers of the base architecture like
+``model.width``, which they must not exceed). Its local loss weights the held exits by position and normalises:
+
+    L = Σ_{j=1..d} j·ℓ_j / (d(d+1)/2),   ℓ_j = CE(z_j, y) + [r ≥ T/4]·γ·τ²·KL(softmax(z_d/τ) ‖ softmax(z_j/τ))
+
+for the ``d`` held exits (``ℓ_d`` is the last exit's cross-entropy alone; its softened prediction, detached, is
+the teacher of the earlier exits). The self-distillation term is on from 25% of the ``T`` rounds (0-based round
+index ``r ≥ 0.25·T``). The KL is the per-sample KL divergence averaged over the batch, ``γ = kd_weight``
+(0.05 as in the authors' AG News setting), ``τ = temperature`` (3 as in the authors' code). The server averages
+every weight entry over the clients that hold it, element by element for width slices, weighted by train size.
+Option ``levels``: a list of ``[fraction, depth, width]`` (default: every client holds the full model); clients
+are assigned to levels deterministically from (seed, fractions), see :mod:`bench.methods.heterogeneous`. Each
+client is evaluated on the global model cut to its level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+
+from bench.methods.api import ClientData, Hparams, LocalResult, Message, exit_ce_losses, extract
+from bench.methods.cafedistill.teacher import distillation_loss
+from bench.methods.heterogeneous import CapacityLevel, LossFn, TieredMethod, check_fractions
+from bench.methods.registry import register
+from bench.models.base import EarlyExitNet
+
+#: Self-distillation starts at this fraction of the rounds.
+KD_START_FRACTION = 0.25
+
+
+class ScaleFLHparams(Hparams):
+    kd_weight: float = Field(0.05, ge=0, description="γ: weight of the earlier exits' KD towards the last one",
+                             json_schema_extra={"search": {"low": 0.01, "high": 1.0, "log": True}})
+    temperature: float = Field(3.0, gt=0, description="softmax temperature of the self-distillation")
+    levels: list[tuple[float, int, float]] | None = Field(
+        None, description="complexity levels [fraction, depth, width] (default: everyone the full model)")
+
+    @field_validator("levels")
+    @classmethod
+    def _fractions_sum_to_one(cls, levels: list[tuple[float, int, float]] | None):
+        if levels is not None:
+            check_fractions([fraction for fraction, _, _ in levels])
+        return levels
+
+
+def scalefl_objective(kd_weight: float, temperature: float) -> LossFn:
+    """Position-weighted, normalised exit losses; earlier exits distil the last held one when ``kd_weight > 0``."""
+
+    def loss(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        terms = exit_ce_losses(logits, y)
+        if kd_weight > 0:
+            teacher = F.softmax(logits[-1].detach() / temperature, dim=-1)
+            terms = [ce + kd_weight * distillation_loss(z, teacher, temperature) for ce, z in zip(terms, logits[:-1],
+                                                                                                  strict=False)
+                     ] + terms[-1:]
+        depth = len(logits)
+        weighted = torch.stack([(j + 1) * term for j, term in enumerate(terms)]).sum()
+        return weighted / (depth * (depth + 1) / 2)
+
+    return loss
+
+
+@register
+class ScaleFL(TieredMethod):
+    name = "scalefl"
+    Hparams = ScaleFLHparams
+
+    def capacity_levels(self) -> list[CapacityLevel]:
+        if self.hp.levels is None:
+            return [CapacityLevel(1.0, self.ctx.num_exits)]
+        return [CapacityLevel(fraction, depth, width) for fraction, depth, width in self.hp.levels]
+
+    def kd_active(self, round: int) -> bool:
+        return round >= KD_START_FRACTION * self.ctx.rounds
+
+    def objective(self, round: int) -> LossFn:
+        """The local loss of round ``round`` (self-distillation only from 25% of the rounds on)."""
+        return scalefl_objective(self.hp.kd_weight if self.kd_active(round) else 0.0, self.hp.temperature)
+
+    def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
+                     data: ClientData, gen: torch.Generator) -> LocalResult:
+        sub, loss = self.train_sub_model(model, payload.tensors, data, gen, self.objective(round))
+        return LocalResult(Message(extract(sub)), state, {"train/loss": loss})
