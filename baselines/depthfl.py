@@ -1,29 +1,31 @@
-"""DepthFL — Kim, Yu, Kim & Moon, "DepthFL: Depthwise Federated Learning for Heterogeneous Clients", ICLR 2023.
+"""DepthFL — Kim, Yu, Kim & Moon, "DepthFL: Depthwise Federated Learning for Heterogeneous
+Clients", ICLR 2023.
 
-Clients get depth-scaled local models: a client of tier ``k`` holds the first ``k`` stages of the global early-exit
-network with their ``k`` exits (the paper's classifier per depth). Its local loss is the cross-entropy of every
-held exit plus mutual self-distillation among the held exits:
+Clients get depth-scaled local models: a client of tier ``k`` holds the first ``k`` stages of the global
+early-exit network with their ``k`` exits (the paper's classifier per depth). Its local loss is the
+cross-entropy of every held exit plus mutual self-distillation among the held exits:
 
     L = Σ_i CE(z_i, y) + w(r) · Σ_i 1/(n−1) Σ_{j≠i} τ²·KL(softmax(z_j/τ) ‖ softmax(z_i/τ))
 
-where the teacher ``softmax(z_j/τ)`` is detached, ``n`` is the number of held exits and ``τ`` the temperature
-(``temperature``, 1 as in the reference setup). The consistency weight follows the sigmoid ramp-up of temporal
-ensembling / mean teacher (Laine & Aila, ICLR 2017) over the 0-based round ``r``:
+where the teacher ``softmax(z_j/τ)`` is detached, ``n`` is the number of held exits and ``τ`` the
+temperature (``temperature``, 1 as in the reference setup). The consistency weight follows the sigmoid
+ramp-up of temporal ensembling / mean teacher (Laine & Aila, ICLR 2017) over the 0-based round ``r``:
 
     w(r) = kd_weight · exp(−5·(1 − min(r, R)/R)²),   R = rampup_fraction · rounds   (w = kd_weight if R = 0)
 
-(the paper ramps up over 300 of its 1000 rounds, hence ``rampup_fraction = 0.3``). The server averages every
-parameter over exactly the clients that hold it (weighted by train size). Option ``tiers``: the fraction of clients
-holding 1, 2, … exits (default: everyone at full depth, as in the PFL-EE comparison); clients are assigned to tiers
-deterministically from (seed, fractions), see :mod:`bench.methods.heterogeneous`. Every client is evaluated on the
-global model cut to its own depth.
+(the paper's setup ramps up over 300 of its 1000 rounds, hence ``rampup_fraction = 0.3``). The server
+averages every parameter over exactly the clients that hold it (weighted by train size). Option ``tiers``:
+the fraction of clients holding 1, 2, … exits (default: everyone at full depth, as in the PFL-EE
+comparison); clients are assigned to tiers deterministically from (seed, fractions), see
+:mod:`bench.methods.heterogeneous`. Every client is evaluated on the global model cut to its own depth.
 
 Optional FedDyn regulariser (Acar et al., "Federated Learning Based on Dynamic Regularization", ICLR 2021),
 ``feddyn_alpha = α > 0``: client ``k`` keeps its gradient-correction state ``g_k`` (zero at first, over the
 parameters it holds) and minimises ``L(θ) − ⟨g_k, θ⟩ + α/2·‖θ − θ_server‖²``, then sets
-``g_k ← g_k − α(θ_k − θ_server)``. The server keeps ``h`` and, for every parameter entry ``e`` some participant
-holds, sets ``h_e ← h_e − α/m_e·Σ_{k holds e}(θ_k,e − θ_e)`` (``m_e``: the number of all clients holding ``e``)
-and ``θ_e ← avg_e − h_e/α``. Buffers (BatchNorm statistics) are averaged without correction.
+``g_k ← g_k − α(θ_k − θ_server)``. The server keeps ``h`` and, for every parameter entry ``e`` that some
+participant holds, sets ``h_e ← h_e − α/m_e·Σ_{k holds e}(θ_k,e − θ_e)`` (``m_e``: the number of all
+clients holding ``e``) and ``θ_e ← avg_e − h_e/α``. Buffers (BatchNorm statistics) are averaged without
+correction.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class DepthFLHparams(Hparams):
 
 
 def consistency_weight(round: int, rampup_rounds: float, max_weight: float) -> float:
-    """``max_weight · exp(−5·(1 − min(round, R)/R)²)`` with ``R = rampup_rounds`` (``max_weight`` if R ≤ 0)."""
+    """``max_weight · exp(−5·(1 − min(round, R)/R)²)``, ``R = rampup_rounds`` (``max_weight`` if R ≤ 0)."""
     if rampup_rounds <= 0:
         return max_weight
     phase = 1.0 - min(max(round, 0), rampup_rounds) / rampup_rounds
@@ -86,8 +88,8 @@ def depthfl_objective(weight: float, temperature: float) -> LossFn:
     return loss
 
 
-def with_feddyn(objective: LossFn, reference: Mapping[str, torch.Tensor], correction: Mapping[str, torch.Tensor],
-                alpha: float) -> LossFn:
+def with_feddyn(objective: LossFn, reference: Mapping[str, torch.Tensor],
+                correction: Mapping[str, torch.Tensor], alpha: float) -> LossFn:
     """FedDyn's local objective: ``objective − ⟨g, θ⟩ + α/2·‖θ − θ_ref‖²``."""
 
     def loss(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -3,19 +3,20 @@ CVPR 2023.
 
 Each complexity level scales the global early-exit network in depth and width: a client at level
 ``(fraction, depth, width)`` holds the first ``depth`` stages and exits of the width-``width`` model, whose
-parameters are the leading slices of the full model's (widths are multipliers of the base architecture like
-``model.width``, which they must not exceed). Its local loss weights the held exits by position and normalises:
+parameters are the leading slices of the full model's (widths are multipliers of the base architecture
+like ``model.width``, which they must not exceed). Its local loss weights the held exits by position and
+normalises, as the authors' code does:
 
     L = Σ_{j=1..d} j·ℓ_j / (d(d+1)/2),   ℓ_j = CE(z_j, y) + [r ≥ T/4]·γ·τ²·KL(softmax(z_d/τ) ‖ softmax(z_j/τ))
 
-for the ``d`` held exits (``ℓ_d`` is the last exit's cross-entropy alone; its softened prediction, detached, is
-the teacher of the earlier exits). The self-distillation term is on from 25% of the ``T`` rounds (0-based round
-index ``r ≥ 0.25·T``). The KL is the per-sample KL divergence averaged over the batch, ``γ = kd_weight``
-(0.05 as in the authors' AG News setting), ``τ = temperature`` (3 as in the authors' code). The server averages
-every weight entry over the clients that hold it, element by element for width slices, weighted by train size.
-Option ``levels``: a list of ``[fraction, depth, width]`` (default: every client holds the full model); clients
-are assigned to levels deterministically from (seed, fractions), see :mod:`bench.methods.heterogeneous`. Each
-client is evaluated on the global model cut to its level.
+for the ``d`` held exits (``ℓ_d`` is the last exit's cross-entropy alone; its softened prediction,
+detached, is the teacher of the earlier exits). Self-distillation is on from 25% of the ``T`` rounds
+(0-based round index ``r ≥ 0.25·T``). The KL is the per-sample KL divergence averaged over the batch;
+``γ = kd_weight`` (0.05, the authors' AG News setting), ``τ = temperature`` (3, the authors' default). The
+server averages every weight entry over the clients that hold it, element by element for width slices,
+weighted by train size. Option ``levels``: a list of ``[fraction, depth, width]`` (default: every client
+holds the full model); clients are assigned to levels deterministically from (seed, fractions), see
+:mod:`bench.methods.heterogeneous`. Each client is evaluated on the global model cut to its level.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ KD_START_FRACTION = 0.25
 
 
 class ScaleFLHparams(Hparams):
-    kd_weight: float = Field(0.05, ge=0, description="γ: weight of the earlier exits' KD towards the last one",
+    kd_weight: float = Field(0.05, ge=0, description="γ: weight of the early exits' KD towards the last one",
                              json_schema_extra={"search": {"low": 0.01, "high": 1.0, "log": True}})
     temperature: float = Field(3.0, gt=0, description="softmax temperature of the self-distillation")
     levels: list[tuple[float, int, float]] | None = Field(
@@ -52,16 +53,15 @@ class ScaleFLHparams(Hparams):
 
 
 def scalefl_objective(kd_weight: float, temperature: float) -> LossFn:
-    """Position-weighted, normalised exit losses; earlier exits distil the last held one when ``kd_weight > 0``."""
+    """Position-weighted, normalised exit losses; with ``kd_weight > 0`` earlier exits distil the last one."""
 
     def loss(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = model(x)
         terms = exit_ce_losses(logits, y)
         if kd_weight > 0:
             teacher = F.softmax(logits[-1].detach() / temperature, dim=-1)
-            terms = [ce + kd_weight * distillation_loss(z, teacher, temperature) for ce, z in zip(terms, logits[:-1],
-                                                                                                  strict=False)
-                     ] + terms[-1:]
+            for j in range(len(logits) - 1):
+                terms[j] = terms[j] + kd_weight * distillation_loss(logits[j], teacher, temperature)
         depth = len(logits)
         weighted = torch.stack([(j + 1) * term for j, term in enumerate(terms)]).sum()
         return weighted / (depth * (depth + 1) / 2)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from bench.fed.rng import numpy_generator
+
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -105,12 +107,6 @@ def _min_client_size(split: tuple[float, float, float]) -> int:
         if train >= 1 and test >= 1:
             return n
         n += 1
-
-
-def _rng(seed: int, purpose: str, *keys: int) -> np.random.Generator:
-    """A generator determined by (seed, purpose, keys) alone, independent of any global RNG state."""
-    purpose_key = int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:4], "little")
-    return np.random.default_rng(np.random.SeedSequence([seed, purpose_key, *keys]))
 
 
 @dataclass(eq=False)
@@ -213,7 +209,7 @@ def _check_feasible(spec: PartitionSpec, n: int) -> None:
 
 def _draw_client_shares(y: np.ndarray, num_classes: int, spec: PartitionSpec) -> list[np.ndarray]:
     """Per-client sample indices from Dirichlet draws, retried until every client has min_samples."""
-    rng = _rng(spec.seed, "partition")
+    rng = numpy_generator(spec.seed, "partition")
     capacity = _capacity(spec, len(y))
     by_class = [np.flatnonzero(y == c) for c in range(num_classes)]
     alpha = np.full(spec.num_clients, spec.alpha)
@@ -249,7 +245,7 @@ def dirichlet_partition(labels: torch.Tensor, num_classes: int, spec: PartitionS
     shares = _draw_client_shares(y, num_classes, spec)
     splits: dict[str, list[torch.Tensor]] = {name: [] for name in SPLIT_NAMES}
     for client, share in enumerate(shares):
-        shuffled = _rng(spec.seed, "split", client).permutation(share)
+        shuffled = numpy_generator(spec.seed, "partition-split", client=client).permutation(share)
         train, val, _ = _split_counts(len(shuffled), spec.split)
         for name, part in zip(SPLIT_NAMES, np.split(shuffled, [train, train + val]), strict=True):
             splits[name].append(torch.from_numpy(np.sort(part)).to(torch.int64))

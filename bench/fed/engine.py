@@ -122,13 +122,13 @@ class Simulation:
         jobs = [Job(c, method.payload(round, c, state.server), state.clients[c]) for c in clients]
         results = executor.run_round(round, jobs)
         down = up = 0
-        for job, result in zip(jobs, results):
+        for job, result in zip(jobs, results, strict=True):
             state.clients[job.client] = result.state
             state.comm.down[job.client] += job.payload.nbytes
             state.comm.up[job.client] += result.upload.nbytes
             down += job.payload.nbytes
             up += result.upload.nbytes
-        state.server = method.aggregate(round, {j.client: r.upload for j, r in zip(jobs, results)}, state.server)
+        state.server = method.aggregate(round, {j.client: r.upload for j, r in zip(jobs, results, strict=True)}, state.server)
         state.next_round = round + 1
         metrics: dict[str, float] = {"comm/bytes_down": float(down), "comm/bytes_up": float(up),
                                      "comm/cum_bytes_down": float(sum(state.comm.down)),

@@ -34,7 +34,7 @@ def weighted_average(dicts: Sequence[Mapping[str, torch.Tensor]], weights: Seque
             out[key] = first.clone()
             continue
         acc = torch.zeros_like(first, dtype=torch.float64)
-        for d, wi in zip(dicts, w.tolist()):
+        for d, wi in zip(dicts, w.tolist(), strict=True):
             acc.add_(d[key], alpha=wi)
         out[key] = acc.to(first.dtype)
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ def summarize_exits(per_client: Mapping[int, ExitRecords], num_exits: int, prefi
     per_exit: list[list[float]] = [[] for _ in range(num_exits)]
     client_means: list[float] = []
     for records in per_client.values():
-        acc = records.correct.mean(axis=0) if len(records.correct) else np.zeros(records.correct.shape[1])
+        acc = records.exit_accuracy
         for k, a in enumerate(acc):
             per_exit[k].append(float(a))
         client_means.append(float(acc.mean()))
@@ -41,7 +41,3 @@ def summarize_exits(per_client: Mapping[int, ExitRecords], num_exits: int, prefi
             metrics[f"{prefix}/acc/exit_{k}/client_std"] = float(np.std(values))
     metrics[f"{prefix}/acc/mean"] = float(np.mean(client_means))
     return metrics
-
-
-def per_exit_accuracy(records: ExitRecords) -> Sequence[float]:
-    return [float(a) for a in records.correct.mean(axis=0)]

@@ -74,14 +74,14 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
         held = fed.method.client_exits(c)
         exit_macs = [e.macs for e in table.exits[:held]]
         curves[c] = dynamic_curve(records, exit_macs, thresholds)
-        acc = records.correct.mean(axis=0)
+        acc = records.exit_accuracy
         report = next(p for p in curves[c] if p.threshold == cfg.eval.report_threshold)
         row = {"client": c, "train_samples": int(fed.partition.train[c].numel()),
                "val_samples": int(fed.partition.val[c].numel()), "test_samples": int(fed.partition.test[c].numel()),
                "label_entropy": float(entropy[c]), "exits_held": held}
         row.update({f"test_acc_exit_{k + 1}": float(a) for k, a in enumerate(acc)})
         if c in ev.val:
-            row.update({f"val_acc_exit_{k + 1}": float(a) for k, a in enumerate(ev.val[c].correct.mean(axis=0))})
+            row.update({f"val_acc_exit_{k + 1}": float(a) for k, a in enumerate(ev.val[c].exit_accuracy)})
         row.update({"dyn_acc": report.accuracy, "dyn_macs": report.expected_macs,
                     "dyn_cost_reduction": cost_reduction(report, table.static_macs_upto(held)),
                     "dyn_acc_drop": accuracy_drop(report, float(acc[-1])),
