@@ -36,7 +36,7 @@ import torch
 from pydantic import Field
 
 from bench.fed.tensor_ops import TensorDict, weighted_average
-from bench.methods.api import ClientData, Hparams, LocalResult, Message, extract, sum_ce_loss
+from bench.methods.api import ClientData, Hparams, LocalResult, Message, MethodContext, extract, sum_ce_loss
 from bench.methods.heterogeneous import (
     CapacityLevel,
     ClientFractions,
@@ -85,7 +85,7 @@ class InclusiveFL(TieredMethod):
     name = "inclusivefl"
     Hparams = InclusiveFLHparams
 
-    def __init__(self, hparams: InclusiveFLHparams, ctx):
+    def __init__(self, hparams: InclusiveFLHparams, ctx: MethodContext):
         super().__init__(hparams, ctx)
         depths = {self.plan.levels[tier].depth for tier in self.plan.tier_of}
         self.deepest = max(depths)
@@ -133,14 +133,15 @@ class InclusiveFL(TieredMethod):
             if depth is None:
                 shared_uploads[client] = upload
                 continue
-            tier_tops.setdefault(depth, {})[client] = {k: v for k, v in upload.tensors.items() if is_top(k, depth)}
-            shared_uploads[client] = Message({k: v for k, v in upload.tensors.items() if not is_top(k, depth)})
+            tensors = upload.tensors
+            tier_tops.setdefault(depth, {})[client] = {k: v for k, v in tensors.items() if is_top(k, depth)}
+            shared_uploads[client] = Message({k: v for k, v in tensors.items() if not is_top(k, depth)})
         previous = server["model"]
         shared = self.plan.aggregate(previous, shared_uploads)
         deeper_trained = {k for u in shared_uploads.values() for k in u.tensors} & self.plan.parameter_names
         tops = dict(server["tops"])
         for depth, group in tier_tops.items():
             own = weighted_average(list(group.values()), [self.ctx.client_train_sizes[c] for c in group])
-            tops[str(depth)] = momentum_update(server["tops"][str(depth)], own, previous, shared, deeper_trained,
-                                               self.hp.momentum)
+            tops[str(depth)] = momentum_update(server["tops"][str(depth)], own, previous, shared,
+                                               deeper_trained, self.hp.momentum)
         return {"model": shared, "tops": tops}

@@ -51,3 +51,12 @@ def test_user_errors_give_exit_status_2_and_a_message(tracking_uri, tiny_config_
     assert "do not pass a config as well" in capsys.readouterr().err
     assert main(["flops", "nonet"]) == 2
     assert "unknown model" in capsys.readouterr().err.lower()
+
+
+def test_ui_binds_to_loopback_on_the_tracking_store():
+    from bench.cli.ui import ui_command
+
+    cmd = ui_command("sqlite:///x.db", 5123)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == "sqlite:///x.db"
+    assert cmd[cmd.index("--port") + 1] == "5123"

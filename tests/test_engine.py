@@ -17,6 +17,10 @@ def simulate(data: dict, *overrides: str) -> Simulation:
     return sim
 
 
+def without_timings(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
+
+
 def test_fedavg_learns_synthetic_data_far_above_chance(tiny_config_data):
     sim = simulate(tiny_config_data, "train.rounds=4")
     metrics = sim.last_eval.metrics
@@ -26,12 +30,9 @@ def test_fedavg_learns_synthetic_data_far_above_chance(tiny_config_data):
 
 
 def test_same_seed_same_metrics_different_seed_different(tiny_config_data):
-    a = simulate(tiny_config_data).history
-    b = simulate(tiny_config_data).history
-    c = simulate(tiny_config_data, "seed=1").history
-    strip = [{k: v for k, v in h.items() if not k.startswith("time/")} for h in a]
-    assert strip == [{k: v for k, v in h.items() if not k.startswith("time/")} for h in b]
-    assert strip != [{k: v for k, v in h.items() if not k.startswith("time/")} for h in c]
+    a = without_timings(simulate(tiny_config_data).history)
+    assert a == without_timings(simulate(tiny_config_data).history)
+    assert a != without_timings(simulate(tiny_config_data, "seed=1").history)
 
 
 def test_fedavg_communication_is_the_model_both_ways(tiny_config_data):
@@ -74,3 +75,9 @@ def test_load_state_refuses_partial_models(tiny_config_data):
         load_state(model, backbone)
     with pytest.raises(KeyError, match="not a parameter or buffer"):
         load_state(model, {"nope": torch.zeros(1)})
+
+
+def test_process_executor_gives_bitwise_identical_metrics(tiny_config_data):
+    serial = simulate(tiny_config_data, "train.rounds=2").history
+    pooled = simulate(tiny_config_data, "train.rounds=2", "run.executor=process", "run.workers=2").history
+    assert without_timings(pooled) == without_timings(serial)

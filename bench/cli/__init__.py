@@ -10,7 +10,7 @@ import sys
 
 from bench.config import ConfigError
 
-COMMANDS = ("run", "methods", "partition", "flops", "ui", "demo")
+COMMANDS = ("run", "methods", "partition", "flops", "ui", "demo", "perf", "sweep", "tune", "report", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:

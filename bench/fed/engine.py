@@ -128,7 +128,8 @@ class Simulation:
             state.comm.up[job.client] += result.upload.nbytes
             down += job.payload.nbytes
             up += result.upload.nbytes
-        state.server = method.aggregate(round, {j.client: r.upload for j, r in zip(jobs, results, strict=True)}, state.server)
+        uploads = {job.client: result.upload for job, result in zip(jobs, results, strict=True)}
+        state.server = method.aggregate(round, uploads, state.server)
         state.next_round = round + 1
         metrics: dict[str, float] = {"comm/bytes_down": float(down), "comm/bytes_up": float(up),
                                      "comm/cum_bytes_down": float(sum(state.comm.down)),

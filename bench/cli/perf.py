@@ -1,0 +1,22 @@
+"""``cafebench perf``: the harness against the bare PyTorch loop (round overhead, evaluation, memory, throughput)."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.perf import report_json, run_perf
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("perf", help="measure the harness's overhead against the bare PyTorch loop")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
+    p.add_argument("--no-memory", action="store_true", help="skip the 100 vs 1,000 clients memory probe")
+    p.add_argument("--memory-method", default="fedper", help="method whose per-client memory is measured")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = run_perf(args.repeats, memory=not args.no_memory, memory_method=args.memory_method)
+    print(report_json(report) if args.json else "\n".join(report.lines()))
+    return 0

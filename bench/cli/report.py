@@ -1,0 +1,29 @@
+"""``cafebench report EXPERIMENT [--out DIR] [--tracking-uri URI]``: the paper's tables and figures from runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.report import default_report_dir, render_report
+from bench.report.report import REPORT_THRESHOLD
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="render an MLflow experiment's tables and figures (Markdown, HTML, CSV, LaTeX)",
+                       description="Render the report of an experiment's FINISHED runs: report.md, a "
+                                   "self-contained report.html, tables/*.csv|.tex and figures/*.png; the report "
+                                   "is also logged as a run tagged cafebench.report=true in the same experiment.")
+    p.add_argument("experiment", help="MLflow experiment name (e.g. demo, reproduce-cpu)")
+    p.add_argument("--out", help="output directory (default: reports/EXPERIMENT)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--threshold", type=float, default=REPORT_THRESHOLD,
+                   help=f"exit threshold of the dynamic-inference table (default {REPORT_THRESHOLD:g}; must be "
+                        "one of the runs' eval.thresholds)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = render_report(args.experiment, args.out or default_report_dir(args.experiment), args.tracking_uri,
+                         args.threshold)
+    print(f"report of experiment {args.experiment!r}: {path} (and report.md, tables/, figures/ beside it)")
+    return 0

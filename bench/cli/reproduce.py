@@ -1,0 +1,83 @@
+"""``cafebench reproduce cpu|paper``: run a scale's sweep presets, then render the report of their experiment(s).
+
+The presets live in ``bench/presets/sweeps/{cpu,paper}/``; runs already FINISHED are skipped, so running the
+command again resumes an interrupted reproduction and re-renders the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+from pathlib import Path
+
+from bench.cli.sweep import ProgressLine
+from bench.report import default_report_dir, render_report
+from bench.sweep import load_sweep, run_sweep
+
+SCALES = ("cpu", "paper")
+
+
+def scale_presets(scale: str) -> list[str]:
+    """The sweep preset names of a scale, e.g. ``cpu/main``, in file-name order."""
+    folder = importlib.resources.files("bench") / "presets" / "sweeps" / scale
+    return sorted(f"{scale}/{entry.name.removesuffix('.yaml')}" for entry in folder.iterdir()
+                  if entry.name.endswith(".yaml"))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="run the sweeps behind the paper's tables (cpu or paper scale), then "
+                                         "render the report",
+                       description="Run every sweep preset of bench/presets/sweeps/SCALE/ (finished runs are "
+                                   "skipped) and render the report of each MLflow experiment they write to.")
+    p.add_argument("scale", choices=SCALES, help="cpu: Fashion-MNIST, about an hour on 2 cores; paper: the "
+                                                 "paper's datasets and models, for GPUs")
+    p.add_argument("overrides", nargs="*", help="key.path=value applied to every sweep (a grid axis is replaced)")
+    p.add_argument("--only", nargs="+", metavar="PRESET", help="run only these presets of the scale (e.g. main)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores // workers)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+    p.add_argument("--out", type=Path, help="report directory (default: reports/EXPERIMENT; with several "
+                                            "experiments, one folder per experiment inside it)")
+    p.add_argument("--dry-run", action="store_true", help="list the sweeps and their run counts, run nothing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    presets = scale_presets(args.scale)
+    if args.only:
+        unknown = sorted(set(args.only) - {p.split("/", 1)[1] for p in presets})
+        if unknown:
+            raise ValueError(f"--only: no preset {', '.join(unknown)} in scale {args.scale}; presets: "
+                             f"{', '.join(p.split('/', 1)[1] for p in presets)}")
+        presets = [p for p in presets if p.split("/", 1)[1] in args.only]
+    overrides = list(args.overrides)
+    if args.tracking_uri:
+        overrides.append(f"run.tracking_uri={args.tracking_uri}")
+    sweeps = [load_sweep(name, overrides) for name in presets]  # validates every config before any run
+    experiments = list(dict.fromkeys(s.experiment for s in sweeps))
+    for sweep in sweeps:
+        print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}")
+    if args.dry_run:
+        return 0
+    failed = 0
+    for sweep in sweeps:
+        line = ProgressLine(sweep.name)
+        try:
+            result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads)
+        finally:
+            line.close()
+        failed += result.failed
+        for failure in result.failures:
+            print(f"  FAILED {failure.label}: {failure.reason}")
+    for experiment in experiments:
+        if args.out is None:
+            out = default_report_dir(experiment)
+        else:
+            out = args.out if len(experiments) == 1 else args.out / default_report_dir(experiment).name
+        path = render_report(experiment, out, args.tracking_uri)
+        print(f"report of experiment {experiment!r}: {path}")
+    if failed:
+        print(f"{failed} runs failed; their cells show as missing. Run the same command again to retry them.")
+    return 1 if failed else 0

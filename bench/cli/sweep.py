@@ -1,0 +1,69 @@
+"""``cafebench sweep PRESET [key=value ...] [--backend local --workers N | --backend ray --address ADDR]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+
+from bench.sweep import SweepProgress, load_sweep, run_sweep
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run a grid of experiments (a sweep preset); finished runs are skipped",
+                       description="Run every experiment of a sweep preset (see bench/sweep.py for the format). "
+                                   "Runs already FINISHED in the sweep's MLflow experiment are skipped, so "
+                                   "running the same command again resumes an interrupted sweep.")
+    p.add_argument("preset", help="sweep preset name (e.g. smoke) or YAML file")
+    p.add_argument("overrides", nargs="*",
+                   help="key.path=value: changes the base config, or replaces a grid axis (e.g. seed=[0,1,2])")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local processes on this machine, or Ray tasks on a cluster")
+    p.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run (default: local cores // workers; on Ray: run.threads)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.set_defaults(func=run)
+
+
+class ProgressLine:
+    """One status line, rewritten in place on a terminal and printed per change otherwise."""
+
+    def __init__(self, name: str, stream=sys.stderr):
+        self.name, self.stream = name, stream
+        self.in_place = stream.isatty()
+
+    def __call__(self, p: SweepProgress) -> None:
+        eta = "?" if p.eta_s is None else str(timedelta(seconds=round(p.eta_s)))
+        line = (f"sweep {self.name}: {p.done + p.skipped}/{p.total} finished ({p.skipped} skipped), "
+                f"{p.running} running, {p.failed} failed, ETA {eta}")
+        self.stream.write(f"\r\033[K{line}" if self.in_place else f"{line}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.in_place:
+            self.stream.write("\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.tracking_uri:
+        overrides.append(f"run.tracking_uri={args.tracking_uri}")
+    sweep = load_sweep(args.preset, overrides)
+    if args.dry_run:
+        print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}")
+        for config, label in zip(sweep.configs, sweep.labels, strict=True):
+            print(f"  {config.content_hash()}  {label}")
+        return 0
+    line = ProgressLine(sweep.name)
+    try:
+        result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads)
+    finally:
+        line.close()
+    print(f"sweep {sweep.name}: {result.done} run, {result.skipped} skipped (already finished), "
+          f"{result.failed} failed; MLflow experiment {sweep.experiment!r}")
+    for failure in result.failures:
+        print(f"  FAILED {failure.label}: {failure.reason}")
+    return 1 if result.failed else 0

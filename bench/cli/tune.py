@@ -1,0 +1,41 @@
+"""``cafebench tune METHOD PRESET --trials N [--storage URL] [--study NAME] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.tune import DEFAULT_STORAGE, OBJECTIVE, tune
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="tune a method's hyperparameters with Optuna on validation accuracy",
+                       description=f"An Optuna study (seeded TPE, median pruning) over the method's declared "
+                                   f"hyperparameter ranges, maximizing the final {OBJECTIVE}. Each trial is a "
+                                   f"child MLflow run; the best configuration is written as a preset.")
+    p.add_argument("method", help="method name (see `cafebench methods` for the tunable ranges)")
+    p.add_argument("preset", help="experiment preset name or config file")
+    p.add_argument("overrides", nargs="*",
+                   help="key.path=value overrides; method.hparams.X=V holds X fixed instead of tuning it")
+    p.add_argument("--trials", type=int, required=True,
+                   help="finished trials the study should hold (running again continues the study)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Optuna storage URL, shared by workers on several machines (default {DEFAULT_STORAGE})")
+    p.add_argument("--study", help="study name (default: method, preset and config hash)")
+    p.add_argument("--output", type=Path, help="where to write the best preset (default tuned/<study>.yaml)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.tracking_uri:
+        overrides.append(f"run.tracking_uri={args.tracking_uri}")
+    result = tune(args.method, args.preset, args.trials, overrides, storage=args.storage,
+                  study_name=args.study, output=args.output)
+    print(f"study {result.study_name}: {result.completed} completed, {result.pruned} pruned trials "
+          f"(parent MLflow run {result.parent_run_id})")
+    print(f"best {OBJECTIVE} = {result.best_value:.4f} with "
+          + ", ".join(f"{k}={v!r}" for k, v in result.best_params.items()))
+    print(f"best configuration written to {result.preset_path}; run it with:  cafebench run {result.preset_path}")
+    return 0

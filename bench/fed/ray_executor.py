@@ -1,0 +1,85 @@
+"""Run a round's local updates on a Ray cluster (``run.executor=ray``).
+
+``run.workers`` actors each build the :class:`Federation` once from the config, with the dataset put in the
+object store once and passed by reference; each round, the jobs (payload and personal state) go to idle actors
+as task arguments. The actors hold no run state and call the same pure :func:`run_local_update` with
+``run.threads`` torch threads, so the metrics are bitwise-identical to the serial executor's.
+Ray is the optional extra ``cafebench[ray]``; it is imported only when this executor or a Ray sweep is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from bench.config import validate_config
+from bench.data.dataset import Dataset
+from bench.fed.executors import Job, run_local_update
+from bench.fed.federation import Federation, build_federation
+from bench.methods.api import LocalResult
+
+log = logging.getLogger(__name__)
+
+
+def import_ray() -> ModuleType:
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("the Ray backend needs Ray: pip install 'cafebench[ray]'") from None
+    return ray
+
+
+def connect_ray(address: str | None) -> tuple[ModuleType, bool]:
+    """The ``ray`` module, connected to ``address`` (default: a new local cluster) unless already connected.
+
+    The flag says whether this call connected, i.e. whether the caller should ``ray.shutdown()`` when done.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    log.info("connecting to Ray at %s", address or "a new local cluster")
+    ray.init(address=address)
+    return ray, True
+
+
+class FederationWorker:
+    """A Ray actor: the federation built once, then local updates on demand."""
+
+    def __init__(self, config_data: dict[str, Any], dataset: Dataset, threads: int):
+        torch.set_num_threads(threads)
+        self.fed = build_federation(validate_config(config_data), dataset)
+        self.model = self.fed.new_model()
+
+    def update(self, round: int, job: Job) -> LocalResult:
+        return run_local_update(self.fed, self.model, round, job)
+
+
+class RayExecutor:
+    def __init__(self, fed: Federation, workers: int, threads: int, address: str | None):
+        self.actors: list[Any] = []
+        self.ray, self.started = connect_ray(address)
+        cpus = self.ray.cluster_resources().get("CPU", 0)
+        if workers * threads > cpus:
+            self.close()
+            raise ValueError(f"the Ray cluster has {cpus:g} CPUs but run.workers × run.threads = "
+                             f"{workers} × {threads}: lower run.workers or run.threads")
+        from ray.util import ActorPool
+
+        dataset = self.ray.put(fed.dataset)
+        actor = self.ray.remote(num_cpus=threads)(FederationWorker)
+        config_data = fed.config.model_dump(mode="json")
+        self.actors = [actor.remote(config_data, dataset, threads) for _ in range(workers)]
+        self.pool = ActorPool(self.actors)
+
+    def run_round(self, round: int, jobs: Sequence[Job]) -> list[LocalResult]:
+        return list(self.pool.map(lambda actor, job: actor.update.remote(round, job), jobs))
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        if self.started:
+            self.ray.shutdown()

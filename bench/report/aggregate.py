@@ -1,0 +1,38 @@
+"""Averages over seeds: per-cell statistics, seed-averaged dynamic curves and metric histories."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+CELL = ["method", "dataset", "alpha"]
+
+
+def seed_stats(runs: pd.DataFrame, values: pd.Series, by: list[str]) -> pd.DataFrame:
+    """Per ``by`` group of ``runs``: ``mean``, ``std`` (sample std, ddof=1; NaN with one seed) and ``n`` of the
+    runs' ``values`` (a Series indexed by run id; runs without a value are not counted)."""
+    frame = runs[by].assign(value=values.reindex(runs.index))
+    stats = frame.groupby(by, dropna=False)["value"].agg(["mean", "std", "count"])
+    return stats.rename(columns={"count": "n"}).reset_index()
+
+
+def mean_curves(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """The dynamic-inference curves of ``runs`` averaged over seeds, point by point (threshold by threshold):
+    columns method, dataset, alpha, threshold, accuracy, expected_macs."""
+    columns = [*CELL, "threshold", "accuracy", "expected_macs"]
+    if runs.empty or curves.empty:
+        return pd.DataFrame(columns=columns)
+    merged = curves.merge(runs[CELL], left_on="run_id", right_index=True)
+    return merged.groupby([*CELL, "threshold"])[["accuracy", "expected_macs"]].mean().reset_index()[columns]
+
+
+def mean_history(runs: pd.DataFrame, history: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``metric`` per round averaged over seeds: columns method, dataset, alpha, step, value."""
+    rows = history[history["metric"] == metric]
+    merged = rows.merge(runs[CELL], left_on="run_id", right_index=True)
+    return merged.groupby([*CELL, "step"])["value"].mean().reset_index()
+
+
+def per_round_mean(history: pd.DataFrame, metric: str) -> pd.Series:
+    """Each run's ``metric`` averaged over the rounds it was logged in (indexed by run id)."""
+    rows = history[history["metric"] == metric]
+    return rows.groupby("run_id")["value"].mean()

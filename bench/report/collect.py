@@ -1,0 +1,140 @@
+"""Read an experiment's finished runs out of MLflow into pandas frames: the report's only input.
+
+Only FINISHED runs that carry the run-layout tags (``method``, ``family``, ``dataset``, ``alpha``, ``seed``)
+count; report runs (tag ``cafebench.report=true``) and anything else without those tags (e.g. a sweep's
+parent run) are left out. Artifacts are downloaded into a caller-supplied directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from bench.track.mlflow_tracker import tracking_uri
+
+log = logging.getLogger(__name__)
+
+REPORT_TAG = "cafebench.report"
+REQUIRED_TAGS = ("method", "family", "dataset", "alpha", "seed")
+HISTORY_METRICS = ("test/acc/mean", "comm/bytes_up", "comm/bytes_down")
+CURVE_ARTIFACT = "dynamic/dynamic_curve.csv"
+HEATMAP_ARTIFACT = "partition/partition_heatmap.png"
+
+
+@dataclass
+class RunData:
+    """Everything the tables and figures read, one experiment's worth.
+
+    ``runs``: index ``run_id``; columns method, family, dataset, model, alpha (float), seed (int), start_time.
+    ``params`` / ``metrics``: index ``run_id``; one column per param (strings) / final metric value (floats).
+    ``history``: long frame run_id, metric, step, value of the metrics in :data:`HISTORY_METRICS`.
+    ``curves``: the runs' ``dynamic_curve.csv`` rows, with a ``run_id`` column.
+    ``heatmaps``: one partition heatmap per (dataset, alpha), from the run with the lowest seed.
+    """
+
+    experiment: str
+    runs: pd.DataFrame
+    params: pd.DataFrame
+    metrics: pd.DataFrame
+    history: pd.DataFrame
+    curves: pd.DataFrame
+    heatmaps: dict[tuple[str, float], Path] = field(default_factory=dict)
+    skipped: int = 0  # finished runs left out for missing layout tags (report runs not counted)
+
+
+def experiment_id(client: MlflowClient, experiment: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(f"no MLflow experiment named {experiment!r} in {client.tracking_uri}; "
+                         f"experiments there: {', '.join(names) or '(none)'}")
+    return found.experiment_id
+
+
+def finished_runs(client: MlflowClient, exp_id: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp_id], filter_string="attributes.status = 'FINISHED'",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) -> RunData:
+    """The finished runs of ``experiment`` with their params, metrics, histories and artifacts.
+
+    Raises ValueError when the experiment does not exist or holds no finished benchmark run.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri(uri))
+    exp_id = experiment_id(client, experiment)
+    kept, skipped = [], 0
+    for run in finished_runs(client, exp_id):
+        tags = run.data.tags
+        if tags.get(REPORT_TAG) == "true":
+            continue
+        if all(t in tags for t in REQUIRED_TAGS):
+            kept.append(run)
+        else:
+            skipped += 1
+    if skipped:
+        log.warning("%d finished runs of %r lack the tags %s and are left out", skipped, experiment, REQUIRED_TAGS)
+    if not kept:
+        raise ValueError(f"experiment {experiment!r} holds no finished benchmark run; run some first "
+                         "(cafebench run / cafebench reproduce) or check --tracking-uri")
+    runs = pd.DataFrame([{
+        "run_id": r.info.run_id, "method": r.data.tags["method"], "family": r.data.tags["family"],
+        "dataset": r.data.tags["dataset"], "model": r.data.tags.get("model", ""),
+        "alpha": float(r.data.tags["alpha"]), "seed": int(r.data.tags["seed"]), "start_time": r.info.start_time,
+    } for r in kept]).set_index("run_id")
+    params = pd.DataFrame({r.info.run_id: r.data.params for r in kept}).T.reindex(runs.index)
+    metrics = pd.DataFrame({r.info.run_id: r.data.metrics for r in kept}).T.reindex(runs.index).astype(float)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    return RunData(experiment, runs, params, metrics, metric_histories(client, runs.index),
+                   dynamic_curves(client, runs.index, artifact_dir),
+                   partition_heatmaps(client, runs, artifact_dir), skipped)
+
+
+def metric_histories(client: MlflowClient, run_ids: pd.Index) -> pd.DataFrame:
+    rows = [{"run_id": run_id, "metric": key, "step": m.step, "value": m.value}
+            for run_id in run_ids for key in HISTORY_METRICS for m in client.get_metric_history(run_id, key)]
+    return pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+
+
+def download(client: MlflowClient, run_id: str, artifact: str, artifact_dir: Path) -> Path | None:
+    """The artifact's local copy, or None (logged) when the run does not have it."""
+    target = artifact_dir / run_id
+    target.mkdir(exist_ok=True)
+    try:
+        return Path(client.download_artifacts(run_id, artifact, str(target)))
+    except (MlflowException, OSError) as exc:
+        log.warning("run %s has no artifact %s: %s", run_id, artifact, exc)
+        return None
+
+
+def dynamic_curves(client: MlflowClient, run_ids: pd.Index, artifact_dir: Path) -> pd.DataFrame:
+    frames = []
+    for run_id in run_ids:
+        path = download(client, run_id, CURVE_ARTIFACT, artifact_dir)
+        if path is not None:
+            frames.append(pd.read_csv(path).assign(run_id=run_id))
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "threshold", "accuracy", "expected_macs"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def partition_heatmaps(client: MlflowClient, runs: pd.DataFrame, artifact_dir: Path) -> dict[tuple[str, float], Path]:
+    heatmaps: dict[tuple[str, float], Path] = {}
+    for (dataset, alpha), group in runs.sort_values(["seed", "start_time"]).groupby(["dataset", "alpha"], sort=True):
+        for run_id in group.index:
+            path = download(client, run_id, HEATMAP_ARTIFACT, artifact_dir)
+            if path is not None:
+                heatmaps[(dataset, alpha)] = path
+                break
+    return heatmaps

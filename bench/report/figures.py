@@ -1,0 +1,112 @@
+"""The report's figures (matplotlib, no pyplot state): one panel per (dataset, α), one line per method."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from bench.report.aggregate import mean_curves, mean_history, seed_stats
+from bench.report.context import OURS, Column, Context, alpha_label, column_of
+from bench.report.selection import select_best
+from bench.report.tables import ABLATION_METHOD
+
+SENSITIVITY_PARAM = "method.hparams.mu"
+PANEL_SIZE = (4.2, 3.2)
+
+
+def method_styles(ctx: Context) -> dict[str, dict]:
+    """A fixed colour per method across all figures; ours drawn thick and black."""
+    palette = colormaps["tab20"].colors
+    styles = {}
+    for i, method in enumerate(m for m in ctx.methods if ctx.family[m] != OURS):
+        styles[method] = {"color": palette[i % len(palette)], "linewidth": 1.3}
+    for method in ctx.methods:
+        if ctx.family[method] == OURS:
+            styles[method] = {"color": "black", "linewidth": 2.4}
+    return styles
+
+
+def panels(ctx: Context, draw: Callable[[Axes, Column], None], xlabel: str, ylabel: str) -> Figure:
+    """A grid of one panel per (dataset, α) column, ``draw`` filling each, one legend for all."""
+    n = len(ctx.columns)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(PANEL_SIZE[0] * cols + 1.8, PANEL_SIZE[1] * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, column in zip(axes, ctx.columns, strict=False):
+        draw(ax, column)
+        ax.set_title(f"{column[0]}, α={column[1]}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    handles: dict[str, object] = {}
+    for ax in axes[:n]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    shown = [m for m in ctx.methods if m in handles]
+    if shown:
+        fig.legend([handles[m] for m in shown], shown, loc="outside right upper", fontsize=8)
+    return fig
+
+
+def accuracy_macs_figure(ctx: Context, threshold: float) -> Figure:
+    """Seed-averaged dynamic-inference curves: accuracy against expected MMACs per sample, threshold 0.6
+    (or the report threshold) marked."""
+    curves = mean_curves(ctx.main, ctx.data.curves)
+    styles = method_styles(ctx)
+
+    def draw(ax: Axes, column: Column) -> None:
+        for method, curve in column_of(curves, column).groupby("method"):
+            curve = curve.sort_values("threshold")
+            ax.plot(curve["expected_macs"] / 1e6, 100 * curve["accuracy"], label=method, **styles[method])
+            marked = curve[(curve["threshold"] - threshold).abs() < 1e-9]
+            ax.plot(marked["expected_macs"] / 1e6, 100 * marked["accuracy"], "o", color=styles[method]["color"],
+                    markersize=4)
+    return panels(ctx, draw, "expected MMACs per sample", f"accuracy (%) — dots: threshold {threshold:g}")
+
+
+def convergence_figure(ctx: Context) -> Figure:
+    """Mean-over-exits test accuracy per round, averaged over seeds."""
+    history = mean_history(ctx.main, ctx.data.history, "test/acc/mean")
+    styles = method_styles(ctx)
+
+    def draw(ax: Axes, column: Column) -> None:
+        for method, rows in column_of(history, column).groupby("method"):
+            rows = rows.sort_values("step")
+            ax.plot(rows["step"], 100 * rows["value"], label=method, **styles[method])
+    return panels(ctx, draw, "round", "mean test accuracy (%)")
+
+
+def sensitivity_stats(ctx: Context) -> pd.DataFrame:
+    """CAFEDistill's mean-over-exits accuracy per μ (default switches; best validation setting per μ)."""
+    runs = ctx.runs[(ctx.runs["method"] == ABLATION_METHOD) & ctx.runs["is_default"].astype(bool)]
+    if runs.empty or SENSITIVITY_PARAM not in ctx.data.params:
+        return pd.DataFrame(columns=["dataset", "alpha", "mu", "mean", "std", "n"])
+    runs = runs.assign(mu=pd.to_numeric(ctx.data.params.loc[runs.index, SENSITIVITY_PARAM], errors="coerce"))
+    chosen = select_best(runs.dropna(subset=["mu"]), ["dataset", "alpha", "mu"])
+    return seed_stats(chosen, ctx.data.metrics["test/acc/mean"], ["dataset", "alpha", "mu"])
+
+
+def sensitivity_figure(stats: pd.DataFrame) -> Figure:
+    """Accuracy against μ, one line per (dataset, α), error bars = sample std over seeds."""
+    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    for (dataset, alpha), rows in stats.groupby(["dataset", "alpha"]):
+        rows = rows.sort_values("mu")
+        ax.errorbar(rows["mu"], 100 * rows["mean"], yerr=100 * rows["std"].fillna(0), marker="o", capsize=3,
+                    label=f"{dataset}, α={alpha_label(alpha)}")
+    if (stats["mu"] > 0).all():
+        ax.set_xscale("log")
+    ax.set_xlabel("μ")
+    ax.set_ylabel("mean test accuracy (%)")
+    ax.set_title(f"{ABLATION_METHOD}: sensitivity to μ")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

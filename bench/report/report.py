@@ -1,0 +1,114 @@
+"""Render the report of one MLflow experiment and log it as the artifacts of a report run."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
+
+from bench.report.collect import REPORT_TAG, collect_runs, experiment_id
+from bench.report.context import Context, make_context
+from bench.report.figures import accuracy_macs_figure, convergence_figure, sensitivity_figure, sensitivity_stats
+from bench.report.render import FigureFile, Section, write_report
+from bench.report.tables import (
+    ABLATION_METHOD,
+    ablation_table,
+    communication_table,
+    dynamic_table,
+    macs_table,
+    main_table,
+    per_exit_table,
+    seeds_table,
+)
+from bench.track.mlflow_tracker import tracking_uri as resolve_tracking_uri
+
+log = logging.getLogger(__name__)
+REPORT_THRESHOLD = 0.6
+REPORTS_ROOT = Path("reports")
+
+
+def default_report_dir(experiment: str) -> Path:
+    """``reports/EXPERIMENT`` (a ``/`` in the name becomes ``-``)."""
+    return REPORTS_ROOT / experiment.replace("/", "-")
+
+
+def save_figure(fig: Figure, figures_dir: Path, name: str, caption: str) -> FigureFile:
+    path = figures_dir / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    return FigureFile(name, caption, path)
+
+
+def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_THRESHOLD) -> list[Section]:
+    """The report's sections, figures saved into ``figures_dir`` on the way."""
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    sections = [
+        Section("Accuracy", "Each client's personalized model on its own test split, averaged over clients. "
+                "Rows in a cell: the method's default switches and, among its settings, the best on validation "
+                "accuracy.", [main_table(ctx), per_exit_table(ctx)]),
+        Section("Dynamic inference", "Early exit at the first exit whose top softmax probability reaches the "
+                "threshold; costs in multiply-accumulates (MACs) per sample.",
+                [dynamic_table(ctx, threshold), macs_table(ctx)],
+                [save_figure(accuracy_macs_figure(ctx, threshold), figures_dir, "accuracy_macs",
+                             "Accuracy against expected MACs over exit thresholds, averaged over seeds")]),
+        Section("Convergence", figures=[save_figure(convergence_figure(ctx), figures_dir, "convergence",
+                                                    "Mean-over-exits test accuracy per round, averaged over seeds")]),
+    ]
+    ablation = ablation_table(ctx)
+    sensitivity = sensitivity_stats(ctx)
+    if ablation is None:
+        sections.append(Section(f"{ABLATION_METHOD} ablation and sensitivity", f"No {ABLATION_METHOD} runs."))
+    else:
+        figures = [] if sensitivity.empty else [save_figure(
+            sensitivity_figure(sensitivity), figures_dir, "mu_sensitivity",
+            f"{ABLATION_METHOD}: mean-over-exits test accuracy against μ (default switches), ± sample std")]
+        sections.append(Section(f"{ABLATION_METHOD} ablation and sensitivity", "", [ablation], figures))
+    sections.append(Section("Communication", tables=[communication_table(ctx)]))
+    heatmaps = []
+    for (dataset, alpha), source in sorted(ctx.data.heatmaps.items()):
+        path = figures_dir / f"partition_{dataset}_alpha{alpha:g}.png"
+        shutil.copyfile(source, path)
+        heatmaps.append(FigureFile(path.stem, f"Label distribution over clients: {dataset}, α={alpha:g}", path))
+    sections.append(Section("Partitions", "Samples of each class (columns) held by each client (rows).",
+                            figures=heatmaps))
+    sections.append(Section("Runs", tables=[seeds_table(ctx)]))
+    return sections
+
+
+def log_report_run(client: MlflowClient, experiment: str, out_dir: Path) -> str:
+    """An MLflow run in ``experiment`` tagged ``cafebench.report=true`` that holds the report directory."""
+    run = client.create_run(experiment_id(client, experiment), run_name="report", tags={REPORT_TAG: "true"})
+    try:
+        client.log_artifacts(run.info.run_id, str(out_dir))
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def render_report(experiment: str, out_dir: str | Path, tracking_uri: str | None = None,
+                  threshold: float = REPORT_THRESHOLD) -> Path:
+    """Render the report of ``experiment``'s finished runs into ``out_dir`` (report.md, report.html, tables/,
+    figures/), log it as a report run in the same experiment, and return the path of ``report.html``."""
+    uri = resolve_tracking_uri(tracking_uri)
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = collect_runs(experiment, Path(tmp), uri)
+        ctx = make_context(data)
+        if out.exists():
+            shutil.rmtree(out / "figures", ignore_errors=True)
+            shutil.rmtree(out / "tables", ignore_errors=True)
+        sections = build_sections(ctx, out / "figures", threshold)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    intro = (f"Experiment '{experiment}' ({uri}): {len(ctx.runs)} finished runs of {len(ctx.methods)} methods "
+             f"on {len(ctx.columns)} (dataset, α) settings; rendered {stamp}. Accuracies in %, mean ± sample std "
+             "over seeds (the mean alone where one seed ran); — marks a cell without a finished run.")
+    html_path = write_report(out, f"cafebench report: {experiment}", intro, sections)
+    run_id = log_report_run(MlflowClient(tracking_uri=uri), experiment, out)
+    log.info("report of %s written to %s and logged as run %s", experiment, out, run_id)
+    return html_path

@@ -1,0 +1,118 @@
+"""Which runs fill each cell of a table: settings, switches, and model selection on validation accuracy.
+
+* A run's *setting* is its config without the seed, the dataset, alpha and the ``run`` section (which does not
+  change results). Runs of one setting and different seeds are the repetitions a cell averages; a seed run
+  twice in one setting counts once (the latest run).
+* A method's *switches* are its categorical hyperparameters (``method.hparams.*`` whose values are not
+  numbers, e.g. ``cross_client``, ``teacher_mode``); numeric ones (``mu``, ``tau``) are tuned.
+* Main rows use each method's default switches (its registered ``Hparams`` defaults) — so CAFEDistill's
+  ablation variants never stand in for the full method — and, where several settings remain in a cell, the
+  one with the highest mean validation accuracy (``val/acc/mean``) over its seeds: model selection on
+  validation data, never on test data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pandas as pd
+
+from bench.methods.registry import available_methods
+from bench.report.aggregate import CELL
+
+log = logging.getLogger(__name__)
+
+HPARAM_PREFIX = "method.hparams."
+SELECTION_METRIC = "val/acc/mean"
+DEFAULT_LABEL = "default"
+
+
+def is_number(text: object) -> bool:
+    if isinstance(text, bool):
+        return False
+    try:
+        float(str(text))
+    except ValueError:
+        return False
+    return True
+
+
+def not_setting_param(key: str) -> bool:
+    return key in ("seed", "data.dataset", "data.alpha") or key.startswith("run.")
+
+
+def setting_keys(params: pd.DataFrame) -> pd.Series:
+    """One string per run that is equal for runs of the same setting."""
+    kept = [c for c in params.columns if not not_setting_param(c)]
+    return params[kept].fillna("").apply(lambda row: json.dumps(row.to_dict(), sort_keys=True), axis=1)
+
+
+def switch_columns(params: pd.DataFrame) -> list[str]:
+    """The hyperparameters of these runs (of one method) none of whose values is a number."""
+    columns = [c for c in params.columns if c.startswith(HPARAM_PREFIX)]
+    return sorted(c for c in columns if not params[c].dropna().map(is_number).any())
+
+
+def default_switches(method: str) -> dict[str, str] | None:
+    """The method's registered default hyperparameters as MLflow param strings; None when unknown."""
+    cls = available_methods().get(method)
+    if cls is None:
+        return None
+    try:
+        defaults = cls.Hparams().model_dump(mode="json")
+    except ValueError:  # a hyperparameter without default
+        return None
+    return {f"{HPARAM_PREFIX}{k}": str(v) for k, v in defaults.items()}
+
+
+def switch_labels(params: pd.DataFrame, defaults: dict[str, str] | None) -> pd.Series:
+    """Per run: the switches that differ from the defaults (``k=v, ...``; all of them when the defaults are
+    unknown), or ``default``."""
+    columns = switch_columns(params)
+
+    def label(row: pd.Series) -> str:
+        diff = [f"{c.removeprefix(HPARAM_PREFIX)}={row[c]}" for c in columns
+                if pd.notna(row[c]) and (defaults is None or defaults.get(c) != row[c])]
+        return ", ".join(diff) or DEFAULT_LABEL
+
+    return params.apply(label, axis=1) if len(params) else pd.Series(dtype=str)
+
+
+def annotate(runs: pd.DataFrame, params: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` plus columns ``setting``, ``switches`` (label), ``is_default`` (default switches, or the method's
+    defaults are unknown) and ``val``; duplicate seeds dropped."""
+    out = runs.assign(setting=setting_keys(params), switches=DEFAULT_LABEL, is_default=True,
+                      val=metrics[SELECTION_METRIC] if SELECTION_METRIC in metrics else float("nan"))
+    for method, group in out.groupby("method"):
+        method_params = params.loc[group.index].dropna(axis=1, how="all")
+        defaults = default_switches(method)
+        if defaults is None:
+            log.warning("method %r is not registered: its switch defaults are unknown, all its runs count as "
+                        "default", method)
+        labels = switch_labels(method_params, defaults)
+        out.loc[group.index, "switches"] = labels
+        out.loc[group.index, "is_default"] = defaults is None or labels.eq(DEFAULT_LABEL)
+    out = out.sort_values("start_time")
+    duplicated = out.duplicated(CELL + ["setting", "seed"], keep="last")
+    if duplicated.any():
+        log.info("%d runs repeat a (setting, seed) already run; the latest of each counts", int(duplicated.sum()))
+    return out[~duplicated]
+
+
+def select_best(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The runs of the setting with the highest mean validation accuracy in each ``by`` group (ties: more
+    seeds, then the most recent run)."""
+    if runs.empty:
+        return runs
+    scores = runs.groupby(by + ["setting"], dropna=False).agg(
+        val=("val", "mean"), seeds=("seed", "count"), latest=("start_time", "max")).reset_index()
+    scores["val"] = scores["val"].fillna(float("-inf"))
+    best = scores.sort_values(["val", "seeds", "latest"]).groupby(by, dropna=False).tail(1)
+    keys = best[by + ["setting"]]
+    return runs.reset_index().merge(keys, on=by + ["setting"]).set_index("run_id")
+
+
+def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs behind the main tables: default switches, best validation setting per (method, dataset, α)."""
+    return select_best(runs[runs["is_default"].astype(bool)], CELL)

@@ -1,0 +1,180 @@
+"""The report's tables, in the shape of the paper's: the numbers (mean and std over seeds) and how to show them.
+
+Values keep MLflow's units (accuracies and cost reductions as fractions, MACs, bytes); ``scale`` converts them
+for display only. A cell with no run holds NaN and shows as "—", never as zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bench.measure.summary import dyn_metric
+from bench.report.aggregate import CELL, mean_curves, per_round_mean, seed_stats
+from bench.report.context import OURS, Context, alpha_label, column_of
+from bench.report.selection import DEFAULT_LABEL, select_best
+
+ABLATION_METHOD = "cafedistill"
+COLUMN_LEVELS = ["dataset", "alpha"]
+
+
+@dataclass
+class Table:
+    """Rows × columns of means (and std over seeds). ``better`` says per column whether the best cell is the
+    largest ("max") or the smallest ("min") mean, or that none is marked (""); ``groups`` maps rows to the
+    group they are listed under."""
+
+    name: str
+    title: str
+    mean: pd.DataFrame
+    std: pd.DataFrame
+    better: pd.Series
+    scale: float = 100.0
+    fmt: str = ".2f"
+    groups: pd.Series | None = None
+    note: str = ""
+
+    def best(self) -> pd.DataFrame:
+        """True where a cell holds the best mean of its column (all of them on ties)."""
+        mask = pd.DataFrame(False, index=self.mean.index, columns=self.mean.columns)
+        for column, direction in self.better.items():
+            values = self.mean[column]
+            if direction and values.notna().any():
+                target = values.max() if direction == "max" else values.min()
+                mask[column] = np.isclose(values, target, rtol=0, atol=1e-12)
+        return mask
+
+
+def grid(stats: pd.DataFrame, row_key: str, rows: list[str], columns: list[tuple], column_keys: list[str],
+         value: str) -> pd.DataFrame:
+    """``stats[value]`` laid out as rows × columns; absent cells are NaN."""
+    lookup = {(r[row_key], *(r[k] for k in column_keys)): r[value] for r in stats.to_dict("records")}
+    index = pd.MultiIndex.from_tuples(columns, names=column_keys)
+    return pd.DataFrame([[lookup.get((row, *col), math.nan) for col in columns] for row in rows],
+                        index=pd.Index(rows, name=row_key), columns=index, dtype=float)
+
+
+def cell_table(name: str, title: str, stats: pd.DataFrame, rows: list[str], columns: list[tuple],
+               column_keys: list[str], better: str | list[str] = "max", row_key: str = "method",
+               **display: object) -> Table:
+    stats = stats.assign(alpha=stats["alpha"].map(alpha_label))
+    mean = grid(stats, row_key, rows, columns, column_keys, "mean")
+    std = grid(stats, row_key, rows, columns, column_keys, "std") if "std" in stats else mean * math.nan
+    directions = [better] * len(columns) if isinstance(better, str) else better
+    return Table(name, title, mean, std, pd.Series(directions, index=mean.columns), **display)
+
+
+def main_table(ctx: Context) -> Table:
+    stats = seed_stats(ctx.main, ctx.data.metrics["test/acc/mean"], CELL)
+    return cell_table("main_accuracy", "Mean-over-exits test accuracy (%)", stats, ctx.methods, ctx.columns,
+                      COLUMN_LEVELS, groups=ctx.groups(),
+                      note="Mean over clients of each client's accuracy averaged over exits; mean ± sample std "
+                           "over seeds (the mean alone with one seed). Best per column in bold.")
+
+
+def per_exit_table(ctx: Context) -> Table:
+    metrics = ctx.data.metrics
+    frames, columns = [], []
+    for column in ctx.columns:
+        in_column = column_of(ctx.main, column)
+        k = 1
+        while f"test/acc/exit_{k}" in metrics and metrics.loc[in_column.index, f"test/acc/exit_{k}"].notna().any():
+            frames.append(seed_stats(in_column, metrics[f"test/acc/exit_{k}"], CELL).assign(exit=f"exit {k}"))
+            columns.append((*column, f"exit {k}"))
+            k += 1
+    stats = pd.concat(frames, ignore_index=True)
+    return cell_table("per_exit_accuracy", "Test accuracy per exit (%)", stats, ctx.methods, columns,
+                      [*COLUMN_LEVELS, "exit"], groups=ctx.groups(),
+                      note="Exit k answers every sample; mean ± sample std over seeds. Best per column in bold.")
+
+
+DYNAMIC_QUANTITIES = (("acc", "accuracy", "max"), ("acc_drop", "acc. drop", "min"),
+                      ("cost_reduction", "cost reduction", "max"))
+
+
+def dynamic_table(ctx: Context, threshold: float) -> Table:
+    if dyn_metric("acc", threshold) not in ctx.data.metrics:
+        logged = sorted(float(k.removeprefix("dyn/acc_at_")) for k in ctx.data.metrics if k.startswith("dyn/acc_at_"))
+        raise ValueError(f"no run logged dynamic inference at threshold {threshold:g}; thresholds logged: "
+                         f"{', '.join(f'{t:g}' for t in logged) or 'none'}")
+    frames, columns, better = [], [], []
+    for metric, label, _ in DYNAMIC_QUANTITIES:
+        frames.append(seed_stats(ctx.main, ctx.data.metrics[dyn_metric(metric, threshold)], CELL)
+                      .assign(quantity=label))
+    for column in ctx.columns:
+        for _, label, direction in DYNAMIC_QUANTITIES:
+            columns.append((*column, label))
+            better.append(direction)
+    return cell_table(f"dynamic_at_{threshold:g}", f"Dynamic inference at threshold {threshold:g} (%)",
+                      pd.concat(frames, ignore_index=True), ctx.methods, columns, [*COLUMN_LEVELS, "quantity"],
+                      better, groups=ctx.groups(),
+                      note="A sample leaves at the first exit whose top softmax probability reaches the "
+                           "threshold. Accuracy drop = last-exit accuracy − dynamic accuracy (points); cost "
+                           "reduction = 1 − expected MACs / MACs of the full model.")
+
+
+def macs_to_reach(curves: pd.DataFrame, family: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (method, dataset, α): the smallest expected MACs at which the method's seed-averaged dynamic curve
+    reaches the best accuracy any non-ours method reaches on its own curve (NaN if never), and the targets
+    (dataset, alpha, target accuracy, the method that sets it)."""
+    rows, targets = [], []
+    for (dataset, alpha), column in curves.groupby(["dataset", "alpha"]):
+        baselines = column[column["method"].map(family) != OURS]
+        if baselines.empty:
+            continue
+        best = baselines.loc[baselines["accuracy"].idxmax()]
+        targets.append({"dataset": dataset, "alpha": alpha, "target": best["accuracy"], "by": best["method"]})
+        for method, curve in column.groupby("method"):
+            reached = curve[curve["accuracy"] >= best["accuracy"] - 1e-12]
+            rows.append({"method": method, "dataset": dataset, "alpha": alpha,
+                         "mean": reached["expected_macs"].min() if len(reached) else math.nan})
+    return (pd.DataFrame(rows, columns=[*CELL, "mean"]),
+            pd.DataFrame(targets, columns=["dataset", "alpha", "target", "by"]))
+
+
+def macs_table(ctx: Context) -> Table:
+    reach, targets = macs_to_reach(mean_curves(ctx.main, ctx.data.curves), ctx.family)
+    listed = "; ".join(f"{t.dataset} α={alpha_label(t.alpha)}: {100 * t.target:.2f}% ({t.by})"
+                       for t in targets.itertuples())
+    return cell_table("macs_to_best_baseline", "MMACs per sample to reach the best baseline's accuracy", reach,
+                      ctx.methods, ctx.columns, COLUMN_LEVELS, "min", scale=1e-6, fmt=".4g", groups=ctx.groups(),
+                      note="Smallest expected MACs on the method's dynamic-inference curve (averaged over seeds "
+                           "threshold by threshold) at which it reaches the highest accuracy of any baseline's "
+                           f"curve; — if it never does. Targets: {listed or 'none (no baseline runs)'}.")
+
+
+def communication_table(ctx: Context) -> Table:
+    frames = []
+    for direction in ("up", "down"):
+        values = per_round_mean(ctx.data.history, f"comm/bytes_{direction}")
+        frames.append(seed_stats(ctx.main, values, CELL).assign(direction=direction))
+    columns = [(*column, direction) for column in ctx.columns for direction in ("up", "down")]
+    return cell_table("communication", "Communication per round (MB, all clients)", pd.concat(frames), ctx.methods,
+                      columns, [*COLUMN_LEVELS, "direction"], "", scale=1e-6, fmt=".3f", groups=ctx.groups(),
+                      note="Bytes of every payload (down) and upload (up) in a round, summed over the clients "
+                           "and averaged over rounds; mean ± sample std over seeds.")
+
+
+def seeds_table(ctx: Context) -> Table:
+    stats = seed_stats(ctx.main, ctx.data.metrics["test/acc/mean"], CELL)[[*CELL, "n"]].rename(columns={"n": "mean"})
+    return cell_table("seeds", "Seeds behind each main-table cell", stats, ctx.methods, ctx.columns, COLUMN_LEVELS,
+                      "", scale=1.0, fmt=".0f", groups=ctx.groups(),
+                      note="Finished runs (one per seed) of the setting each main-table cell reports.")
+
+
+def ablation_table(ctx: Context) -> Table | None:
+    """CAFEDistill's switch settings (rows) × (dataset, α); None without CAFEDistill runs."""
+    runs = ctx.runs[ctx.runs["method"] == ABLATION_METHOD]
+    if runs.empty:
+        return None
+    chosen = select_best(runs, ["switches", "dataset", "alpha"])
+    stats = seed_stats(chosen, ctx.data.metrics["test/acc/mean"], ["switches", "dataset", "alpha"])
+    rows = sorted(set(runs["switches"]), key=lambda s: (s != DEFAULT_LABEL, s))
+    return cell_table("ablation", f"{ABLATION_METHOD} ablation: mean-over-exits test accuracy (%)", stats, rows,
+                      ctx.columns, COLUMN_LEVELS, row_key="switches",
+                      note="Rows: the switch settings found among the runs, named by how they differ from the "
+                           "defaults; each cell uses the setting with the best validation accuracy.")
+

@@ -1,0 +1,442 @@
+"""Sweeps: many experiments expanded from one preset, run on local processes or a Ray cluster, resumable.
+
+A sweep preset is a YAML file (shipped ones live in ``bench/presets/sweeps/``)::
+
+    base: demo                 # an experiment preset name or config file, or an inline mapping of sections
+    experiment: smoke          # MLflow experiment all runs go to (default: the sweep's name)
+    set: {train.rounds: 3, data.dataset: digits}   # overrides applied to the base (dotted keys)
+    grid:                      # the cartesian product of these axes (dotted config keys -> lists)
+      method.name: [fedavg, local]
+      seed: [0, 1]
+    runs:                      # optional extra rows, each expanded against the grid axes it does not set
+      - {method.name: cafedistill, method.hparams.cross_client: false}
+
+Every grid point is one run. Each ``runs`` row adds the product of the grid axes the row leaves alone, with the
+row's values on top, so one preset can hold a main table and its ablations; without ``grid`` only the rows run.
+Values are applied in this order: ``base``, ``set``, command-line overrides, grid point, row. Method
+hyperparameters that only one method knows belong in a row (or in a grid over rows), since every config is
+validated against its own method. Points that give the same config (same content hash) run once.
+
+Every config is validated when the sweep is loaded, so a bad key fails before any run starts. A run whose
+config hash already has a FINISHED run in the sweep's experiment is skipped: running an interrupted sweep
+again finishes it. A failed run is reported with its reason and the others go on.
+
+Determinism: a run gives bitwise-identical metrics for the same config and the same ``run.threads``; the
+sweep sets ``run.threads`` (outside the config hash) to the machine's cores divided by the concurrent runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib.resources
+import itertools
+import logging
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bench.config import ConfigError, ExperimentConfig, read_source, validate_config
+from bench.track.mlflow_tracker import get_or_create_experiment, tracking_uri
+
+log = logging.getLogger(__name__)
+SWEEP_KEYS = ("base", "experiment", "set", "grid", "runs")
+SWEEP_TAG = "sweep"
+
+
+@dataclass
+class Sweep:
+    name: str
+    experiment: str
+    configs: list[ExperimentConfig]
+    labels: list[str]  # per config: the grid point and row that made it, e.g. "method.name=local seed=1"
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    total: int
+    done: int
+    running: int
+    failed: int
+    skipped: int
+    elapsed_s: float
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate runs completed so far; None before the first completes."""
+        completed = self.done + self.failed
+        if not completed:
+            return None
+        return self.elapsed_s / completed * (self.total - self.skipped - completed)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    label: str
+    config_hash: str
+    status: Literal["done", "skipped", "failed"]
+    run_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class SweepResult:
+    outcomes: list[RunOutcome]  # in the sweep's config order
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def done(self) -> int:
+        return self.count("done")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    @property
+    def run_ids(self) -> list[str]:
+        """The FINISHED runs of the sweep: those run now and those skipped as already finished."""
+        return [o.run_id for o in self.outcomes if o.run_id is not None]
+
+    @property
+    def failures(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+# -- loading -----------------------------------------------------------------------------------------------------
+
+def _read_sweep_file(source: str | Path) -> tuple[str, dict[str, Any], Path | None]:
+    """(name, mapping, folder to resolve a relative ``base`` file in) of a sweep file or shipped preset."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"sweep file {str(path)!r} not found")
+        name, text, folder = path.stem, path.read_text(), path.parent
+    else:
+        presets = importlib.resources.files("bench") / "presets"
+        found = [r for r in (presets / "sweeps" / f"{source}.yaml", presets / f"{source}.yaml") if r.is_file()]
+        if not found:
+            raise ConfigError(f"{source!r} is neither a sweep file nor a preset under bench/presets/sweeps/ "
+                              "or bench/presets/")
+        name, text, folder = str(source), found[0].read_text(), None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"sweep {name}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"sweep {name}: the top level must be a mapping with keys {', '.join(SWEEP_KEYS)}")
+    unknown = sorted(set(data) - set(SWEEP_KEYS))
+    if unknown:
+        raise ConfigError(f"sweep {name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SWEEP_KEYS)}")
+    return name, data, folder
+
+
+def _base_config(base: Any, folder: Path | None, name: str) -> dict[str, Any]:
+    if base is None:
+        return {}
+    if isinstance(base, dict):
+        return base
+    if not isinstance(base, str):
+        raise ConfigError(f"sweep {name}: base must be a preset name, a config file or a mapping, not {base!r}")
+    if folder is not None and (folder / base).is_file():
+        return read_source(folder / base)
+    return read_source(base)
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections on the way."""
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"key {key!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def _dotted_mapping(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{what} must be a mapping of dotted config keys to values, not {value!r}")
+    return dict(value)
+
+
+def _axes(grid: dict[str, Any]) -> dict[str, list[Any]]:
+    axes = {}
+    for key, values in grid.items():
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise ConfigError(f"grid axis {key!r} has no values")
+        axes[key] = values
+    return axes
+
+
+def _product(axes: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
+
+
+def expand_points(grid: Mapping[str, list[Any]], rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The grid's points, then each row over the grid axes it does not set (the grid alone if no rows)."""
+    points = _product(grid) if grid or not rows else []
+    for row in rows:
+        free = {k: v for k, v in grid.items() if k not in row}
+        points += [{**point, **row} for point in _product(free)]
+    return points
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` strings to a mapping, values parsed as YAML."""
+    parsed = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        try:
+            parsed[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key!r}: cannot parse value {raw!r}: {exc}") from exc
+    return parsed
+
+
+def load_sweep(source: str | Path, overrides: Sequence[str] = ()) -> Sweep:
+    """Load a sweep preset (name under presets/sweeps/ or presets/, or a file) and validate every config.
+
+    ``overrides`` (``key=value``) apply to the base, except keys naming a grid axis, which replace that axis
+    (a scalar value becomes a one-element list).
+    """
+    name, spec, folder = _read_sweep_file(source)
+    experiment = str(spec.get("experiment") or name)
+    base = _base_config(spec.get("base"), folder, name)
+    settings = _dotted_mapping(spec.get("set"), f"sweep {name}: set")
+    grid = _axes(_dotted_mapping(spec.get("grid"), f"sweep {name}: grid"))
+    rows = spec.get("runs") or []
+    if not isinstance(rows, list):
+        raise ConfigError(f"sweep {name}: runs must be a list of override mappings")
+    rows = [_dotted_mapping(row, f"sweep {name}: runs[{i}]") for i, row in enumerate(rows)]
+    for key, value in parse_overrides(overrides).items():
+        if key in grid:
+            grid[key] = value if isinstance(value, list) else [value]
+        else:
+            settings[key] = value
+    for key, value in settings.items():
+        set_dotted(base, key, value)
+    configs, labels, seen = [], [], {}
+    for point in expand_points(grid, rows):
+        label = " ".join(f"{k}={v}" for k, v in point.items()) or name
+        data = yaml.safe_load(yaml.safe_dump(base))  # a deep copy
+        for key, value in point.items():
+            set_dotted(data, key, value)
+        set_dotted(data, "run.experiment", experiment)
+        try:
+            config = validate_config(data)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep {name}, run {label!r}: {exc}") from None
+        digest = config.content_hash()
+        if digest in seen:
+            log.info("sweep %s: %r is the same config as %r; it runs once", name, label, seen[digest])
+            continue
+        seen[digest] = label
+        configs.append(config)
+        labels.append(label)
+    return Sweep(name, experiment, configs, labels)
+
+
+# -- running -----------------------------------------------------------------------------------------------------
+
+def absolute_tracking_uri(uri: str) -> str:
+    """A relative ``sqlite:///file.db`` made absolute, so runs in other processes or folders share it."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def finished_runs(uri: str, experiment: str) -> dict[str, str]:
+    """Config hash -> run id of the FINISHED runs of an experiment (creating the experiment if missing)."""
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = get_or_create_experiment(client, experiment)
+    found: dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], "attributes.status = 'FINISHED'", max_results=1000,
+                                  page_token=token)
+        for run in page:
+            found.setdefault(run.data.tags.get("config_hash", ""), run.info.run_id)
+        token = page.token
+        if not token:
+            return found
+
+
+def run_config(config_data: dict[str, Any], tags: dict[str, str]) -> tuple[str | None, str | None]:
+    """Run one experiment in this process: ``(run_id, None)``, or ``(None, reason)`` if it failed."""
+    from bench.track.runner import run_experiment
+
+    try:
+        return run_experiment(validate_config(config_data), tags=tags).run_id, None
+    except Exception as exc:
+        log.debug("run failed", exc_info=True)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+class Launcher(Protocol):
+    def submit(self, config_data: dict[str, Any], tags: dict[str, str]) -> cf.Future: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessLauncher:
+    """One run at a time in this process (``workers=1``): the simplest to debug."""
+
+    def submit(self, config_data: dict[str, Any], tags: dict[str, str]) -> cf.Future:
+        future: cf.Future = cf.Future()
+        future.set_result(run_config(config_data, tags))
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessPoolLauncher:
+    """Runs in fresh (spawned) processes on this machine."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+
+    def submit(self, config_data: dict[str, Any], tags: dict[str, str]) -> cf.Future:
+        try:
+            return self.pool.submit(run_config, config_data, tags)
+        except BrokenProcessPool:  # a worker died (out of memory, killed): its runs failed, the rest go on
+            log.warning("a sweep worker process died; starting new ones")
+            self.pool = self._new_pool()
+            return self.pool.submit(run_config, config_data, tags)
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+class RayLauncher:
+    """Each run a Ray task declaring ``run.threads`` CPUs (and a GPU when this machine has CUDA)."""
+
+    def __init__(self, address: str | None):
+        import torch
+
+        from bench.fed.ray_executor import connect_ray
+
+        self.ray, self.started = connect_ray(address)
+        self.task = self.ray.remote(max_retries=0)(run_config)  # a retry would start a second MLflow run
+        self.gpus = 1 if torch.cuda.is_available() else 0
+
+    def submit(self, config_data: dict[str, Any], tags: dict[str, str]) -> cf.Future:
+        options = self.task.options(num_cpus=config_data["run"]["threads"], num_gpus=self.gpus)
+        return options.remote(config_data, tags).future()
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def local_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers: int = 1,
+              address: str | None = None, progress: Callable[[SweepProgress], None] | None = None,
+              threads: int | None = None) -> SweepResult:
+    """Run the sweep's unfinished configs, ``workers`` at a time; failures are collected, not raised.
+
+    ``threads`` (torch threads per run) defaults to the local cores // ``workers`` on the local backend and to
+    each config's ``run.threads`` on Ray. ``address`` is the Ray cluster's (default: start a local one).
+    """
+    if backend not in ("local", "ray"):
+        raise ValueError(f"unknown sweep backend {backend!r}; use 'local' or 'ray'")
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    if address is not None and backend != "ray":
+        raise ValueError("an address is only for the ray backend (add --backend ray)")
+    if backend == "local" and threads is None:
+        threads = max(1, local_cores() // workers)
+    uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri)) if sweep.configs else ""
+    finished = finished_runs(uri, sweep.experiment) if sweep.configs else {}
+    outcomes: dict[int, RunOutcome] = {}
+    pending = []
+    for i, (config, label) in enumerate(zip(sweep.configs, sweep.labels, strict=True)):
+        digest = config.content_hash()
+        if digest in finished:
+            outcomes[i] = RunOutcome(label, digest, "skipped", finished[digest])
+        else:
+            pending.append(i)
+    log.info("sweep %s: %d runs, %d already finished", sweep.name, len(sweep.configs), len(outcomes))
+    started = time.perf_counter()
+
+    def report(running: int) -> None:
+        if progress is not None:
+            counts = [o.status for o in outcomes.values()]
+            progress(SweepProgress(len(sweep.configs), counts.count("done"), running, counts.count("failed"),
+                                   counts.count("skipped"), time.perf_counter() - started))
+
+    launcher: Launcher
+    if not pending:
+        launcher = InProcessLauncher()
+    elif backend == "ray":
+        launcher = RayLauncher(address)
+    elif workers == 1:
+        launcher = InProcessLauncher()
+    else:
+        launcher = ProcessPoolLauncher(min(workers, len(pending)))
+    running: dict[cf.Future, int] = {}
+    try:
+        report(0)
+        while pending or running:
+            while pending and len(running) < workers:
+                i = pending.pop(0)
+                data = _runtime_config(sweep.configs[i], uri, threads)
+                report(len(running) + 1)
+                running[launcher.submit(data, {SWEEP_TAG: sweep.name})] = i
+            finished_now, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for future in finished_now:
+                i = running.pop(future)
+                outcomes[i] = _outcome(future, sweep.labels[i], sweep.configs[i].content_hash())
+                if outcomes[i].status == "failed":
+                    log.warning("sweep %s: run %r failed: %s", sweep.name, sweep.labels[i], outcomes[i].reason)
+            report(len(running))
+    finally:
+        launcher.close()
+    return SweepResult([outcomes[i] for i in range(len(sweep.configs))])
+
+
+def _runtime_config(config: ExperimentConfig, uri: str, threads: int | None) -> dict[str, Any]:
+    """The config as a plain dict with run-section paths made absolute (workers may run elsewhere)."""
+    data = config.model_dump(mode="json")
+    run = data["run"]
+    run.update(tracking_uri=uri, checkpoint_dir=str(Path(run["checkpoint_dir"]).resolve()),
+               cache_dir=str(Path(run["cache_dir"]).resolve()))
+    if threads is not None:
+        run["threads"] = threads
+    return data
+
+
+def _outcome(future: cf.Future, label: str, digest: str) -> RunOutcome:
+    try:
+        run_id, reason = future.result()
+    except Exception as exc:  # the worker itself died (killed process, lost Ray node)
+        run_id, reason = None, f"{type(exc).__name__}: {exc}"
+    if run_id is None:
+        return RunOutcome(label, digest, "failed", reason=reason)
+    return RunOutcome(label, digest, "done", run_id)

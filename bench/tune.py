@@ -1,0 +1,196 @@
+"""Optuna studies over a method's declared hyperparameter ranges; every trial is a child MLflow run.
+
+The objective is the final mean-over-exits *validation* accuracy (``val/acc/mean``), never test accuracy.
+Trials report it after every evaluated round so the pruner (by default a MedianPruner that waits for 5
+finished trials and a quarter of the rounds) can stop poor ones; a pruned trial's MLflow run ends KILLED with
+the tag ``pruned=true``. Ranges come from the method's ``Hparams`` (``search_space``); hyperparameters given
+as overrides (``method.hparams.X=...``) are held fixed.
+
+The study lives in an Optuna storage (``sqlite:///optuna.db`` by default, or any RDB URL) and is opened with
+``load_if_exists``, so several workers — on several machines, given a shared database — that run the same
+command share one study and one parent MLflow run. ``trials`` is the study's total of finished (complete or
+pruned) trials: running the command again continues an interrupted study. The TPE sampler is seeded with the
+config's seed plus the number of trials the study already holds, so one worker is reproducible and workers
+that join later explore differently. The best parameters are written as an experiment preset.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from bench.config import ConfigError, ExperimentConfig, load_config, validate_config
+from bench.fed.engine import Callback, Simulation
+from bench.methods.api import search_space
+from bench.methods.registry import get_method
+from bench.track.mlflow_tracker import MlflowTracker, get_or_create_experiment, tracking_uri
+from bench.track.runner import run_experiment
+
+log = logging.getLogger(__name__)
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+OBJECTIVE = "val/acc/mean"
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    best_value: float
+    best_params: dict[str, Any]
+    preset_path: Path
+    parent_run_id: str
+    completed: int
+    pruned: int
+
+
+class PruningCallback(Callback):
+    """Reports the validation accuracy of every evaluated round to the trial; raises TrialPruned when told."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+        self.run_id: str | None = None
+
+    def on_start(self, sim: Simulation) -> None:
+        self.run_id = next(cb.run_id for cb in sim.callbacks if isinstance(cb, MlflowTracker))
+
+    def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None:
+        if OBJECTIVE in metrics:
+            self.trial.report(metrics[OBJECTIVE], round)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"{OBJECTIVE}={metrics[OBJECTIVE]:.4f} at round {round}")
+
+
+def suggest(trial: optuna.Trial, name: str, spec: dict[str, Any], integer: bool) -> Any:
+    """One value from a declared range: ``{"choices": [...]}`` or ``{"low", "high", "log"}``."""
+    if "choices" in spec:
+        return trial.suggest_categorical(name, list(spec["choices"]))
+    if integer:
+        return trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
+    return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+
+
+def with_hparams(config: ExperimentConfig, hparams: dict[str, Any], run_name: str | None) -> ExperimentConfig:
+    data = config.model_dump(mode="json")
+    data["method"]["hparams"].update(hparams)
+    data["run"]["run_name"] = run_name
+    return validate_config(data)
+
+
+def tunable_space(config: ExperimentConfig, overrides: list[str]) -> dict[str, dict[str, Any]]:
+    """The method's declared ranges, less the hyperparameters fixed by ``method.hparams.X=`` overrides."""
+    fixed = {item.split("=", 1)[0].strip().removeprefix("method.hparams.") for item in overrides
+             if item.startswith("method.hparams.")}
+    space = {k: v for k, v in search_space(get_method(config.method.name).Hparams).items() if k not in fixed}
+    if not space:
+        raise ConfigError(f"method {config.method.name!r} has no hyperparameter ranges left to tune "
+                          "(see `cafebench methods` for the declared ranges)")
+    return space
+
+
+def default_study_name(config: ExperimentConfig, source: str | Path) -> str:
+    """The same for the same command, so workers started alike share a study."""
+    return f"{config.method.name}-{Path(str(source)).stem}-{config.content_hash()[:8]}"
+
+
+def tune(method: str, source: str | Path, trials: int, overrides: list[str] | tuple[str, ...] = (),
+         storage: str | None = None, study_name: str | None = None, output: Path | None = None,
+         pruner: optuna.pruners.BasePruner | None = None) -> TuneResult:
+    """Run the study to ``trials`` finished trials and write the best configuration as a preset.
+
+    ``output`` defaults to ``tuned/<study name>.yaml``.
+    """
+    if trials < 1:
+        raise ValueError("trials must be at least 1")
+    overrides = list(overrides)
+    base = load_config(source, [*overrides, f"method.name={method}"])
+    if base.data.split[1] <= 0:
+        raise ConfigError("tuning maximizes validation accuracy, but data.split holds no validation fraction: "
+                          "set e.g. data.split=[0.7,0.1,0.2]")
+    space = tunable_space(base, overrides)
+    integer = {name: get_method(method).Hparams.model_fields[name].annotation is int for name in space}
+    name = study_name or default_study_name(base, source)
+    study = optuna.create_study(study_name=name, storage=storage or DEFAULT_STORAGE, direction="maximize",
+                                pruner=pruner or optuna.pruners.MedianPruner(5, base.train.rounds // 4),
+                                load_if_exists=True)
+    study.sampler = optuna.samplers.TPESampler(seed=base.seed + len(study.trials))
+    client = MlflowClient(tracking_uri=tracking_uri(base.run.tracking_uri))
+    parent_run_id = parent_run(client, study, base)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {k: suggest(trial, k, spec, integer[k]) for k, spec in space.items()}
+        config = with_hparams(base, params, f"{name}/trial-{trial.number}")
+        pruning = PruningCallback(trial)
+        try:
+            result = run_experiment(config, [pruning], parent_run_id=parent_run_id,
+                                    tags={"optuna_study": name, "optuna_trial": str(trial.number)})
+        except optuna.TrialPruned:
+            mark_pruned(client, pruning.run_id)
+            raise
+        trial.set_user_attr("mlflow_run_id", result.run_id)
+        return result.evaluation.metrics[OBJECTIVE]
+
+    try:
+        remaining = trials - len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+        if remaining > 0:
+            study.optimize(objective, n_trials=remaining,
+                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED_STATES)])
+        result = best_result(study, base, output or Path("tuned") / f"{name}.yaml", parent_run_id)
+    except BaseException as exc:
+        client.set_tag(parent_run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    client.log_metric(parent_run_id, f"best/{OBJECTIVE}", result.best_value, step=result.completed + result.pruned)
+    client.set_tag(parent_run_id, "best_trial", str(study.best_trial.number))
+    client.log_artifact(parent_run_id, str(result.preset_path))
+    client.set_terminated(parent_run_id, "FINISHED")
+    return result
+
+
+def parent_run(client: MlflowClient, study: optuna.Study, config: ExperimentConfig) -> str:
+    """The study's parent MLflow run (created by its first worker, reopened by the others)."""
+    run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if run_id is not None:
+        try:
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+        except Exception:  # the study was started against another tracking store
+            log.warning("parent run %s of study %s is not in this tracking store; starting a new one",
+                        run_id, study.study_name)
+    run = client.create_run(get_or_create_experiment(client, config.run.experiment),
+                            run_name=f"tune {study.study_name}",
+                            tags={"optuna_study": study.study_name, "method": config.method.name})
+    study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
+    return run.info.run_id
+
+
+def mark_pruned(client: MlflowClient, run_id: str | None) -> None:
+    """A pruned trial's run (marked FAILED by the runner) becomes KILLED with ``pruned=true``."""
+    if run_id is None:
+        return
+    client.set_tag(run_id, "pruned", "true")
+    client.delete_tag(run_id, "error")
+    client.set_terminated(run_id, "KILLED")
+
+
+def best_result(study: optuna.Study, base: ExperimentConfig, path: Path, parent_run_id: str) -> TuneResult:
+    """Write the best trial's configuration as an experiment preset and summarise the study."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    completed, pruned = states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
+    if not completed:
+        raise RuntimeError(f"no trial of study {study.study_name!r} completed ({pruned} pruned); "
+                           "run more trials or relax the pruner")
+    best = study.best_trial
+    config = with_hparams(base, best.params, None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# Best of Optuna study {study.study_name!r}: trial {best.number}, {OBJECTIVE}={best.value:.4f}\n"
+              f"# ({completed} completed, {pruned} pruned trials). Run it with: cafebench run {path}\n")
+    path.write_text(header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return TuneResult(study.study_name, float(best.value), dict(best.params), path, parent_run_id, completed, pruned)

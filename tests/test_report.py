@@ -1,0 +1,207 @@
+"""Reports rendered from a small real sweep on ``digits``: the numbers in the tables are the MLflow metrics they
+come from, averaged and spread over seeds by hand; missing runs show as missing; the report is logged."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench.config import validate_config
+from bench.report import render_report
+from bench.report.collect import REPORT_TAG, collect_runs
+from bench.report.selection import DEFAULT_LABEL, select_best, switch_labels
+from bench.report.tables import macs_to_reach
+from bench.track.runner import run_experiment
+
+EXPERIMENT = "report-test"
+ALPHA, OTHER_ALPHA = 0.5, 0.1
+# (method, alpha, seed): fedavg and local with two seeds, plus fedavg alone with one seed at the other alpha.
+RUNS = [("fedavg", ALPHA, 0), ("fedavg", ALPHA, 1), ("local", ALPHA, 0), ("local", ALPHA, 1),
+        ("fedavg", OTHER_ALPHA, 0)]
+
+
+def digits_config(tmp, uri: str, method: str, alpha: float, seed: int):
+    return validate_config({
+        "seed": seed,
+        "data": {"dataset": "digits", "clients": 4, "alpha": alpha, "min_samples": 20, "augment": False},
+        "model": {"name": "conv3", "width": 0.25},
+        "method": {"name": method},
+        "train": {"rounds": 2, "batch_size": 32},
+        "eval": {"batch_size": 512},
+        "run": {"tracking_uri": uri, "experiment": EXPERIMENT, "checkpoint_every": 0, "threads": 1,
+                "cache_dir": str(tmp / "cache"), "checkpoint_dir": str(tmp / "ckpt")},
+    })
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """Five finished runs, one failed run (which must not count), and the report rendered from them."""
+    tmp = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXPERIMENT, artifact_location=str(tmp / "artifacts"))
+    run_ids = {key: run_experiment(digits_config(tmp, uri, *key)).run_id for key in RUNS}
+    failed = client.create_run(exp_id, tags={"method": "local", "family": "base", "dataset": "digits",
+                                             "alpha": str(OTHER_ALPHA), "seed": "0"})
+    client.log_metric(failed.info.run_id, "test/acc/mean", 0.99)
+    client.set_terminated(failed.info.run_id, "FAILED")
+    html = render_report(EXPERIMENT, tmp / "out", tracking_uri=uri)
+    return {"uri": uri, "client": client, "runs": run_ids, "out": tmp / "out", "html": html, "tmp": tmp}
+
+
+def metric(report, key: tuple, name: str) -> float:
+    return report["client"].get_run(report["runs"][key]).data.metrics[name]
+
+
+def csv(report, name: str) -> pd.DataFrame:
+    return pd.read_csv(report["out"] / "tables" / f"{name}.csv", index_col=0)
+
+
+def markdown_row(report, table_title: str, row: str) -> list[str]:
+    """The cells of ``row`` in the Markdown table that follows ``table_title``."""
+    text = (report["out"] / "report.md").read_text()
+    block = text[text.index(table_title):]
+    line = next(ln for ln in block.splitlines() if ln.startswith(f"| {row} |"))
+    return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def test_report_files_are_written(report):
+    out = report["out"]
+    assert report["html"] == out / "report.html"
+    for name in ("main_accuracy", "per_exit_accuracy", "dynamic_at_0.6", "macs_to_best_baseline",
+                 "communication", "seeds"):
+        assert (out / "tables" / f"{name}.csv").is_file() and (out / "tables" / f"{name}.tex").is_file()
+    figures = sorted(p.name for p in (out / "figures").iterdir())
+    assert figures == ["accuracy_macs.png", "convergence.png", "partition_digits_alpha0.1.png",
+                       "partition_digits_alpha0.5.png"]
+    assert not (out / "tables" / "ablation.csv").exists()  # no cafedistill runs
+
+
+def test_main_table_is_mean_and_sample_std_over_seeds(report):
+    table = csv(report, "main_accuracy")
+    for method in ("fedavg", "local"):
+        a, b = (metric(report, (method, ALPHA, s), "test/acc/mean") for s in (0, 1))
+        mean = (a + b) / 2
+        std = math.sqrt(((a - mean) ** 2 + (b - mean) ** 2) / (2 - 1))
+        assert table.loc[method, "digits/0.5/mean"] == pytest.approx(mean, rel=1e-12)
+        assert table.loc[method, "digits/0.5/std"] == pytest.approx(std, rel=1e-12)
+        assert std > 0
+        cells = markdown_row(report, "Mean-over-exits test accuracy", method)
+        assert cells[1].strip("*") == f"{100 * mean:.2f} ± {100 * std:.2f}"
+    assert table.loc["fedavg", "group"] == table.loc["local", "group"] == "PFL-EE baselines"
+
+
+def test_one_seed_shows_the_mean_alone_and_a_missing_run_shows_as_missing(report):
+    table = csv(report, "main_accuracy")
+    single = metric(report, ("fedavg", OTHER_ALPHA, 0), "test/acc/mean")
+    assert table.loc["fedavg", "digits/0.1/mean"] == pytest.approx(single, rel=1e-12)
+    assert math.isnan(table.loc["fedavg", "digits/0.1/std"])
+    # local at alpha 0.1 only has a FAILED run, which does not count
+    assert math.isnan(table.loc["local", "digits/0.1/mean"])
+    assert markdown_row(report, "Mean-over-exits test accuracy", "fedavg")[0].strip("*") == f"{100 * single:.2f}"
+    assert markdown_row(report, "Mean-over-exits test accuracy", "local")[0] == "—"
+    assert "---" in (report["out"] / "tables" / "main_accuracy.tex").read_text()
+    seeds = csv(report, "seeds")
+    assert seeds.loc["fedavg", "digits/0.5/mean"] == 2 and seeds.loc["fedavg", "digits/0.1/mean"] == 1
+    assert math.isnan(seeds.loc["local", "digits/0.1/mean"])
+
+
+def test_best_mean_per_column_is_bold_in_every_format(report):
+    table = csv(report, "main_accuracy")
+    best = table["digits/0.5/mean"].idxmax()
+    other = "local" if best == "fedavg" else "fedavg"
+    assert markdown_row(report, "Mean-over-exits test accuracy", best)[1].startswith("**")
+    assert not markdown_row(report, "Mean-over-exits test accuracy", other)[1].startswith("**")
+    tex = (report["out"] / "tables" / "main_accuracy.tex").read_text()
+    best_line = next(ln for ln in tex.splitlines() if ln.startswith(f"{best} &"))
+    # fedavg is also the only (hence best) method at the other alpha
+    assert best_line.count(r"\textbf") == (2 if best == "fedavg" else 1)
+    html = report["html"].read_text()
+    assert f"<b>{100 * table.loc[best, 'digits/0.5/mean']:.2f} ± " in html
+
+
+def test_per_exit_dynamic_and_communication_tables_match_mlflow(report):
+    per_exit = csv(report, "per_exit_accuracy")
+    dynamic = csv(report, "dynamic_at_0.6")
+    comm = csv(report, "communication")
+    assert [c for c in per_exit.columns if c.startswith("digits/0.5/") and c.endswith("/mean")] == [
+        "digits/0.5/exit 1/mean", "digits/0.5/exit 2/mean", "digits/0.5/exit 3/mean"]
+    for k in (1, 2, 3):
+        expected = sum(metric(report, ("local", ALPHA, s), f"test/acc/exit_{k}") for s in (0, 1)) / 2
+        assert per_exit.loc["local", f"digits/0.5/exit {k}/mean"] == pytest.approx(expected, rel=1e-12)
+    expected = sum(metric(report, ("fedavg", ALPHA, s), "dyn/cost_reduction_at_0.6") for s in (0, 1)) / 2
+    assert dynamic.loc["fedavg", "digits/0.5/cost reduction/mean"] == pytest.approx(expected, rel=1e-12)
+    expected = sum(metric(report, ("fedavg", ALPHA, s), "dyn/acc_drop_at_0.6") for s in (0, 1)) / 2
+    assert dynamic.loc["fedavg", "digits/0.5/acc. drop/mean"] == pytest.approx(expected, rel=1e-12)
+    history = report["client"].get_metric_history(report["runs"][("fedavg", ALPHA, 0)], "comm/bytes_up")
+    assert len(history) == 2 and history[0].value > 0
+    assert comm.loc["fedavg", "digits/0.5/up/mean"] > 0
+    assert comm.loc["local", "digits/0.5/up/mean"] == 0  # local training never communicates: a real zero
+
+
+def test_macs_to_reach_the_best_baseline(report):
+    table = csv(report, "macs_to_best_baseline")
+    # with only baselines, the best of them reaches its own best accuracy: at most the full model's MACs
+    full = metric(report, ("fedavg", ALPHA, 0), "macs/exit_3")
+    reached = table["digits/0.5/mean"].dropna()
+    assert len(reached) >= 1 and (reached <= full + 1e-6).all() and (reached > 0).all()
+
+
+def test_report_run_is_logged_and_left_out_of_later_reports(report, tmp_path):
+    client = report["client"]
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    report_runs = client.search_runs([exp.experiment_id], f"tags.`{REPORT_TAG}` = 'true'")
+    assert len(report_runs) == 1 and report_runs[0].info.status == "FINISHED"
+    logged = {a.path for a in client.list_artifacts(report_runs[0].info.run_id)}
+    assert {"report.md", "report.html", "tables", "figures"} <= logged
+    data = collect_runs(EXPERIMENT, tmp_path, report["uri"])
+    assert sorted(data.runs.index) == sorted(report["runs"].values())  # neither the report nor the failed run
+
+
+def test_html_is_self_contained(report):
+    html = report["html"].read_text()
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in html and "https://" not in html and "<script" not in html and "<link" not in html
+
+
+def test_unknown_experiment_is_a_clear_error(report, tmp_path):
+    with pytest.raises(ValueError, match="no MLflow experiment named 'nope'.*report-test"):
+        render_report("nope", tmp_path, tracking_uri=report["uri"])
+
+
+# -- selection and curve logic on hand-made frames ---------------------------------------------------------------
+
+def test_switch_labels_name_what_differs_from_the_defaults():
+    params = pd.DataFrame({"method.hparams.mu": ["1.0", "0.1", "1.0"],
+                           "method.hparams.cross_client": ["True", "True", "False"],
+                           "method.hparams.selection": ["progressive", "progressive", "all"]},
+                          index=["a", "b", "c"])
+    defaults = {"method.hparams.mu": "1.0", "method.hparams.cross_client": "True",
+                "method.hparams.selection": "progressive"}
+    labels = switch_labels(params, defaults)
+    assert labels.tolist() == [DEFAULT_LABEL, DEFAULT_LABEL, "cross_client=False, selection=all"]
+    assert switch_labels(params, None)["a"] == "cross_client=True, selection=progressive"
+
+
+def test_select_best_takes_the_setting_with_the_best_mean_validation_accuracy():
+    runs = pd.DataFrame({"method": "m", "dataset": "d", "alpha": 0.1, "setting": ["x", "x", "y", "y"],
+                         "seed": [0, 1, 0, 1], "val": [0.5, 0.7, 0.65, 0.6], "start_time": [1, 2, 3, 4]},
+                        index=pd.Index(["r1", "r2", "r3", "r4"], name="run_id"))
+    assert sorted(select_best(runs, ["method", "dataset", "alpha"]).index) == ["r3", "r4"]  # 0.625 > 0.6
+
+
+def test_macs_to_reach_uses_the_best_baseline_curve_and_is_missing_when_never_reached():
+    curves = pd.DataFrame({
+        "method": ["base"] * 3 + ["ours"] * 3 + ["weak"] * 2, "dataset": "d", "alpha": 0.1,
+        "threshold": [0.2, 0.6, 1.0, 0.2, 0.6, 1.0, 0.2, 1.0],
+        "accuracy": [0.5, 0.7, 0.8, 0.6, 0.82, 0.85, 0.4, 0.6],
+        "expected_macs": [10, 20, 30, 11, 21, 31, 10, 30]})
+    reach, targets = macs_to_reach(curves, {"base": "pfl", "ours": "ours", "weak": "fee"})
+    assert targets.iloc[0][["target", "by"]].tolist() == [0.8, "base"]
+    got = reach.set_index("method")["mean"]
+    assert got["ours"] == 21 and got["base"] == 30 and math.isnan(got["weak"])

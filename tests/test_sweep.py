@@ -1,0 +1,100 @@
+"""Sweeps: grid expansion and validation, failures that do not stop the rest, resuming, local processes."""
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bench.cli import main
+from bench.config import ConfigError
+from bench.sweep import SweepProgress, load_sweep, run_sweep
+
+
+def tiny_base(tmp_path) -> dict:
+    """A run of a few seconds on the bundled digits."""
+    return {
+        "data": {"dataset": "digits", "clients": 3, "alpha": 0.5, "augment": False},
+        "model": {"name": "conv3", "width": 0.25},
+        "train": {"rounds": 2, "batch_size": 32},
+        "eval": {"thresholds": [0.5, 0.9], "report_threshold": 0.9},
+        "run": {"checkpoint_every": 0, "cache_dir": str(tmp_path / "cache"), "threads": 1},
+    }
+
+
+def write_sweep(tmp_path, name: str, **spec) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"base": tiny_base(tmp_path), **spec}, sort_keys=False))
+    return str(path)
+
+
+def final_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
+    return {k: v for k, v in client.get_run(run_id).data.metrics.items() if not k.startswith("time/")}
+
+
+def test_grid_rows_and_overrides_expand_to_validated_configs(tmp_path):
+    path = write_sweep(tmp_path, "grid", experiment="exp", set={"train.rounds": 3},
+                       grid={"method.name": ["fedavg", "local"], "seed": [0, 1]},
+                       runs=[{"method.name": "fedavg", "method.hparams.finetune_epochs": 1},
+                             {"method.name": "local", "seed": 0}])
+    sweep = load_sweep(path)
+    assert sweep.name == "grid" and sweep.experiment == "exp"
+    # 4 grid points, the fedavg row over both seeds, and the local row, which repeats a grid point and runs once
+    assert sweep.labels == ["method.name=fedavg seed=0", "method.name=fedavg seed=1", "method.name=local seed=0",
+                            "method.name=local seed=1", "seed=0 method.name=fedavg method.hparams.finetune_epochs=1",
+                            "seed=1 method.name=fedavg method.hparams.finetune_epochs=1"]
+    assert [c.method.hparams.get("finetune_epochs") for c in sweep.configs] == [0, 0, None, None, 1, 1]
+    assert {c.train.rounds for c in sweep.configs} == {3} and {c.run.experiment for c in sweep.configs} == {"exp"}
+
+    narrowed = load_sweep(path, ["seed=5", "train.rounds=2", "method.name=[local]"])
+    assert narrowed.labels == ["method.name=local seed=5", "seed=5 method.name=fedavg method.hparams.finetune_epochs=1",
+                               "method.name=local seed=0"]
+    assert [c.train.rounds for c in narrowed.configs] == [2, 2, 2]
+
+
+def test_shipped_smoke_sweep_is_two_methods_by_two_seeds_on_digits():
+    sweep = load_sweep("smoke")
+    assert len(sweep.configs) == 4 and {c.data.dataset for c in sweep.configs} == {"digits"}
+    assert {(c.method.name, c.seed) for c in sweep.configs} == {(m, s) for m in ("fedavg", "local") for s in (0, 1)}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"grid": {"train.lrr": [0.1, 0.01]}}, r"train\.lrr: unknown key"),
+    ({"grid": {"method.name": ["fedavg", "nosuchmethod"]}}, r"(?s)nosuchmethod.*unknown method"),
+    ({"grid": {"seed": []}}, r"grid axis 'seed' has no values"),
+    ({"grids": {"seed": [0]}}, r"unknown key\(s\) grids"),
+    ({"runs": [{"method.hparams.finetune_epochs": "x"}]}, r"method\.hparams\.finetune_epochs"),
+])
+def test_bad_sweeps_are_rejected_when_loaded_naming_the_key(tmp_path, spec, message):
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(write_sweep(tmp_path, "bad", **spec))
+
+
+def test_failed_run_is_reported_the_others_go_on_and_a_rerun_skips_finished(tmp_path, tracking_uri, capsys):
+    path = write_sweep(tmp_path, "resume", experiment="resume", grid={"seed": [0]},
+                       runs=[{"data.options": {"no_such_option": 1}}])
+    assert main(["sweep", path]) == 1  # non-zero: one run failed
+    out = capsys.readouterr().out
+    assert "1 run, 0 skipped (already finished), 1 failed" in out
+    assert "FAILED seed=0 data.options={'no_such_option': 1}: ValueError: dataset 'digits' takes no option" in out
+    client = MlflowClient()
+    (finished,) = client.search_runs([client.get_experiment_by_name("resume").experiment_id],
+                                     "attributes.status = 'FINISHED'")
+    assert finished.data.tags["sweep"] == "resume"
+
+    updates: list[SweepProgress] = []
+    again = run_sweep(load_sweep(path), progress=updates.append)
+    assert (again.done, again.skipped, again.failed) == (0, 1, 1)
+    assert again.run_ids == [finished.info.run_id]
+    assert updates[0] == SweepProgress(2, 0, 0, 0, 1, updates[0].elapsed_s)
+    assert (updates[-1].failed, updates[-1].running, updates[-1].eta_s) == (1, 0, 0.0)
+
+
+def test_two_local_processes_give_the_same_metrics_as_sequential(tmp_path, tracking_uri):
+    grid = {"method.name": ["fedavg", "local"]}
+    parallel = run_sweep(load_sweep(write_sweep(tmp_path, "parallel", grid=grid)), workers=2, threads=1)
+    sequential = run_sweep(load_sweep(write_sweep(tmp_path, "sequential", grid=grid)), workers=1, threads=1)
+    assert parallel.done == sequential.done == 2
+    client = MlflowClient()
+    for a, b in zip(parallel.run_ids, sequential.run_ids, strict=True):
+        assert client.get_run(a).data.tags["config_hash"] == client.get_run(b).data.tags["config_hash"]
+        metrics = final_metrics(client, a)
+        assert metrics["test/acc/mean"] > 0.2 and metrics == final_metrics(client, b)
