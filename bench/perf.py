@@ -64,8 +64,8 @@ class PerfReport:
             f"{self.eval_1_s:.2f} s; target <= 1.05)",
         ]
         if self.memory_ratio is not None:
-            out.append(f"memory           {self.memory_ratio:.2f}  ({self.memory_per_client_bytes:,.0f} B of peak RSS per "
-                       f"client vs {self.personal_state_bytes:,} B of personal state; target <= 1.5)")
+            out.append(f"memory           {self.memory_ratio:.2f}  ({self.memory_per_client_bytes:,.0f} B of peak "
+                       f"RSS per client vs {self.personal_state_bytes:,} B of personal state; target <= 1.5)")
         return out
 
 
