@@ -90,9 +90,10 @@ def feature_statistics(model: EarlyExitNet, data: ClientData, num_classes: int,
     batches = list(data.batches.eval_batches(data.train_idx, batch_size))
     labels = torch.cat([y for _, y in batches])
     per_exit = [torch.cat(parts) for parts in zip(*(model.features(x) for x, _ in batches), strict=True)]
-    prototypes, variances, counts = [], [], None
+    counts = torch.bincount(labels, minlength=num_classes)
+    prototypes, variances = [], []
     for feats in per_exit:
-        means, counts = class_prototypes(feats, labels, num_classes)
+        means, _ = class_prototypes(feats, labels, num_classes)
         second_moments, _ = class_prototypes(feats.double().pow(2).sum(1, keepdim=True), labels, num_classes)
         prior = counts.double() / counts.sum()
         spread = prior * second_moments[:, 0] - prior.pow(2) * means.pow(2).sum(1)

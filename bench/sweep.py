@@ -21,6 +21,9 @@ Every config is validated when the sweep is loaded, so a bad key fails before an
 config hash already has a FINISHED run in the sweep's experiment is skipped: running an interrupted sweep
 again finishes it. A failed run is reported with its reason and the others go on.
 
+Runs log to the first config's tracking URI (a relative ``sqlite:///`` path is made absolute). On a Ray
+cluster of several machines, use a tracking server or database URL that every node reaches.
+
 Determinism: a run gives bitwise-identical metrics for the same config and the same ``run.threads``; the
 sweep sets ``run.threads`` (outside the config hash) to the machine's cores divided by the concurrent runs.
 """
@@ -45,6 +48,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.config import ConfigError, ExperimentConfig, read_source, validate_config
 from bench.track.mlflow_tracker import get_or_create_experiment, tracking_uri
+from bench.track.runner import run_experiment
 
 log = logging.getLogger(__name__)
 SWEEP_KEYS = ("base", "experiment", "set", "grid", "runs")
@@ -282,8 +286,6 @@ def finished_runs(uri: str, experiment: str) -> dict[str, str]:
 
 def run_config(config_data: dict[str, Any], tags: dict[str, str]) -> tuple[str | None, str | None]:
     """Run one experiment in this process: ``(run_id, None)``, or ``(None, reason)`` if it failed."""
-    from bench.track.runner import run_experiment
-
     try:
         return run_experiment(validate_config(config_data), tags=tags).run_id, None
     except Exception as exc:
@@ -356,6 +358,15 @@ def local_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def make_launcher(backend: str, workers: int, address: str | None) -> Launcher:
+    """Where the runs go; no Ray cluster or process pool is started when nothing is left to run."""
+    if backend == "ray" and workers:
+        return RayLauncher(address)
+    if workers > 1:
+        return ProcessPoolLauncher(workers)
+    return InProcessLauncher()
+
+
 def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers: int = 1,
               address: str | None = None, progress: Callable[[SweepProgress], None] | None = None,
               threads: int | None = None) -> SweepResult:
@@ -372,8 +383,8 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         raise ValueError("an address is only for the ray backend (add --backend ray)")
     if backend == "local" and threads is None:
         threads = max(1, local_cores() // workers)
-    uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri)) if sweep.configs else ""
-    finished = finished_runs(uri, sweep.experiment) if sweep.configs else {}
+    uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
+    finished = finished_runs(uri, sweep.experiment)
     outcomes: dict[int, RunOutcome] = {}
     pending = []
     for i, (config, label) in enumerate(zip(sweep.configs, sweep.labels, strict=True)):
@@ -391,15 +402,7 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
             progress(SweepProgress(len(sweep.configs), counts.count("done"), running, counts.count("failed"),
                                    counts.count("skipped"), time.perf_counter() - started))
 
-    launcher: Launcher
-    if not pending:
-        launcher = InProcessLauncher()
-    elif backend == "ray":
-        launcher = RayLauncher(address)
-    elif workers == 1:
-        launcher = InProcessLauncher()
-    else:
-        launcher = ProcessPoolLauncher(min(workers, len(pending)))
+    launcher = make_launcher(backend, min(workers, len(pending)), address)
     running: dict[cf.Future, int] = {}
     try:
         report(0)

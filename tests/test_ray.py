@@ -1,14 +1,15 @@
-"""Ray: a sweep of Ray tasks and the in-run Ray executor give bitwise the serial metrics."""
+"""Ray: the in-run Ray executor and a sweep of Ray tasks give bitwise the serial metrics."""
 
 import pytest
 from mlflow.tracking import MlflowClient
-from test_sweep import final_metrics, tiny_base, write_sweep
+from test_sweep import tiny_base, write_sweep
 
 from bench.config import validate_config
 from bench.fed.engine import Simulation
 from bench.sweep import load_sweep, run_sweep
 
 ray = pytest.importorskip("ray")
+METHODS = ("fedavg", "local")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -18,28 +19,46 @@ def ray_cluster():
     ray.shutdown()
 
 
-def without_timings(history: list[dict[str, float]]) -> list[dict[str, float]]:
-    return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
+def without_timings(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not k.startswith("time/")}
 
 
-def test_ray_executor_matches_the_serial_executor_bitwise(tmp_path):
+def two_client_base(tmp_path) -> dict:
     data = tiny_base(tmp_path)
     data["data"]["clients"] = 2
-    serial = Simulation(validate_config(data))
-    serial.run()
+    return data
+
+
+@pytest.fixture(scope="module")
+def serial_histories(tmp_path_factory) -> dict[str, list[dict[str, float]]]:
+    """Per method, the per-round metrics of a serial run (torch threads 1, as in the Ray workers)."""
+    data = two_client_base(tmp_path_factory.mktemp("serial"))
+    histories = {}
+    for method in METHODS:
+        data["method"] = {"name": method}
+        sim = Simulation(validate_config(data))
+        sim.run()
+        histories[method] = [without_timings(h) for h in sim.history]
+    return histories
+
+
+def test_ray_executor_matches_the_serial_executor_bitwise(tmp_path, serial_histories):
+    data = two_client_base(tmp_path)
     data["run"].update(executor="ray", workers=2)
     on_ray = Simulation(validate_config(data))
     on_ray.run()
-    assert serial.history[-1]["test/acc/mean"] > 0.2
-    assert without_timings(on_ray.history) == without_timings(serial.history)
+    assert serial_histories["fedavg"][-1]["test/acc/mean"] > 0.2
+    assert [without_timings(h) for h in on_ray.history] == serial_histories["fedavg"]
 
 
-def test_ray_sweep_matches_the_serial_runs_bitwise(tmp_path, tracking_uri):
-    grid = {"method.name": ["fedavg", "local"]}
-    on_ray = run_sweep(load_sweep(write_sweep(tmp_path, "on-ray", grid=grid)), backend="ray", workers=2)
-    serial = run_sweep(load_sweep(write_sweep(tmp_path, "serial", grid=grid)), workers=1, threads=1)
-    assert on_ray.done == serial.done == 2
+def test_ray_sweep_matches_the_serial_runs_bitwise(tmp_path, tracking_uri, serial_histories):
+    path = write_sweep(tmp_path, "on-ray", two_client_base(tmp_path), grid={"method.name": list(METHODS)})
+    result = run_sweep(load_sweep(path), backend="ray", workers=2)
+    assert result.done == 2
     client = MlflowClient()
-    for a, b in zip(on_ray.run_ids, serial.run_ids, strict=True):
-        assert client.get_run(a).data.tags["sweep"] == "on-ray"
-        assert final_metrics(client, a) == final_metrics(client, b)
+    for method, run_id in zip(METHODS, result.run_ids, strict=True):
+        run = client.get_run(run_id)
+        assert run.data.tags["method"] == method and run.data.tags["sweep"] == "on-ray"
+        final_round = serial_histories[method][-1]
+        assert {k: run.data.metrics[k] for k in final_round if k != "round"} == \
+            {k: v for k, v in final_round.items() if k != "round"}

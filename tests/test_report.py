@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bench.cli import main
 from bench.config import validate_config
 from bench.report import render_report
 from bench.report.collect import REPORT_TAG, collect_runs
 from bench.report.selection import DEFAULT_LABEL, select_best, switch_labels
 from bench.report.tables import macs_to_reach
+from bench.sweep import load_sweep
 from bench.track.runner import run_experiment
 
 EXPERIMENT = "report-test"
@@ -67,6 +69,12 @@ def markdown_row(report, table_title: str, row: str) -> list[str]:
     block = text[text.index(table_title):]
     line = next(ln for ln in block.splitlines() if ln.startswith(f"| {row} |"))
     return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def report_run_ids(report) -> list[str]:
+    client = report["client"]
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    return [r.info.run_id for r in client.search_runs([exp.experiment_id], f"tags.`{REPORT_TAG}` = 'true'")]
 
 
 def test_report_files_are_written(report):
@@ -153,13 +161,37 @@ def test_macs_to_reach_the_best_baseline(report):
 
 def test_report_run_is_logged_and_left_out_of_later_reports(report, tmp_path):
     client = report["client"]
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    report_runs = client.search_runs([exp.experiment_id], f"tags.`{REPORT_TAG}` = 'true'")
-    assert len(report_runs) == 1 and report_runs[0].info.status == "FINISHED"
-    logged = {a.path for a in client.list_artifacts(report_runs[0].info.run_id)}
+    report_runs = report_run_ids(report)
+    assert report_runs and client.get_run(report_runs[0]).info.status == "FINISHED"
+    logged = {a.path for a in client.list_artifacts(report_runs[0])}
     assert {"report.md", "report.html", "tables", "figures"} <= logged
     data = collect_runs(EXPERIMENT, tmp_path, report["uri"])
     assert sorted(data.runs.index) == sorted(report["runs"].values())  # neither the report nor the failed run
+
+
+def test_report_command_renders_into_the_given_folder(report, tmp_path, capsys):
+    before = len(report_run_ids(report))
+    assert main(["report", EXPERIMENT, "--out", str(tmp_path / "cli"), "--tracking-uri", report["uri"]]) == 0
+    assert str(tmp_path / "cli" / "report.html") in capsys.readouterr().out
+    assert (tmp_path / "cli" / "tables" / "main_accuracy.csv").is_file()
+    assert len(report_run_ids(report)) == before + 1
+
+
+@pytest.mark.parametrize(("scale", "runs"), [("cpu", 34), ("paper", 402)])
+def test_reproduce_presets_hold_the_documented_runs(scale, runs, capsys):
+    assert main(["reproduce", scale, "--dry-run"]) == 0
+    assert f"sweep {scale}/tables: {runs} runs into MLflow experiment 'reproduce-{scale}'" in capsys.readouterr().out
+
+
+def test_cpu_preset_follows_the_paper_protocol_on_fmnist():
+    sweep = load_sweep("cpu/tables")
+    assert {(c.data.dataset, c.model.name, c.data.clients, c.train.participation) for c in sweep.configs} == {
+        ("fmnist", "conv3", 20, 1.0)}
+    assert {c.data.alpha for c in sweep.configs} == {0.1, 0.3}
+    ablations = {(c.method.hparams["cross_client"], c.method.hparams["selection"], c.method.hparams["mu"])
+                 for c in sweep.configs if c.method.name == "cafedistill"}
+    assert ablations == {(True, "progressive", 1.0), (False, "progressive", 1.0), (True, "all", 1.0),
+                         (True, "progressive", 0.1), (True, "progressive", 10.0)}
 
 
 def test_html_is_self_contained(report):

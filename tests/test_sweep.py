@@ -20,9 +20,9 @@ def tiny_base(tmp_path) -> dict:
     }
 
 
-def write_sweep(tmp_path, name: str, **spec) -> str:
+def write_sweep(tmp_path, name: str, base: dict | None = None, **spec) -> str:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"base": tiny_base(tmp_path), **spec}, sort_keys=False))
+    path.write_text(yaml.safe_dump({"base": base or tiny_base(tmp_path), **spec}, sort_keys=False))
     return str(path)
 
 
@@ -73,7 +73,7 @@ def test_failed_run_is_reported_the_others_go_on_and_a_rerun_skips_finished(tmp_
                        runs=[{"data.options": {"no_such_option": 1}}])
     assert main(["sweep", path]) == 1  # non-zero: one run failed
     out = capsys.readouterr().out
-    assert "1 run, 0 skipped (already finished), 1 failed" in out
+    assert "1 ran, 0 skipped (already finished), 1 failed" in out
     assert "FAILED seed=0 data.options={'no_such_option': 1}: ValueError: dataset 'digits' takes no option" in out
     client = MlflowClient()
     (finished,) = client.search_runs([client.get_experiment_by_name("resume").experiment_id],

@@ -32,7 +32,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scale", choices=SCALES, help="cpu: Fashion-MNIST, about an hour on 2 cores; paper: the "
                                                  "paper's datasets and models, for GPUs")
     p.add_argument("overrides", nargs="*", help="key.path=value applied to every sweep (a grid axis is replaced)")
-    p.add_argument("--only", nargs="+", metavar="PRESET", help="run only these presets of the scale (e.g. main)")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores // workers)")
@@ -46,12 +45,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     presets = scale_presets(args.scale)
-    if args.only:
-        unknown = sorted(set(args.only) - {p.split("/", 1)[1] for p in presets})
-        if unknown:
-            raise ValueError(f"--only: no preset {', '.join(unknown)} in scale {args.scale}; presets: "
-                             f"{', '.join(p.split('/', 1)[1] for p in presets)}")
-        presets = [p for p in presets if p.split("/", 1)[1] in args.only]
     overrides = list(args.overrides)
     if args.tracking_uri:
         overrides.append(f"run.tracking_uri={args.tracking_uri}")

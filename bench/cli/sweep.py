@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads)
     finally:
         line.close()
-    print(f"sweep {sweep.name}: {result.done} run, {result.skipped} skipped (already finished), "
+    print(f"sweep {sweep.name}: {result.done} ran, {result.skipped} skipped (already finished), "
           f"{result.failed} failed; MLflow experiment {sweep.experiment!r}")
     for failure in result.failures:
         print(f"  FAILED {failure.label}: {failure.reason}")

@@ -8,6 +8,9 @@ parent run) are left out. Artifacts are downloaded into a caller-supplied direct
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,7 @@ REQUIRED_TAGS = ("method", "family", "dataset", "alpha", "seed")
 HISTORY_METRICS = ("test/acc/mean", "comm/bytes_up", "comm/bytes_down")
 CURVE_ARTIFACT = "dynamic/dynamic_curve.csv"
 HEATMAP_ARTIFACT = "partition/partition_heatmap.png"
+PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @dataclass
@@ -107,12 +111,27 @@ def metric_histories(client: MlflowClient, run_ids: pd.Index) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
 
 
+@contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """Without MLflow's per-file download progress bars (one per artifact would flood the terminal)."""
+    previous = os.environ.get(PROGRESS_BAR_VARIABLE)
+    os.environ[PROGRESS_BAR_VARIABLE] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[PROGRESS_BAR_VARIABLE]
+        else:
+            os.environ[PROGRESS_BAR_VARIABLE] = previous
+
+
 def download(client: MlflowClient, run_id: str, artifact: str, artifact_dir: Path) -> Path | None:
     """The artifact's local copy, or None (logged) when the run does not have it."""
     target = artifact_dir / run_id
     target.mkdir(exist_ok=True)
     try:
-        return Path(client.download_artifacts(run_id, artifact, str(target)))
+        with quiet_downloads():
+            return Path(client.download_artifacts(run_id, artifact, str(target)))
     except (MlflowException, OSError) as exc:
         log.warning("run %s has no artifact %s: %s", run_id, artifact, exc)
         return None

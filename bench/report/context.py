@@ -68,4 +68,8 @@ def make_context(data: RunData) -> Context:
                                             method_rank[m]))
     columns = [(d, alpha_label(a)) for d in ordered(set(runs["dataset"]), DATASET_ORDER)
                for a in sorted(runs.loc[runs["dataset"] == d, "alpha"].unique())]
-    return Context(data, runs, main_runs(runs), methods, columns, family)
+    main = main_runs(runs)
+    if main.empty:
+        raise ValueError(f"experiment {data.experiment!r} has no finished run with its method's default switches "
+                         "(method.hparams): the main tables would be empty; run the methods' defaults too")
+    return Context(data, runs, main, methods, columns, family)

@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from bench.report.aggregate import mean_curves, mean_history, seed_stats
 from bench.report.context import OURS, Column, Context, alpha_label, column_of
@@ -20,14 +21,17 @@ PANEL_SIZE = (4.2, 3.2)
 
 
 def method_styles(ctx: Context) -> dict[str, dict]:
-    """A fixed colour per method across all figures; ours drawn thick and black."""
-    palette = colormaps["tab20"].colors
+    """A fixed colour per method across all figures; federated-EE baselines dashed; ours thick and black."""
+    colors = colormaps["tab20"].colors
+    palette = colors[0::2] + colors[1::2]  # the ten strong colours first
     styles = {}
-    for i, method in enumerate(m for m in ctx.methods if ctx.family[m] != OURS):
-        styles[method] = {"color": palette[i % len(palette)], "linewidth": 1.3}
+    baselines = [m for m in ctx.methods if ctx.family[m] != OURS]
+    for i, method in enumerate(baselines):
+        styles[method] = {"color": palette[i % len(palette)], "linewidth": 1.3,
+                          "linestyle": "--" if ctx.family[method] == "fee" else "-"}
     for method in ctx.methods:
         if ctx.family[method] == OURS:
-            styles[method] = {"color": "black", "linewidth": 2.4}
+            styles[method] = {"color": "black", "linewidth": 2.4, "linestyle": "-"}
     return styles
 
 
@@ -69,7 +73,7 @@ def accuracy_macs_figure(ctx: Context, threshold: float) -> Figure:
             marked = curve[(curve["threshold"] - threshold).abs() < 1e-9]
             ax.plot(marked["expected_macs"] / 1e6, 100 * marked["accuracy"], "o", color=styles[method]["color"],
                     markersize=4)
-    return panels(ctx, draw, "expected MMACs per sample", f"accuracy (%) — dots: threshold {threshold:g}")
+    return panels(ctx, draw, "expected MMACs per sample", "mean test accuracy (%)")
 
 
 def convergence_figure(ctx: Context) -> Figure:
@@ -81,6 +85,7 @@ def convergence_figure(ctx: Context) -> Figure:
         for method, rows in column_of(history, column).groupby("method"):
             rows = rows.sort_values("step")
             ax.plot(rows["step"], 100 * rows["value"], label=method, **styles[method])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return panels(ctx, draw, "round", "mean test accuracy (%)")
 
 

@@ -137,6 +137,7 @@ p.note, figcaption { color: #555; font-size: 0.86em; }
 .scroll { overflow-x: auto; }
 img { max-width: 100%; }
 figure { margin: 1em 0; }
+.figures { display: flex; flex-wrap: wrap; gap: 0 2em; align-items: flex-start; }
 """
 
 
@@ -184,10 +185,10 @@ def html_document(title: str, intro: str, sections: list[Section]) -> str:
             parts += [f"<h3>{html.escape(table.title)}</h3>", table_html(table)]
             if table.note:
                 parts.append(f'<p class="note">{html.escape(table.note)}</p>')
-        for figure in section.figures:
-            caption = html.escape(figure.caption)
-            parts.append(f'<figure><img src="{data_uri(figure.path)}" alt="{caption}">'
-                         f"<figcaption>{caption}</figcaption></figure>")
+        figures = [f'<figure><img src="{data_uri(figure.path)}" alt="{html.escape(figure.caption)}">'
+                   f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>" for figure in section.figures]
+        if figures:
+            parts.append(f'<div class="figures">{"".join(figures)}</div>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(parts) + "\n</body></html>\n")

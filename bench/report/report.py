@@ -48,13 +48,14 @@ def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_TH
     figures_dir.mkdir(parents=True, exist_ok=True)
     sections = [
         Section("Accuracy", "Each client's personalized model on its own test split, averaged over clients. "
-                "Rows in a cell: the method's default switches and, among its settings, the best on validation "
-                "accuracy.", [main_table(ctx), per_exit_table(ctx)]),
+                "Each cell reports the method with its default switches; where several settings of it ran (e.g. "
+                "values of μ), the one with the best validation accuracy.", [main_table(ctx), per_exit_table(ctx)]),
         Section("Dynamic inference", "Early exit at the first exit whose top softmax probability reaches the "
                 "threshold; costs in multiply-accumulates (MACs) per sample.",
                 [dynamic_table(ctx, threshold), macs_table(ctx)],
                 [save_figure(accuracy_macs_figure(ctx, threshold), figures_dir, "accuracy_macs",
-                             "Accuracy against expected MACs over exit thresholds, averaged over seeds")]),
+                             f"Dynamic inference: accuracy against expected MACs as the exit threshold goes from "
+                             f"0 to 1, averaged over seeds; dots mark threshold {threshold:g}")]),
         Section("Convergence", figures=[save_figure(convergence_figure(ctx), figures_dir, "convergence",
                                                     "Mean-over-exits test accuracy per round, averaged over seeds")]),
     ]
