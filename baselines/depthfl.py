@@ -13,7 +13,7 @@ ramp-up of temporal ensembling / mean teacher (Laine & Aila, ICLR 2017) over the
 
     w(r) = kd_weight · exp(−5·(1 − min(r, R)/R)²),   R = rampup_fraction · rounds   (w = kd_weight if R = 0)
 
-(the paper's setup ramps up over 300 of its 1000 rounds, hence ``rampup_fraction = 0.3``). The server
+(the DepthFL reference setup ramps up over 300 of its 1000 rounds, hence ``rampup_fraction = 0.3``). The server
 averages every parameter over exactly the clients that hold it (weighted by train size). Option ``tiers``:
 the fraction of clients holding 1, 2, … exits (default: everyone at full depth, as in the PFL-EE
 comparison); clients are assigned to tiers deterministically from (seed, fractions), see

@@ -51,6 +51,14 @@ def test_ray_executor_matches_the_serial_executor_bitwise(tmp_path, serial_histo
     assert [without_timings(h) for h in on_ray.history] == serial_histories["fedavg"]
 
 
+def test_ray_executor_refuses_more_cpus_than_the_cluster_has(tmp_path):
+    data = two_client_base(tmp_path)
+    data["run"].update(executor="ray", workers=3, threads=1)
+    with pytest.raises(ValueError, match="has 2 CPUs but run.workers × run.threads = 3 × 1"):
+        Simulation(validate_config(data)).run()
+    assert ray.is_initialized()  # the module's cluster is left running
+
+
 def test_ray_sweep_matches_the_serial_runs_bitwise(tmp_path, tracking_uri, serial_histories):
     path = write_sweep(tmp_path, "on-ray", two_client_base(tmp_path), grid={"method.name": list(METHODS)})
     result = run_sweep(load_sweep(path), backend="ray", workers=2)

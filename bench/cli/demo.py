@@ -8,9 +8,10 @@ import time
 from bench.cli.progress import ProgressBar
 from bench.config import load_config
 from bench.methods.registry import available_methods
+from bench.report import default_report_dir, render_report
 from bench.track.runner import run_experiment
 
-DEMO_METHODS = ("cafedistill", "fedavg", "fedper", "local")
+DEMO_METHODS = ("cafedistill", "fedavg", "local")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
           f"alpha={config.data.alpha}, {config.model.name}, {config.train.rounds} rounds):")
     for name, exits, mean, run_id in rows:
         print(f"  {name:12s} " + " ".join(f"{a:.4f}" for a in exits) + f"   mean {mean:.4f}   run {run_id}")
+    report = render_report(config.run.experiment, default_report_dir(config.run.experiment), config.run.tracking_uri)
+    print(f"report: {report}")
     print(f"done in {time.perf_counter() - started:.0f} s; browse the runs with:  cafebench ui   "
           f"(then open http://127.0.0.1:5000, experiment '{config.run.experiment}')")
     return 0

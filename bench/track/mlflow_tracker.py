@@ -49,11 +49,21 @@ def code_version() -> str:
     return f"{pkg}+{sha}" if sha else pkg
 
 
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment's artifacts go: beside the database for a SQLite store (``mlartifacts/`` next to
+    ``mlflow.db``, whatever the working directory), MLflow's own choice for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in experiment)
+    return (db.parent / "mlartifacts" / safe).as_uri()
+
+
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(name)
+    return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
 
 
 class MlflowTracker(Callback):
