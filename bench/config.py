@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import importlib.resources
 import importlib.util
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,7 +151,7 @@ def preset_names() -> list[str]:
 
     def walk(node, prefix: str) -> None:
         for child in node.iterdir():
-            if child.is_dir():
+            if child.is_dir() and child.name != "sweeps":
                 walk(child, f"{prefix}{child.name}/")
             elif child.name.endswith(".yaml"):
                 names.append(prefix + child.name[: -len(".yaml")])
@@ -181,23 +183,36 @@ def read_source(source: str | Path) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, returning a new dict."""
-    out = json.loads(json.dumps(data))
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``key.path=value`` strings to a mapping of dotted keys to values (parsed as YAML)."""
+    parsed = {}
     for item in overrides:
-        if "=" not in item:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
             raise ConfigError(f"override {item!r} must look like key.path=value")
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key!r}: {part!r} is not a section")
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            parsed[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {key!r}: cannot parse value {raw!r}: {exc}") from exc
+    return parsed
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections on the way."""
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"key {key!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, returning a new dict."""
+    out = copy.deepcopy(data)
+    for key, value in parse_overrides(overrides).items():
+        set_dotted(out, key, value)
     return out
 
 

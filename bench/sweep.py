@@ -46,7 +46,7 @@ from typing import Any, Literal, Protocol
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench.config import ConfigError, ExperimentConfig, read_source, validate_config
+from bench.config import ConfigError, ExperimentConfig, parse_overrides, read_source, set_dotted, validate_config
 from bench.track.mlflow_tracker import get_or_create_experiment, tracking_uri
 from bench.track.runner import run_experiment
 
@@ -159,17 +159,6 @@ def _base_config(base: Any, folder: Path | None, name: str) -> dict[str, Any]:
     return read_source(base)
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``a.b.c`` in a nested dict, creating sections on the way."""
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"key {key!r}: {part!r} is not a section")
-    node[parts[-1]] = value
-
-
 def _dotted_mapping(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -199,20 +188,6 @@ def expand_points(grid: Mapping[str, list[Any]], rows: Sequence[Mapping[str, Any
         free = {k: v for k, v in grid.items() if k not in row}
         points += [{**point, **row} for point in _product(free)]
     return points
-
-
-def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """``key=value`` strings to a mapping, values parsed as YAML."""
-    parsed = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} must look like key.path=value")
-        try:
-            parsed[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {key!r}: cannot parse value {raw!r}: {exc}") from exc
-    return parsed
 
 
 def load_sweep(source: str | Path, overrides: Sequence[str] = ()) -> Sweep:

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("CAFEBENCH_NO_DOWNLOAD", "1")
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables created once (creating them costs seconds per database)."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tracking_uri(tmp_path, monkeypatch) -> str:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def tracking_uri(tmp_path, monkeypatch, empty_mlflow_db) -> str:
+    """An isolated MLflow store for one test, also set as $MLFLOW_TRACKING_URI."""
+    path = tmp_path / "mlflow.db"
+    shutil.copyfile(empty_mlflow_db, path)
+    uri = f"sqlite:///{path}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 

@@ -118,8 +118,9 @@ def test_last_exit_always_trains_and_the_upload_is_backbone_plus_last_head(tiny_
     result = method.local_update(fed.new_model(), 0, payload, state, fed.client_data(0),
                                  torch_generator(0, "local-update", 0, 0))
     after = result.state["personal"]
-    last_changed = not torch.equal(before["exits.2.weight"], after["exits.2.weight"])
-    assert last_changed and set(result.upload.tensors) == set(method.layout.shared) | {"exits.2.weight",
+    changed = [not torch.equal(before[f"exits.{k}.weight"], after[f"exits.{k}.weight"]) for k in range(3)]
+    assert changed == [k in payload.meta["students"] for k in range(2)] + [True]
+    assert set(result.upload.tensors) == set(method.layout.shared) | {"exits.2.weight",
                                                                                         "exits.2.bias"}
 
 
