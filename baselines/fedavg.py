@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from bench.fed.tensor_ops import weighted_average
 from bench.methods.api import (
     ClientData,
     Hparams,
     LocalResult,
+    LossFn,
     Message,
     Method,
     Predictor,
@@ -27,6 +27,7 @@ from bench.methods.api import (
     sum_ce_loss,
     train_epochs,
 )
+from bench.methods.personalization import average_uploads
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
 
@@ -48,13 +49,15 @@ class FedAvg(Method):
     def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
                      data: ClientData, gen: torch.Generator) -> LocalResult:
         load_state(model, payload.tensors)
-        loss = train_epochs(model, data, gen, self.ctx.train, sum_ce_loss)
+        loss = train_epochs(model, data, gen, self.ctx.train, self.local_objective(payload))
         return LocalResult(Message(extract(model)), state, {"train/loss": loss})
 
+    def local_objective(self, payload: Message) -> LossFn:
+        """The loss of local training (subclasses such as FedProx add terms that depend on the payload)."""
+        return sum_ce_loss
+
     def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
-        clients = list(uploads)
-        weights = [self.ctx.client_train_sizes[c] for c in clients]
-        return {"model": weighted_average([uploads[c].tensors for c in clients], weights)}
+        return {"model": average_uploads(uploads, self.ctx.client_train_sizes)}
 
     def eval_params(self, client: int, server: dict[str, Any], state: dict[str, Any]) -> Mapping[str, torch.Tensor]:
         return server["model"]

@@ -11,19 +11,16 @@ here is 0.01.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 from pydantic import Field
 
 from baselines.fedavg import FedAvg, FedAvgHparams
-from bench.methods.api import ClientData, LocalResult, Message, extract, load_state, sum_ce_loss, train_epochs
+from bench.methods.api import LossFn, Message, sum_ce_loss
 from bench.methods.personalization import proximal_term
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
-
-LossFn = Callable[[EarlyExitNet, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class FedProxHparams(FedAvgHparams):
@@ -48,9 +45,5 @@ class FedProx(FedAvg):
     family = "pfl"
     Hparams = FedProxHparams
 
-    def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
-                     data: ClientData, gen: torch.Generator) -> LocalResult:
-        load_state(model, payload.tensors)
-        objective = proximal_objective(payload.tensors, self.hp.mu)
-        loss = train_epochs(model, data, gen, self.ctx.train, objective)
-        return LocalResult(Message(extract(model)), state, {"train/loss": loss})
+    def local_objective(self, payload: Message) -> LossFn:
+        return proximal_objective(payload.tensors, self.hp.mu)

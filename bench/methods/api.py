@@ -32,6 +32,7 @@ from bench.models.base import EarlyExitNet
 
 FAMILIES = ("ours", "pfl", "fee", "base")
 Predictor = Callable[[torch.Tensor], list[torch.Tensor]]
+LossFn = Callable[[EarlyExitNet, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Hparams(BaseModel):
@@ -218,7 +219,7 @@ def make_optimizer(params, train: TrainSettings, lr: float | None = None) -> tor
 
 
 def train_epochs(model: EarlyExitNet, data: ClientData, gen: torch.Generator, train: TrainSettings,
-                 loss_fn: Callable[[EarlyExitNet, torch.Tensor, torch.Tensor], torch.Tensor],
+                 loss_fn: LossFn,
                  params=None, epochs: int | None = None, lr: float | None = None,
                  after_step: Callable[[], None] | None = None) -> float:
     """Plain SGD over the client's train split; returns the mean loss. ``params`` defaults to all parameters.
