@@ -14,7 +14,9 @@ weights share ``1 − ξ_ii`` in proportion to ``A'``:
 
 so every row of weights lies on the probability simplex and a client listens most to the clients whose models
 are closest to its own. Distances use the parameters (not BatchNorm statistics); the cloud model combines the
-whole state.
+whole state. The paper gives no σ for these networks: the default σ = 1 suits the scale of the squared
+distances between conv3 clients on Fashion-MNIST (about 0.7 to 7.5 after two rounds, median 4.7), where it
+weighs the nearest neighbour tens of times more than a typical one; σ ≫ distances gives plain averaging.
 
 Early-exit extension ("-EE"): the personal model is the whole early-exit network, trained with the sum of the
 exits' cross-entropy losses plus the proximal term; the evaluated model is the client's personal model.
@@ -54,8 +56,8 @@ class FedAMPHparams(Hparams):
     self_weight: float = Field(0.5, ge=0, le=1,
                                description="ξ_ii: weight of a client's own model in its cloud model",
                                json_schema_extra={"search": {"low": 0.1, "high": 0.9, "log": False}})
-    sigma: float = Field(10.0, gt=0, description="σ of the attention function exp(−‖w_i − w_j‖²/σ)",
-                         json_schema_extra={"search": {"low": 0.1, "high": 1000.0, "log": True}})
+    sigma: float = Field(1.0, gt=0, description="σ of the attention function exp(−‖w_i − w_j‖²/σ)",
+                         json_schema_extra={"search": {"low": 0.1, "high": 100.0, "log": True}})
 
 
 def attention_weights(models: torch.Tensor, self_weight: float, sigma: float) -> torch.Tensor:

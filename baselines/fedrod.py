@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.fed.tensor_ops import weighted_average
 from bench.methods.api import (
     ClientData,
     LocalResult,
@@ -36,11 +35,11 @@ from bench.methods.api import (
     load_state,
     train_epochs,
 )
-from bench.methods.personalization import PersonalHeadsHparams, personal_keys
+from bench.methods.personalization import PersonalHeadsHparams, average_uploads, personal_keys
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
 
-PersonalHeads = dict[str, torch.Tensor]  # "exits.{k}.weight" / "exits.{k}.bias" of the personal exits
+HeadTensors = dict[str, torch.Tensor]  # "exits.{k}.weight" / "exits.{k}.bias" of the personal exits
 
 
 class FedRoDHparams(PersonalHeadsHparams):
@@ -59,15 +58,15 @@ def log_class_prior(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.log(counts / counts.sum())
 
 
-def personal_exits(heads: PersonalHeads) -> list[int]:
+def personal_exits(heads: HeadTensors) -> list[int]:
     return sorted({head_index(name) for name in heads})
 
 
-def personal_logits(heads: PersonalHeads, k: int, features: torch.Tensor) -> torch.Tensor:
+def personal_logits(heads: HeadTensors, k: int, features: torch.Tensor) -> torch.Tensor:
     return F.linear(features, heads[f"exits.{k}.weight"], heads[f"exits.{k}.bias"])
 
 
-def combined_logits(model: EarlyExitNet, heads: PersonalHeads, x: torch.Tensor) -> list[torch.Tensor]:
+def combined_logits(model: EarlyExitNet, heads: HeadTensors, x: torch.Tensor) -> list[torch.Tensor]:
     """Per exit: generic logits, plus the personal logits where the exit has a personal head."""
     feats = model.features(x)
     logits = [head(f) for head, f in zip(model.exits, feats, strict=True)]
@@ -93,7 +92,7 @@ class FedRoD(Method):
                      data: ClientData, gen: torch.Generator) -> LocalResult:
         load_state(model, payload.tensors)
         heads = {k: v.detach().clone().requires_grad_(True) for k, v in state["heads"].items()}
-        log_prior = log_class_prior(data.batches.y[data.train_idx], self.ctx.num_classes)
+        log_prior = log_class_prior(data.train_labels(), self.ctx.num_classes)
         if not self.hp.balanced_softmax:
             log_prior = torch.zeros_like(log_prior)
 
@@ -112,9 +111,7 @@ class FedRoD(Method):
         return LocalResult(Message(extract(model)), {"heads": new_heads}, {"train/loss": loss})
 
     def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
-        clients = list(uploads)
-        weights = [self.ctx.client_train_sizes[c] for c in clients]
-        return {"model": weighted_average([uploads[c].tensors for c in clients], weights)}
+        return {"model": average_uploads(uploads, self.ctx.client_train_sizes)}
 
     def eval_model(self, model: EarlyExitNet, client: int, server: dict[str, Any], state: dict[str, Any],
                    data: ClientData, gen: torch.Generator) -> Predictor:

@@ -150,7 +150,7 @@ def test_fedrod_prediction_is_generic_plus_personal_logits(tiny_config_data, per
 
 
 def test_fedrod_personal_heads_learn_and_backbone_is_averaged(tiny_config_data):
-    fed = federation(tiny_config_data, "method.name=fedrod")
+    fed = federation(tiny_config_data, "method.name=fedrod", "train.local_epochs=1")
     method, model = fed.method, fed.new_model()
     server = method.init_server(model)
     state = method.init_client(1, model, server)
@@ -204,7 +204,7 @@ def test_fedpac_alignment_term_falls_during_local_training(tiny_config_data):
 
 
 def test_fedpac_server_averages_prototypes_by_class_counts(tiny_config_data):
-    fed = federation(tiny_config_data, "method.name=fedpac", "data.clients=2")
+    fed = federation(tiny_config_data, "method.name=fedpac", "data.clients=2", "train.local_epochs=1")
     method, model = fed.method, fed.new_model()
     server = method.init_server(model)
     results = {c: method.local_update(model, 0, method.payload(0, c, server), {}, fed.client_data(c),
@@ -222,7 +222,7 @@ def test_fedpac_server_averages_prototypes_by_class_counts(tiny_config_data):
 
 @pytest.mark.parametrize("method", ["fedamp", "pfedgraph", "fedrod", "fedpac"])
 def test_tracked_run_beats_chance(tracking_uri, tiny_config_data, method):
-    config = validate_config(apply_overrides(tiny_config_data, [f"method.name={method}"]))
+    config = validate_config(apply_overrides(tiny_config_data, [f"method.name={method}", "train.rounds=2"]))
     result = run_experiment(config)
     run = MlflowClient(tracking_uri).get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["family"] == "pfl"

@@ -89,7 +89,7 @@ class ClientData:
         return int(self.train_idx.numel())
 
     def train_labels(self) -> torch.Tensor:
-        return self.batches.dataset.y[self.train_idx]
+        return self.batches.y[self.train_idx]
 
 
 @dataclass

@@ -129,6 +129,7 @@ class CAFEDistill(Method):
         return Message(tensors, {"students": students})
 
     def teacher_tensors(self, client: int, server: dict[str, Any]) -> TensorDict:
+        """Client ``client``'s teacher: ``h̄_i = Σ_j w_ij h_j`` (Eq. 9), or every head and ``w_i`` (mixture)."""
         weights = server["teacher_weights"][client]
         prefix_len = len(f"exits.{self.last}.")
         if self.hp.teacher_mode == "averaged_head":
