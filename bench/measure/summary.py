@@ -14,7 +14,7 @@ and split) and the per-exit cost table, with no further forward passes. Metrics 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,12 @@ def dyn_metric(name: str, threshold: float) -> str:
     return f"dyn/{name}_at_{threshold:g}"
 
 
+def padded(point: DynamicPoint, num_exits: int) -> DynamicPoint:
+    """The point with exit fractions for all ``num_exits`` exits (zero at exits a shallow client does not hold)."""
+    fractions = list(point.exit_fractions) + [0.0] * (num_exits - len(point.exit_fractions))
+    return replace(point, exit_fractions=fractions)
+
+
 def client_cost_table(sim: Simulation, client: int) -> CostTable:
     """The cost table of the model this client actually runs (a sub-model for shallow or narrow tiers)."""
     width = sim.fed.method.client_width(client)
@@ -73,7 +79,7 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
         table = client_cost_table(sim, c)
         held = fed.method.client_exits(c)
         exit_macs = [e.macs for e in table.exits[:held]]
-        curves[c] = dynamic_curve(records, exit_macs, thresholds)
+        curves[c] = [padded(p, fed.method.ctx.num_exits) for p in dynamic_curve(records, exit_macs, thresholds)]
         acc = records.exit_accuracy
         report = next(p for p in curves[c] if p.threshold == cfg.eval.report_threshold)
         row = {"client": c, "train_samples": int(fed.partition.train[c].numel()),
