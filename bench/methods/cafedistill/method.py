@@ -16,6 +16,7 @@ from bench.methods.api import (
     ClientData,
     Hparams,
     LocalResult,
+    LossFn,
     Message,
     Method,
     MethodContext,
@@ -50,7 +51,6 @@ from bench.models.base import EarlyExitNet
 TEACHER = "teacher."  # payload keys of the teacher head(s): ``teacher.weight`` or ``teacher.{j}.weight``
 MIXTURE_WEIGHTS = "teacher.mix"
 TeacherProbs = Callable[[torch.Tensor], torch.Tensor]
-Loss = Callable[[EarlyExitNet, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class CAFEDistillHparams(Hparams):
@@ -209,7 +209,7 @@ class CAFEDistill(Method):
         biases = torch.stack([tensors[f"{TEACHER}{j}.bias"] for j in range(n)])
         return partial(mixture_teacher_probs, weights, biases, tensors[MIXTURE_WEIGHTS], tau=tau)
 
-    def objective(self, students: list[int], ce_only: list[int], teacher: TeacherProbs | None) -> Loss:
+    def objective(self, students: list[int], ce_only: list[int], teacher: TeacherProbs | None) -> LossFn:
         """The section-4 loss: CE on the last exit; each active student CE + λ·τ²·KL(teacher ‖ student)."""
         last, hp = self.last, self.hp
 
