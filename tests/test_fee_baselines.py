@@ -13,7 +13,7 @@ from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.federation import build_federation
 from bench.fed.tensor_ops import weighted_average
-from bench.measure.summary import client_cost_table, final_measures
+from bench.measure.summary import client_cost_tables, final_measures
 from bench.methods.api import Message, exit_ce_losses, load_state
 from bench.methods.heterogeneous import aggregate_held, assign_tiers, leading_region, tier_sizes
 
@@ -208,6 +208,6 @@ def test_tiered_run_beats_chance_and_reports_only_the_exits_and_macs_each_client
         assert [pd.isna(row[f"test_acc_exit_{k}"]) for k in (1, 2, 3)] == [k > held for k in (1, 2, 3)]
     assert per_client["test_acc_exit_3"].mean() == pytest.approx(metrics["test/acc/exit_3"])
     shallow = int(per_client.index[per_client["exits_held"] == 1][0])
-    own_exit_1 = client_cost_table(sim, shallow).exits[0].macs
+    own_exit_1 = client_cost_tables(sim)[shallow].exits[0].macs
     assert per_client.loc[shallow, "dyn_macs"] == pytest.approx(own_exit_1)  # it can only leave at exit 1
     assert own_exit_1 <= measures.metrics["macs/exit_1"] < per_client["dyn_macs"].max()

@@ -54,10 +54,17 @@ def padded(point: DynamicPoint, num_exits: int) -> DynamicPoint:
     return replace(point, exit_fractions=fractions)
 
 
-def client_cost_table(sim: Simulation, client: int) -> CostTable:
-    """The cost table of the model this client actually runs (a sub-model for shallow or narrow tiers)."""
-    width = sim.fed.method.client_width(client)
-    return exit_costs(sim.fed.new_model(width), sim.fed.dataset.input_shape)
+def client_cost_tables(sim: Simulation) -> dict[int, CostTable]:
+    """Each client's cost table, of the model it actually runs (a narrower sub-model for narrow tiers);
+    one table per distinct width."""
+    by_width: dict[float | None, CostTable] = {}
+    tables = {}
+    for c in range(sim.fed.num_clients):
+        width = sim.fed.method.client_width(c)
+        if width not in by_width:
+            by_width[width] = exit_costs(sim.fed.new_model(width), sim.fed.dataset.input_shape)
+        tables[c] = by_width[width]
+    return tables
 
 
 def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
@@ -71,12 +78,13 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
         metrics[f"params/exit_{cost.exit}"] = float(cost.params)
     thresholds = sorted(set(cfg.eval.thresholds) | {cfg.eval.report_threshold})
 
+    tables = client_cost_tables(sim)
     curves: dict[int, list[DynamicPoint]] = {}
     rows = []
     hist = class_histogram(fed.partition, fed.dataset.y, fed.dataset.num_classes)
     entropy = label_entropy(hist)
     for c, records in ev.test.items():
-        table = client_cost_table(sim, c)
+        table = tables[c]
         held = fed.method.client_exits(c)
         exit_macs = [e.macs for e in table.exits[:held]]
         curves[c] = [padded(p, fed.method.ctx.num_exits) for p in dynamic_curve(records, exit_macs, thresholds)]
@@ -84,7 +92,8 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
         report = next(p for p in curves[c] if p.threshold == cfg.eval.report_threshold)
         row = {"client": c, "train_samples": int(fed.partition.train[c].numel()),
                "val_samples": int(fed.partition.val[c].numel()), "test_samples": int(fed.partition.test[c].numel()),
-               "label_entropy": float(entropy[c]), "exits_held": held}
+               "label_entropy": float(entropy[c]), "exits_held": held,
+               "width": fed.method.client_width(c) or cfg.model.width}
         row.update({f"test_acc_exit_{k + 1}": float(a) for k, a in enumerate(acc)})
         if c in ev.val:
             row.update({f"val_acc_exit_{k + 1}": float(a) for k, a in enumerate(ev.val[c].exit_accuracy)})
@@ -98,7 +107,7 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
     mean_curve = mean_over_clients(list(curves.values()))
     curve_rows = []
     for i, point in enumerate(mean_curve):
-        reductions = [1 - curves[c][i].expected_macs / client_cost_table(sim, c).static_macs_upto(
+        reductions = [1 - curves[c][i].expected_macs / tables[c].static_macs_upto(
             fed.method.client_exits(c)) for c in curves]
         drops = [float(ev.test[c].correct[:, -1].mean()) - curves[c][i].accuracy for c in curves]
         metrics[dyn_metric("acc", point.threshold)] = point.accuracy
@@ -115,7 +124,7 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
     budget_rows = []
     for c in ev.test:
         if c in ev.val:
-            exit_macs = [e.macs for e in client_cost_table(sim, c).exits[:fed.method.client_exits(c)]]
+            exit_macs = [e.macs for e in tables[c].exits[:fed.method.client_exits(c)]]
             for entry in budgeted_accuracy(ev.val[c], ev.test[c], exit_macs, budgets, thresholds):
                 budget_rows.append({"client": c, **entry})
     metrics["comm/total_bytes_up"] = float(sum(sim.state.comm.up))
