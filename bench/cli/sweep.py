@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import timedelta
+from typing import TextIO
 
 from bench.sweep import SweepProgress, load_sweep, run_sweep
 
@@ -31,9 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 class ProgressLine:
     """One status line, rewritten in place on a terminal and printed per change otherwise."""
 
-    def __init__(self, name: str, stream=sys.stderr):
-        self.name, self.stream = name, stream
-        self.in_place = stream.isatty()
+    def __init__(self, name: str, stream: TextIO | None = None):
+        self.name, self.stream = name, stream if stream is not None else sys.stderr
+        self.in_place = self.stream.isatty()
 
     def __call__(self, p: SweepProgress) -> None:
         eta = "?" if p.eta_s is None else str(timedelta(seconds=round(p.eta_s)))
