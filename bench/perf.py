@@ -151,9 +151,19 @@ def memory_probe(clients: int, method: str) -> dict[str, float]:
                                   "train.rounds=1", "train.participation=0.01", "eval.every=1000"])
     sim = Simulation(config)
     sim.run()
-    personal = state_nbytes({f"{i}.{k}": v for i, s in enumerate(sim.state.clients[:1]) for k, v in s.items()
-                             if isinstance(v, torch.Tensor)})
-    return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "personal_bytes": personal}
+    return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "personal_bytes": nested_nbytes(sim.state.clients[0])}
+
+
+def nested_nbytes(state: object) -> int:
+    """Bytes of every tensor in a nested state (dicts and lists of tensors)."""
+    if isinstance(state, torch.Tensor):
+        return state_nbytes({"t": state})
+    if isinstance(state, dict):
+        return sum(nested_nbytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(nested_nbytes(v) for v in state)
+    return 0
 
 
 def measure_memory(method: str, small: int = 100, large: int = 1000) -> tuple[float, int]:

@@ -1,0 +1,24 @@
+"""The perf benchmark compares like with like: its bare loop does the harness's SGD steps (no timing here)."""
+
+import torch
+
+from bench.config import apply_overrides, validate_config
+from bench.fed.engine import Simulation
+from bench.fed.executors import SerialExecutor
+from bench.perf import bare_round, nested_nbytes
+
+
+def test_bare_loop_reaches_the_same_weights_as_a_fedavg_round(tiny_config_data):
+    sim = Simulation(validate_config(apply_overrides(tiny_config_data, ["train.local_epochs=1"])))
+    bare_state = {k: v.clone() for k, v in sim.state.server["model"].items()}
+    sim.run_round(SerialExecutor(sim.fed), 0)
+    bare_round(sim, sim.fed.new_model(), bare_state, 0)
+    for key, value in sim.state.server["model"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(bare_state[key], value, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(bare_state["exits.0.weight"], Simulation(sim.config).state.server["model"]["exits.0.weight"])
+
+
+def test_nested_state_bytes_by_hand():
+    state = {"heads": {"w": torch.zeros(3, 4), "b": torch.zeros(3)}, "extra": [torch.zeros(2, dtype=torch.float64)]}
+    assert nested_nbytes(state) == 12 * 4 + 3 * 4 + 2 * 8
