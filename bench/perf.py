@@ -2,24 +2,28 @@
 
 * **round overhead** — one ``fedavg`` round (10 clients, 1 local epoch, ``conv3`` on ``fmnist``) through the engine,
   against a bare loop that runs the same SGD steps on the same batches with the same model (``load_state_dict``,
-  SGD, sum of the exits' cross-entropy, a sample-weighted average) — target ≤ 1.05;
+  SGD, sum of the exits' cross-entropy, a sample-weighted average), each client's two updates run side by side —
+  target ≤ 1.05;
 * **evaluation** — one forward pass per client plus a 100-threshold dynamic-inference sweep, against the same with
   one threshold — target ≤ 1.05;
 * **memory** — peak RSS growth from 100 to 1,000 clients of ``fedper``, per client, against the bytes of one client's
-  personal state — target ≤ 1.5 (each size measured in a fresh subprocess);
+  personal state — target ≤ 1.5 (each size measured in fresh subprocesses; see :func:`memory_probe`);
 * **throughput** — training images per second of the harness and of the bare loop.
 
-Timings alternate harness and bare runs and take the median of the repetitions.
+Every figure is the median of ``repeats`` measurements.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -27,14 +31,20 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import ExperimentConfig, load_config
+from bench.data.batching import BatchMaker
+from bench.data.dataset import Dataset
+from bench.data.sources import load_dataset
 from bench.fed.engine import Simulation
-from bench.fed.executors import SerialExecutor
+from bench.fed.executors import Job, SerialExecutor, run_local_update
+from bench.fed.federation import build_federation, make_model
 from bench.fed.rng import torch_generator
 from bench.fed.tensor_ops import state_nbytes
 from bench.measure.accuracy import exit_records
 from bench.measure.dynamic import dynamic_curve
-from bench.methods.api import load_state
+from bench.methods.api import LocalResult, load_state
 
+MEMORY_SAMPLES_PER_CLIENT = 70
+MEMORY_TRAINED_CLIENTS = 10
 ROUND_CONFIG = ["data.dataset=fmnist", "data.clients=10", "data.alpha=0.3", "model.name=conv3",
                 "method.name=fedavg", "train.local_epochs=1", "train.batch_size=64", "train.rounds=1000",
                 "eval.every=1000"]
@@ -78,45 +88,85 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def bare_round(sim: Simulation, model: torch.nn.Module, global_state: dict[str, torch.Tensor], round: int) -> None:
-    """The same SGD steps on the same batches as a ``fedavg`` round, in plain PyTorch."""
-    fed, t = sim.fed, sim.fed.method.ctx.train
-    states, sizes = [], []
-    for c in range(fed.num_clients):
-        data = fed.client_data(c)
-        model.load_state_dict(global_state)
+class BareLoop:
+    """The same SGD steps on the same batches as a ``fedavg`` round, in plain PyTorch: one model, one state dict."""
+
+    def __init__(self, sim: Simulation):
+        self.sim = sim
+        self.model = sim.fed.new_model()
+        self.global_state = {k: v.clone() for k, v in sim.state.server["model"].items()}
+        self.updates: list[tuple[dict[str, torch.Tensor], int]] = []
+
+    def client_update(self, client: int, round: int) -> None:
+        fed, t = self.sim.fed, self.sim.fed.method.ctx.train
+        data = fed.client_data(client)
+        model = self.model
+        model.load_state_dict(self.global_state)
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-        gen = torch_generator(sim.config.seed, "local-update", round, c)
+        gen = torch_generator(self.sim.config.seed, "local-update", round, client)
         for xb, yb in data.batches.train_batches(data.train_idx, t.batch_size, gen, epochs=t.local_epochs):
             opt.zero_grad(set_to_none=True)
             loss = sum(F.cross_entropy(z, yb) for z in model(xb))
             loss.backward()
             opt.step()
-        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        sizes.append(data.num_train)
-    total = sum(sizes)
-    for key, value in global_state.items():
-        if value.is_floating_point():
-            value.copy_(sum(s[key] * (n / total) for s, n in zip(states, sizes, strict=True)))
+        self.updates.append(({k: v.detach().clone() for k, v in model.state_dict().items()}, data.num_train))
+
+    def aggregate(self) -> None:
+        total = sum(n for _, n in self.updates)
+        for key, value in self.global_state.items():
+            if value.is_floating_point():
+                value.copy_(sum(s[key] * (n / total) for s, n in self.updates))
+        self.updates = []
+
+    def round(self, round: int) -> None:
+        for c in range(self.sim.fed.num_clients):
+            self.client_update(c, round)
+        self.aggregate()
+
+
+class SideBySideExecutor(SerialExecutor):
+    """Runs each client's harness update and, right beside it, the bare loop's update of the same client.
+
+    Interleaving per client (alternating which goes first) exposes both to the same machine conditions; the time
+    spent in the bare loop is accumulated in ``bare_s`` so it can be taken out of the harness round's time.
+    """
+
+    def __init__(self, fed, bare: BareLoop):
+        super().__init__(fed)
+        self.bare = bare
+        self.bare_s = 0.0
+
+    def run_round(self, round: int, jobs: Sequence[Job]) -> list[LocalResult]:
+        results = []
+        for i, job in enumerate(jobs):
+            if i % 2:
+                results.append(run_local_update(self.fed, self.model, round, job))
+            started = time.perf_counter()
+            self.bare.client_update(job.client, round)
+            self.bare_s += time.perf_counter() - started
+            if not i % 2:
+                results.append(run_local_update(self.fed, self.model, round, job))
+        return results
 
 
 def measure_round(config: ExperimentConfig, repeats: int) -> tuple[float, float, int]:
+    """Median seconds of a harness round and of the bare loop's round, and the images a round trains on."""
     sim = Simulation(config)
-    executor = SerialExecutor(sim.fed)
-    bare_model = sim.fed.new_model()
-    bare_state = {k: v.clone() for k, v in sim.state.server["model"].items()}
+    bare = BareLoop(sim)
+    executor = SideBySideExecutor(sim.fed, bare)
     harness_times, bare_times = [], []
-    for r in range(repeats + 1):  # the first pair warms up
+    for r in range(repeats + 1):  # the first round warms up
+        executor.bare_s = 0.0
         started = time.perf_counter()
         sim.run_round(executor, r)
-        harness = time.perf_counter() - started
+        both = time.perf_counter() - started
         started = time.perf_counter()
-        bare_round(sim, bare_model, bare_state, r)
-        bare = time.perf_counter() - started
+        bare.aggregate()
+        bare_s = executor.bare_s + time.perf_counter() - started
         if r:
-            harness_times.append(harness)
-            bare_times.append(bare)
+            harness_times.append(both - executor.bare_s)
+            bare_times.append(bare_s)
     images = sum(sim.fed.client_data(c).num_train for c in range(sim.fed.num_clients)) * config.train.local_epochs
     return statistics.median(harness_times), statistics.median(bare_times), images
 
@@ -143,16 +193,71 @@ def measure_evaluation(config: ExperimentConfig, repeats: int) -> tuple[float, f
 
 
 def memory_probe(clients: int, method: str) -> dict[str, float]:
-    """Peak RSS of a 1-round run with ``clients`` clients (run in a fresh interpreter by :func:`measure_memory`)."""
-    import resource
+    """Peak RSS growth of a one-round run of ``clients`` clients (run in a fresh interpreter by :func:`measure_memory`).
 
-    config = load_config("demo", ["data.dataset=fmnist", f"data.clients={clients}", "data.alpha=1.0",
-                                  "data.min_samples=20", f"method.name={method}", "model.name=conv3",
-                                  "train.rounds=1", "train.participation=0.01", "eval.every=1000"])
-    sim = Simulation(config)
-    sim.run()
-    return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "personal_bytes": nested_nbytes(sim.state.clients[0])}
+    Every client holds :data:`MEMORY_SAMPLES_PER_CLIENT` Fashion-MNIST samples and :data:`MEMORY_TRAINED_CLIENTS`
+    of them train, whatever ``clients`` is, so the batches (and their transient memory) are the same at every
+    size and the growth between sizes is what the harness holds per client: partition, personal state,
+    evaluation records. The growth counts from the memory held once the dataset is loaded and the kernels are
+    warmed up by one training step and one evaluation batch (one-off costs that do not depend on ``clients``).
+    """
+    dataset = load_dataset("fmnist")
+    n = clients * MEMORY_SAMPLES_PER_CLIENT
+    if n > len(dataset.y):
+        raise ValueError(f"{clients} clients × {MEMORY_SAMPLES_PER_CLIENT} samples exceed Fashion-MNIST's "
+                         f"{len(dataset.y)} samples")
+    dataset = dataclasses.replace(dataset, x=dataset.x[:n], y=dataset.y[:n])
+    with tempfile.TemporaryDirectory() as cache_dir:
+        config = load_config("demo", ["data.dataset=fmnist", f"data.clients={clients}", "data.alpha=1.0",
+                                      "data.min_samples=20", f"method.name={method}", "model.name=conv3",
+                                      "train.rounds=1", f"train.participation={MEMORY_TRAINED_CLIENTS / clients}",
+                                      f"run.cache_dir={cache_dir}"])
+        warm_up(config, dataset)
+        gc.collect()
+        start = reset_peak_rss()
+        sim = Simulation(config, fed=build_federation(config, dataset))
+        sim.run()
+        return {"peak_rss_growth": peak_rss() - start, "personal_bytes": nested_nbytes(sim.state.clients[0])}
+
+
+def warm_up(config: ExperimentConfig, dataset: Dataset) -> None:
+    """One SGD step and one evaluation batch of the configured model, so first-use costs fall before the probe.
+
+    The largest of them: the first ``torch.optim`` optimizer imports ``torch._dynamo`` (over 100 MB of RSS).
+    """
+    model = make_model(config, dataset)
+    batches = BatchMaker(dataset)
+    x, y = next(batches.eval_batches(torch.arange(config.train.batch_size), config.train.batch_size))
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.train.lr, momentum=config.train.momentum)
+    sum(F.cross_entropy(z, y) for z in model(x)).backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        model(next(batches.eval_batches(torch.arange(config.eval.batch_size), config.eval.batch_size))[0])
+
+
+def _proc_status(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> int:
+    """Reset the kernel's peak-RSS mark of this process (Linux) and return the current RSS in bytes."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError as err:
+        raise RuntimeError("the memory probe needs Linux's /proc/self/clear_refs to reset the peak RSS; "
+                           "run `cafebench perf --no-memory` elsewhere") from err
+    return _proc_status("VmRSS")
+
+
+def peak_rss() -> int:
+    """Peak RSS in bytes since the last :func:`reset_peak_rss`."""
+    return _proc_status("VmHWM")
 
 
 def nested_nbytes(state: object) -> int:
@@ -166,14 +271,22 @@ def nested_nbytes(state: object) -> int:
     return 0
 
 
-def measure_memory(method: str, small: int = 100, large: int = 1000) -> tuple[float, int]:
-    results = []
-    for n in (small, large):
-        code = f"import json; from bench.perf import memory_probe; print(json.dumps(memory_probe({n}, {method!r})))"
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    per_client = (results[1]["peak_rss"] - results[0]["peak_rss"]) / (large - small)
-    return per_client, int(results[0]["personal_bytes"])
+def measure_memory(method: str, repeats: int, small: int = 100, large: int = 1000) -> tuple[float, int]:
+    """Per-client peak RSS growth from ``small`` to ``large`` clients (medians of ``repeats`` fresh interpreters
+    per size, alternating sizes) and the bytes of one client's personal state."""
+    growth: dict[int, list[float]] = {small: [], large: []}
+    personal = 0
+    for _ in range(repeats):
+        for n in (small, large):
+            code = f"import json; from bench.perf import memory_probe; print(json.dumps(memory_probe({n}, {method!r})))"
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            if proc.returncode:
+                raise RuntimeError(f"memory probe with {n} clients failed:\n{proc.stderr.strip()[-2000:]}")
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            growth[n].append(result["peak_rss_growth"])
+            personal = int(result["personal_bytes"])
+    per_client = (statistics.median(growth[large]) - statistics.median(growth[small])) / (large - small)
+    return per_client, personal
 
 
 def run_perf(repeats: int = 3, memory: bool = True, memory_method: str = "fedper") -> PerfReport:
@@ -183,7 +296,7 @@ def run_perf(repeats: int = 3, memory: bool = True, memory_method: str = "fedper
     eval_100, eval_1 = measure_evaluation(config, repeats)
     mem_per_client = personal = ratio = None
     if memory:
-        mem_per_client, personal = measure_memory(memory_method)
+        mem_per_client, personal = measure_memory(memory_method, repeats)
         ratio = mem_per_client / personal
     return PerfReport(harness, bare, harness / bare, images / harness, images / bare, eval_100, eval_1,
                       eval_100 / eval_1, mem_per_client, personal, ratio)

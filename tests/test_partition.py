@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bench.data.partition import (
+    ClientIndices,
     Partition,
     PartitionError,
     PartitionSpec,
@@ -52,6 +53,19 @@ def test_client_indices_join_the_three_splits():
     )
     with pytest.raises(IndexError):
         partition.client_indices(20)
+
+
+def test_client_indices_are_views_of_one_flat_tensor():
+    indices = ClientIndices([torch.tensor([4, 7]), torch.tensor([], dtype=torch.int64), torch.tensor([1, 2, 9])])
+    assert len(indices) == 3
+    assert [t.tolist() for t in indices] == [[4, 7], [], [1, 2, 9]]
+    assert indices[-1].tolist() == [1, 2, 9]
+    assert indices.sizes().tolist() == [2, 0, 3]
+    assert indices[2].untyped_storage().data_ptr() == indices.flat.untyped_storage().data_ptr()
+    with pytest.raises(IndexError, match="client must be in 0..2, got 3"):
+        indices[3]
+    with pytest.raises(IndexError):
+        indices[-4]
 
 
 def test_same_seed_identical_different_seed_different():

@@ -5,18 +5,34 @@ import torch
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.executors import SerialExecutor
-from bench.perf import bare_round, nested_nbytes
+from bench.perf import BareLoop, SideBySideExecutor, nested_nbytes
+
+
+def assert_same_weights(bare: BareLoop, sim: Simulation) -> None:
+    for key, value in sim.state.server["model"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(bare.global_state[key], value, rtol=1e-5, atol=1e-6)
 
 
 def test_bare_loop_reaches_the_same_weights_as_a_fedavg_round(tiny_config_data):
     sim = Simulation(validate_config(apply_overrides(tiny_config_data, ["train.local_epochs=1"])))
-    bare_state = {k: v.clone() for k, v in sim.state.server["model"].items()}
+    bare = BareLoop(sim)
     sim.run_round(SerialExecutor(sim.fed), 0)
-    bare_round(sim, sim.fed.new_model(), bare_state, 0)
-    for key, value in sim.state.server["model"].items():
-        if value.is_floating_point():
-            torch.testing.assert_close(bare_state[key], value, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(bare_state["exits.0.weight"], Simulation(sim.config).state.server["model"]["exits.0.weight"])
+    bare.round(0)
+    assert_same_weights(bare, sim)
+    assert not torch.equal(bare.global_state["exits.0.weight"],
+                           Simulation(sim.config).state.server["model"]["exits.0.weight"])
+
+
+def test_side_by_side_rounds_leave_harness_and_bare_loop_in_step(tiny_config_data):
+    sim = Simulation(validate_config(apply_overrides(tiny_config_data, ["train.local_epochs=1"])))
+    bare = BareLoop(sim)
+    executor = SideBySideExecutor(sim.fed, bare)
+    for r in range(2):
+        sim.run_round(executor, r)
+        bare.aggregate()
+        assert_same_weights(bare, sim)
+    assert executor.bare_s > 0
 
 
 def test_nested_state_bytes_by_hand():

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -109,14 +110,43 @@ def _min_client_size(split: tuple[float, float, float]) -> int:
         n += 1
 
 
+class ClientIndices:
+    """One split's index tensors of all clients, held as one flat int64 tensor and the clients' offsets.
+
+    ``indices[c]`` is client ``c``'s index tensor (a view). One tensor for all clients instead of one per client
+    keeps the partition of thousands of clients small: a tensor costs a few hundred bytes besides its data.
+    """
+
+    def __init__(self, per_client: Iterable[torch.Tensor]):
+        parts = [torch.as_tensor(t).to(torch.int64).reshape(-1) for t in per_client]
+        self.flat = torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+        self.offsets = np.cumsum([0] + [len(part) for part in parts], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, client: int) -> torch.Tensor:
+        if not -len(self) <= client < len(self):
+            raise IndexError(f"client must be in 0..{len(self) - 1}, got {client}")
+        client %= len(self)
+        return self.flat[int(self.offsets[client]) : int(self.offsets[client + 1])]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self[c] for c in range(len(self)))
+
+    def sizes(self) -> np.ndarray:
+        """Every client's number of indices."""
+        return np.diff(self.offsets)
+
+
 @dataclass(eq=False)
 class Partition:
     """Per-client int64 index tensors (sorted) into the dataset, for train, val and test."""
 
     spec: PartitionSpec
-    train: list[torch.Tensor]
-    val: list[torch.Tensor]
-    test: list[torch.Tensor]
+    train: ClientIndices
+    val: ClientIndices
+    test: ClientIndices
 
     @property
     def hash(self) -> str:
@@ -126,7 +156,7 @@ class Partition:
     def num_clients(self) -> int:
         return len(self.train)
 
-    def split_indices(self, split: str) -> list[torch.Tensor]:
+    def split_indices(self, split: str) -> ClientIndices:
         """The per-client index tensors of ``split`` ("train", "val" or "test")."""
         if split not in SPLIT_NAMES:
             raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
@@ -140,8 +170,7 @@ class Partition:
 
     def sizes(self) -> np.ndarray:
         """``num_clients × 3`` int64 array of train, val and test counts."""
-        counts = [[len(self.split_indices(s)[c]) for s in SPLIT_NAMES] for c in range(self.num_clients)]
-        return np.array(counts, dtype=np.int64).reshape(self.num_clients, 3)
+        return np.stack([self.split_indices(s).sizes() for s in SPLIT_NAMES], axis=1).reshape(self.num_clients, 3)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Partition):
@@ -248,8 +277,8 @@ def dirichlet_partition(labels: torch.Tensor, num_classes: int, spec: PartitionS
         shuffled = numpy_generator(spec.seed, "partition-split", client=client).permutation(share)
         train, val, _ = _split_counts(len(shuffled), spec.split)
         for name, part in zip(SPLIT_NAMES, np.split(shuffled, [train, train + val]), strict=True):
-            splits[name].append(torch.from_numpy(np.sort(part)).to(torch.int64))
-    return Partition(spec=spec, **splits)
+            splits[name].append(torch.from_numpy(np.sort(part)))
+    return Partition(spec=spec, **{name: ClientIndices(parts) for name, parts in splits.items()})
 
 
 def _labels_fingerprint(labels: torch.Tensor) -> str:
@@ -271,14 +300,14 @@ def _read_cache(path: Path, spec: PartitionSpec, fingerprint: str) -> Partition:
     for name, tensors in splits.items():
         if len(tensors) != spec.num_clients or not all(isinstance(t, torch.Tensor) for t in tensors):
             raise ValueError(f"cached {name} split does not hold {spec.num_clients} index tensors")
-    return Partition(spec=spec, **splits)
+    return Partition(spec=spec, **{name: ClientIndices(tensors) for name, tensors in splits.items()})
 
 
 def _write_cache(path: Path, partition: Partition, fingerprint: str) -> None:
     payload = {
         "spec": json.dumps(asdict(partition.spec), sort_keys=True),
         "labels": fingerprint,
-        **{name: partition.split_indices(name) for name in SPLIT_NAMES},
+        **{name: list(partition.split_indices(name)) for name in SPLIT_NAMES},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

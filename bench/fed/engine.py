@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from bench.config import ExperimentConfig
+from bench.fed.client_states import ClientStates
 from bench.fed.executors import Executor, Job, make_executor
 from bench.fed.federation import Federation, build_federation
 from bench.fed.rng import sample_clients, torch_generator
@@ -42,16 +43,16 @@ class RunState:
 
     next_round: int
     server: dict[str, Any]
-    clients: list[dict[str, Any]]
+    clients: ClientStates
     comm: CommLedger
 
     def to_checkpoint(self) -> dict[str, Any]:
-        return {"next_round": self.next_round, "server": self.server, "clients": self.clients,
+        return {"next_round": self.next_round, "server": self.server, "clients": list(self.clients),
                 "comm_down": self.comm.down, "comm_up": self.comm.up}
 
     @classmethod
     def from_checkpoint(cls, data: dict[str, Any]) -> RunState:
-        return cls(data["next_round"], data["server"], data["clients"],
+        return cls(data["next_round"], data["server"], ClientStates(data["clients"]),
                    CommLedger(list(data["comm_down"]), list(data["comm_up"])))
 
 
@@ -94,7 +95,7 @@ class Simulation:
         method = self.fed.method
         server = method.init_server(self.fed.new_model())
         model = self.fed.new_model()
-        clients = [method.init_client(c, model, server) for c in range(self.fed.num_clients)]
+        clients = ClientStates(method.init_client(c, model, server) for c in range(self.fed.num_clients))
         return RunState(0, server, clients, CommLedger.empty(self.fed.num_clients))
 
     def run(self) -> Evaluation:
