@@ -38,8 +38,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.methods.api import ClientData, Hparams, LocalResult, Message, exit_ce_losses, extract
-from bench.methods.cafedistill.teacher import distillation_loss
+from bench.methods.api import ClientData, Hparams, LocalResult, Message, distillation_loss, exit_ce_losses, extract
 from bench.methods.heterogeneous import CapacityLevel, ClientFractions, LossFn, TieredMethod, depth_levels
 from bench.methods.personalization import proximal_term
 from bench.methods.registry import register

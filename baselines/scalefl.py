@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from bench.methods.api import ClientData, Hparams, LocalResult, Message, exit_ce_losses, extract
-from bench.methods.cafedistill.teacher import distillation_loss
+from bench.methods.api import ClientData, Hparams, LocalResult, Message, distillation_loss, exit_ce_losses, extract
 from bench.methods.heterogeneous import CapacityLevel, LossFn, TieredMethod, check_fractions
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet

@@ -15,6 +15,7 @@ Every figure is the median of ``repeats`` measurements.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import json
@@ -213,11 +214,12 @@ def memory_probe(clients: int, method: str) -> dict[str, float]:
                                       "train.rounds=1", f"train.participation={MEMORY_TRAINED_CLIENTS / clients}",
                                       f"run.cache_dir={cache_dir}"])
         warm_up(config, dataset)
-        gc.collect()
         start = reset_peak_rss()
         sim = Simulation(config, fed=build_federation(config, dataset))
         sim.run()
-        return {"peak_rss_growth": peak_rss() - start, "personal_bytes": nested_nbytes(sim.state.clients[0])}
+        peak = peak_rss() - start
+        return {"peak_rss_growth": peak, "held_rss_growth": reset_peak_rss() - start,
+                "personal_bytes": nested_nbytes(sim.state.clients[0])}
 
 
 def warm_up(config: ExperimentConfig, dataset: Dataset) -> None:
@@ -245,7 +247,13 @@ def _proc_status(field: str) -> int:
 
 
 def reset_peak_rss() -> int:
-    """Reset the kernel's peak-RSS mark of this process (Linux) and return the current RSS in bytes."""
+    """Reset the kernel's peak-RSS mark of this process (Linux) and return the current RSS in bytes.
+
+    Free heap memory is first handed back to the kernel (glibc's ``malloc_trim``): left in the process, it would
+    count in the starting RSS and hide the allocations that reuse it.
+    """
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")

@@ -15,7 +15,7 @@ from bench.fed.engine import Simulation
 from bench.fed.federation import build_federation
 from bench.fed.rng import torch_generator
 from bench.fed.tensor_ops import state_nbytes
-from bench.methods.api import Message, MethodContext, TrainSettings
+from bench.methods.api import Message, MethodContext, TrainSettings, distillation_loss
 from bench.methods.cafedistill import CAFEDistill, CAFEDistillHparams
 from bench.methods.cafedistill.layout import model_layout
 from bench.methods.cafedistill.selection import (
@@ -26,7 +26,6 @@ from bench.methods.cafedistill.selection import (
     update_alignment,
 )
 from bench.methods.cafedistill.teacher import (
-    distillation_loss,
     head_similarity,
     linear_teacher_probs,
     mixture_teacher_probs,

@@ -56,7 +56,7 @@ def test_client_indices_join_the_three_splits():
 
 
 def test_client_indices_are_views_of_one_flat_tensor():
-    indices = ClientIndices([torch.tensor([4, 7]), torch.tensor([], dtype=torch.int64), torch.tensor([1, 2, 9])])
+    indices = ClientIndices(torch.tensor([4, 7, 1, 2, 9]), [2, 0, 3])
     assert len(indices) == 3
     assert [t.tolist() for t in indices] == [[4, 7], [], [1, 2, 9]]
     assert indices[-1].tolist() == [1, 2, 9]
@@ -66,6 +66,8 @@ def test_client_indices_are_views_of_one_flat_tensor():
         indices[3]
     with pytest.raises(IndexError):
         indices[-4]
+    with pytest.raises(ValueError, match="client sizes add up to 4 but there are 5 indices"):
+        ClientIndices(torch.arange(5), [1, 3])
 
 
 def test_same_seed_identical_different_seed_different():
@@ -234,6 +236,20 @@ def test_corrupt_cache_rebuilt(tmp_path, caplog):
     assert rebuilt == expected
     assert "rebuilding" in caplog.text
     assert load_or_create_partition(LABELS, NUM_CLASSES, spec(), tmp_path) == expected
+
+
+def test_cache_with_one_tensor_per_client_rebuilt(tmp_path, caplog):
+    """Caches written before the flat layout (a list of per-client tensors, no sizes) are redrawn, not misread."""
+    expected = load_or_create_partition(LABELS, NUM_CLASSES, spec(), tmp_path)
+    path = cache_path(tmp_path, spec())
+    payload = torch.load(path, weights_only=True)
+    for name in ("train", "val", "test"):
+        payload[name] = list(expected.split_indices(name))
+        del payload[f"{name}_sizes"]
+    torch.save(payload, path)
+    with caplog.at_level(logging.WARNING):
+        assert load_or_create_partition(LABELS, NUM_CLASSES, spec(), tmp_path) == expected
+    assert "unusable" in caplog.text and "rebuilding" in caplog.text
 
 
 def test_cache_for_other_labels_rebuilt(tmp_path, caplog):

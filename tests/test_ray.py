@@ -1,8 +1,8 @@
 """Ray: the in-run Ray executor and a sweep of Ray tasks give bitwise the serial metrics."""
 
 import pytest
+from helpers import tiny_base, write_sweep
 from mlflow.tracking import MlflowClient
-from test_sweep import tiny_base, write_sweep
 
 from bench.config import validate_config
 from bench.fed.engine import Simulation

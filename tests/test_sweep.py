@@ -1,29 +1,12 @@
 """Sweeps: grid expansion and validation, failures that do not stop the rest, resuming, local processes."""
 
 import pytest
-import yaml
+from helpers import write_sweep
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
 from bench.config import ConfigError
 from bench.sweep import SweepProgress, load_sweep, run_sweep
-
-
-def tiny_base(tmp_path) -> dict:
-    """A run of a few seconds on the bundled digits."""
-    return {
-        "data": {"dataset": "digits", "clients": 3, "alpha": 0.5, "augment": False},
-        "model": {"name": "conv3", "width": 0.25},
-        "train": {"rounds": 2, "batch_size": 32},
-        "eval": {"thresholds": [0.5, 0.9], "report_threshold": 0.9},
-        "run": {"checkpoint_every": 0, "cache_dir": str(tmp_path / "cache"), "threads": 1},
-    }
-
-
-def write_sweep(tmp_path, name: str, base: dict | None = None, **spec) -> str:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"base": base or tiny_base(tmp_path), **spec}, sort_keys=False))
-    return str(path)
 
 
 def final_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:

@@ -3,8 +3,8 @@
 import optuna
 import pytest
 import yaml
+from helpers import tiny_base
 from mlflow.tracking import MlflowClient
-from test_sweep import tiny_base
 
 from bench.config import ConfigError, validate_config
 from bench.fed.engine import Simulation

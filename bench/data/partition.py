@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -117,10 +117,11 @@ class ClientIndices:
     keeps the partition of thousands of clients small: a tensor costs a few hundred bytes besides its data.
     """
 
-    def __init__(self, per_client: Iterable[torch.Tensor]):
-        parts = [torch.as_tensor(t).to(torch.int64).reshape(-1) for t in per_client]
-        self.flat = torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
-        self.offsets = np.cumsum([0] + [len(part) for part in parts], dtype=np.int64)
+    def __init__(self, flat: torch.Tensor, sizes: Sequence[int] | np.ndarray):
+        self.flat = flat.to(torch.int64).reshape(-1)
+        self.offsets = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
+        if self.offsets[-1] != len(self.flat):
+            raise ValueError(f"client sizes add up to {self.offsets[-1]} but there are {len(self.flat)} indices")
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -236,8 +237,9 @@ def _check_feasible(spec: PartitionSpec, n: int) -> None:
         )
 
 
-def _draw_client_shares(y: np.ndarray, num_classes: int, spec: PartitionSpec) -> list[np.ndarray]:
-    """Per-client sample indices from Dirichlet draws, retried until every client has min_samples."""
+def _draw_client_shares(y: np.ndarray, num_classes: int, spec: PartitionSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Sample indices from Dirichlet draws, retried until every client has min_samples: all samples ordered by
+    client (each client's class by class, in drawn order) and every client's number of samples."""
     rng = numpy_generator(spec.seed, "partition")
     capacity = _capacity(spec, len(y))
     by_class = [np.flatnonzero(y == c) for c in range(num_classes)]
@@ -245,16 +247,18 @@ def _draw_client_shares(y: np.ndarray, num_classes: int, spec: PartitionSpec) ->
     smallest = 0
     for attempt in range(1, spec.max_retries + 1):
         sizes = np.zeros(spec.num_clients, dtype=np.int64)
-        pieces: list[list[np.ndarray]] = [[] for _ in range(spec.num_clients)]
+        samples, owners = [], []
         for members in by_class:
             shuffled = rng.permutation(members)
             counts = _allocate(len(shuffled), rng.dirichlet(alpha), capacity - sizes)
-            for client, chunk in enumerate(np.split(shuffled, np.cumsum(counts)[:-1])):
-                pieces[client].append(chunk)
+            samples.append(shuffled)
+            owners.append(np.repeat(np.arange(spec.num_clients), counts))
             sizes += counts
         if sizes.min() >= spec.min_samples:
             log.debug("Dirichlet partition %s found on attempt %d", spec.content_hash(), attempt)
-            return [np.concatenate(p) for p in pieces]
+            # A stable sort by client keeps each client's samples class by class, in the order drawn.
+            by_client = np.argsort(np.concatenate(owners), kind="stable")
+            return np.concatenate(samples)[by_client], sizes
         smallest = max(smallest, int(sizes.min()))
     raise PartitionError(
         f"no Dirichlet draw in {spec.max_retries} tries gave each of {spec.num_clients} clients at least "
@@ -271,14 +275,22 @@ def dirichlet_partition(labels: torch.Tensor, num_classes: int, spec: PartitionS
     """
     y = _check_labels(labels, num_classes)
     _check_feasible(spec, len(y))
-    shares = _draw_client_shares(y, num_classes, spec)
-    splits: dict[str, list[torch.Tensor]] = {name: [] for name in SPLIT_NAMES}
-    for client, share in enumerate(shares):
+    shares, share_sizes = _draw_client_shares(y, num_classes, spec)
+    split_sizes = np.array([_split_counts(int(n), spec.split) for n in share_sizes], dtype=np.int64).reshape(-1, 3)
+    flat = {name: np.empty(split_sizes[:, i].sum(), dtype=np.int64) for i, name in enumerate(SPLIT_NAMES)}
+    written = dict.fromkeys(SPLIT_NAMES, 0)
+    start = 0
+    # Client by client into preallocated flat arrays: no per-client arrays outlive their client.
+    for client, share_size in enumerate(share_sizes):
+        share = shares[start : start + share_size]
+        start += share_size
         shuffled = numpy_generator(spec.seed, "partition-split", client=client).permutation(share)
-        train, val, _ = _split_counts(len(shuffled), spec.split)
+        train, val, _ = split_sizes[client]
         for name, part in zip(SPLIT_NAMES, np.split(shuffled, [train, train + val]), strict=True):
-            splits[name].append(torch.from_numpy(np.sort(part)))
-    return Partition(spec=spec, **{name: ClientIndices(parts) for name, parts in splits.items()})
+            flat[name][written[name] : written[name] + len(part)] = np.sort(part)
+            written[name] += len(part)
+    return Partition(spec=spec, **{name: ClientIndices(torch.from_numpy(flat[name]), split_sizes[:, i])
+                                   for i, name in enumerate(SPLIT_NAMES)})
 
 
 def _labels_fingerprint(labels: torch.Tensor) -> str:
@@ -296,19 +308,24 @@ def _read_cache(path: Path, spec: PartitionSpec, fingerprint: str) -> Partition:
         raise ValueError("cached settings differ from the requested ones")
     if payload["labels"] != fingerprint:
         raise ValueError("cached partition was drawn for different labels")
-    splits = {name: list(payload[name]) for name in SPLIT_NAMES}
-    for name, tensors in splits.items():
-        if len(tensors) != spec.num_clients or not all(isinstance(t, torch.Tensor) for t in tensors):
-            raise ValueError(f"cached {name} split does not hold {spec.num_clients} index tensors")
-    return Partition(spec=spec, **{name: ClientIndices(tensors) for name, tensors in splits.items()})
+    splits = {}
+    for name in SPLIT_NAMES:
+        flat, sizes = payload[name], payload[f"{name}_sizes"]
+        if not isinstance(flat, torch.Tensor) or not isinstance(sizes, torch.Tensor) or len(sizes) != spec.num_clients:
+            raise ValueError(f"cached {name} split does not hold the indices of {spec.num_clients} clients")
+        splits[name] = ClientIndices(flat, sizes.numpy())
+    return Partition(spec=spec, **splits)
 
 
 def _write_cache(path: Path, partition: Partition, fingerprint: str) -> None:
     payload = {
         "spec": json.dumps(asdict(partition.spec), sort_keys=True),
         "labels": fingerprint,
-        **{name: list(partition.split_indices(name)) for name in SPLIT_NAMES},
     }
+    for name in SPLIT_NAMES:
+        indices = partition.split_indices(name)
+        payload[name] = indices.flat
+        payload[f"{name}_sizes"] = torch.from_numpy(indices.sizes())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:

@@ -213,6 +213,12 @@ def exit_ce_losses(logits: list[torch.Tensor], y: torch.Tensor) -> list[torch.Te
     return [F.cross_entropy(z, y) for z in logits]
 
 
+def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, tau: float) -> torch.Tensor:
+    """Knowledge distillation: ``τ²·KL(teacher ‖ softmax(z/τ))``, averaged over the batch."""
+    log_student = F.log_softmax(student_logits / tau, dim=-1)
+    return tau * tau * F.kl_div(log_student, teacher_probs, reduction="batchmean")
+
+
 def make_optimizer(params, train: TrainSettings, lr: float | None = None) -> torch.optim.SGD:
     return torch.optim.SGD(list(params), lr=train.lr if lr is None else lr, momentum=train.momentum,
                            weight_decay=train.weight_decay)

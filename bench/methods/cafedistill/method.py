@@ -20,6 +20,7 @@ from bench.methods.api import (
     Message,
     Method,
     MethodContext,
+    distillation_loss,
     extract,
     head_index,
     is_head,
@@ -38,7 +39,6 @@ from bench.methods.cafedistill.selection import (
     update_alignment,
 )
 from bench.methods.cafedistill.teacher import (
-    distillation_loss,
     head_similarity,
     linear_teacher_probs,
     mixture_teacher_probs,

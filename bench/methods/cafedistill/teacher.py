@@ -1,4 +1,4 @@
-"""Cross-client teachers: the [A-2] teacher-weight QP, the teachers' soft targets, the distillation term."""
+"""Cross-client teachers: the [A-2] teacher-weight QP and the teachers' soft targets."""
 
 from __future__ import annotations
 
@@ -41,8 +41,3 @@ def mixture_teacher_probs(weights: torch.Tensor, biases: torch.Tensor, mix: torc
     logits = torch.einsum("ncd,bd->bnc", weights, features) + biases
     return torch.einsum("n,bnc->bc", mix.to(features.dtype), F.softmax(logits / tau, dim=-1))
 
-
-def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, tau: float) -> torch.Tensor:
-    """``τ²·KL(teacher ‖ softmax(z/τ))``, averaged over the batch."""
-    log_student = F.log_softmax(student_logits / tau, dim=-1)
-    return tau * tau * F.kl_div(log_student, teacher_probs, reduction="batchmean")
