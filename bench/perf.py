@@ -52,6 +52,73 @@ ROUND_CONFIG = ["data.dataset=fmnist", "data.clients=10", "data.alpha=0.3", "mod
 
 
 @dataclass
+class MemoryFigures:
+    """Bytes per client from ``small`` to ``large`` clients (medians of the repeated probes)."""
+
+    held_per_client: float
+    peak_per_client: float
+    peak_spread: float  # max - min of the per-size peak growths, per client: the peak's noise
+    personal_state: int
+
+
+def warm_up(config: ExperimentConfig, dataset: Dataset) -> None:
+    """One SGD step and one evaluation batch of the configured model, so first-use costs fall before the probe.
+
+    The largest of them: the first ``torch.optim`` optimizer imports ``torch._dynamo`` (over 100 MB of RSS).
+    """
+    model = make_model(config, dataset)
+    batches = BatchMaker(dataset)
+    x, y = next(batches.eval_batches(torch.arange(config.train.batch_size), config.train.batch_size))
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.train.lr, momentum=config.train.momentum)
+    sum(F.cross_entropy(z, y) for z in model(x)).backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        model(next(batches.eval_batches(torch.arange(config.eval.batch_size), config.eval.batch_size))[0])
+
+
+def _proc_status(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> int:
+    """Reset the kernel's peak-RSS mark of this process (Linux) and return the current RSS in bytes.
+
+    Free heap memory is first handed back to the kernel (glibc's ``malloc_trim``): left in the process, it would
+    count in the starting RSS and hide the allocations that reuse it.
+    """
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError as err:
+        raise RuntimeError("the memory probe needs Linux's /proc/self/clear_refs to reset the peak RSS; "
+                           "run `cafebench perf --no-memory` elsewhere") from err
+    return _proc_status("VmRSS")
+
+
+def peak_rss() -> int:
+    """Peak RSS in bytes since the last :func:`reset_peak_rss`."""
+    return _proc_status("VmHWM")
+
+
+def nested_nbytes(state: object) -> int:
+    """Bytes of every tensor in a nested state (dicts and lists of tensors)."""
+    if isinstance(state, torch.Tensor):
+        return state_nbytes({"t": state})
+    if isinstance(state, dict):
+        return sum(nested_nbytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(nested_nbytes(v) for v in state)
+    return 0
+
+
+@dataclass
 class PerfReport:
     round_harness_s: float
     round_bare_s: float
@@ -61,9 +128,8 @@ class PerfReport:
     eval_100_s: float
     eval_1_s: float
     eval_ratio: float
-    memory_per_client_bytes: float | None
-    personal_state_bytes: int | None
-    memory_ratio: float | None
+    memory: MemoryFigures | None
+    memory_ratio: float | None  # RSS held per client against the personal state
 
     def lines(self) -> list[str]:
         out = [
@@ -74,9 +140,12 @@ class PerfReport:
             f"evaluation       {self.eval_ratio:.3f}  (100 thresholds {self.eval_100_s:.2f} s, 1 threshold "
             f"{self.eval_1_s:.2f} s; target <= 1.05)",
         ]
-        if self.memory_ratio is not None:
-            out.append(f"memory           {self.memory_ratio:.2f}  ({self.memory_per_client_bytes:,.0f} B of peak "
-                       f"RSS per client vs {self.personal_state_bytes:,} B of personal state; target <= 1.5)")
+        if self.memory is not None:
+            m = self.memory
+            out.append(f"memory           {self.memory_ratio:.2f}  ({m.held_per_client:,.0f} B of RSS held per client "
+                       f"vs {m.personal_state:,} B of personal state; target <= 1.5)")
+            out.append(f"                 peak RSS growth {m.peak_per_client:,.0f} B per client (noise between "
+                       f"identical runs: {m.peak_spread:,.0f} B per client)")
         return out
 
 
@@ -194,13 +263,14 @@ def measure_evaluation(config: ExperimentConfig, repeats: int) -> tuple[float, f
 
 
 def memory_probe(clients: int, method: str) -> dict[str, float]:
-    """Peak RSS growth of a one-round run of ``clients`` clients (run in a fresh interpreter by :func:`measure_memory`).
+    """RSS growth of a one-round run of ``clients`` clients (run in a fresh interpreter by :func:`measure_memory`).
 
     Every client holds :data:`MEMORY_SAMPLES_PER_CLIENT` Fashion-MNIST samples and :data:`MEMORY_TRAINED_CLIENTS`
     of them train, whatever ``clients`` is, so the batches (and their transient memory) are the same at every
-    size and the growth between sizes is what the harness holds per client: partition, personal state,
-    evaluation records. The growth counts from the memory held once the dataset is loaded and the kernels are
+    size and the growth between sizes is what the harness keeps per client: partition indices, personal state,
+    evaluation records. Growth counts from the memory held once the dataset is loaded and the kernels are
     warmed up by one training step and one evaluation batch (one-off costs that do not depend on ``clients``).
+    Two growths: the peak during the run, and what the process still holds after it, free heap handed back.
     """
     dataset = load_dataset("fmnist")
     n = clients * MEMORY_SAMPLES_PER_CLIENT
@@ -222,79 +292,26 @@ def memory_probe(clients: int, method: str) -> dict[str, float]:
                 "personal_bytes": nested_nbytes(sim.state.clients[0])}
 
 
-def warm_up(config: ExperimentConfig, dataset: Dataset) -> None:
-    """One SGD step and one evaluation batch of the configured model, so first-use costs fall before the probe.
-
-    The largest of them: the first ``torch.optim`` optimizer imports ``torch._dynamo`` (over 100 MB of RSS).
-    """
-    model = make_model(config, dataset)
-    batches = BatchMaker(dataset)
-    x, y = next(batches.eval_batches(torch.arange(config.train.batch_size), config.train.batch_size))
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.train.lr, momentum=config.train.momentum)
-    sum(F.cross_entropy(z, y) for z in model(x)).backward()
-    optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        model(next(batches.eval_batches(torch.arange(config.eval.batch_size), config.eval.batch_size))[0])
-
-
-def _proc_status(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def reset_peak_rss() -> int:
-    """Reset the kernel's peak-RSS mark of this process (Linux) and return the current RSS in bytes.
-
-    Free heap memory is first handed back to the kernel (glibc's ``malloc_trim``): left in the process, it would
-    count in the starting RSS and hide the allocations that reuse it.
-    """
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError as err:
-        raise RuntimeError("the memory probe needs Linux's /proc/self/clear_refs to reset the peak RSS; "
-                           "run `cafebench perf --no-memory` elsewhere") from err
-    return _proc_status("VmRSS")
-
-
-def peak_rss() -> int:
-    """Peak RSS in bytes since the last :func:`reset_peak_rss`."""
-    return _proc_status("VmHWM")
-
-
-def nested_nbytes(state: object) -> int:
-    """Bytes of every tensor in a nested state (dicts and lists of tensors)."""
-    if isinstance(state, torch.Tensor):
-        return state_nbytes({"t": state})
-    if isinstance(state, dict):
-        return sum(nested_nbytes(v) for v in state.values())
-    if isinstance(state, list | tuple):
-        return sum(nested_nbytes(v) for v in state)
-    return 0
-
-
-def measure_memory(method: str, repeats: int, small: int = 100, large: int = 1000) -> tuple[float, int]:
-    """Per-client peak RSS growth from ``small`` to ``large`` clients (medians of ``repeats`` fresh interpreters
-    per size, alternating sizes) and the bytes of one client's personal state."""
-    growth: dict[int, list[float]] = {small: [], large: []}
-    personal = 0
+def measure_memory(method: str, repeats: int, small: int = 100, large: int = 1000) -> MemoryFigures:
+    """Per-client RSS growth from ``small`` to ``large`` clients (``repeats`` fresh interpreters per size,
+    alternating sizes) and the bytes of one client's personal state."""
+    results: dict[int, list[dict[str, float]]] = {small: [], large: []}
     for _ in range(repeats):
         for n in (small, large):
             code = f"import json; from bench.perf import memory_probe; print(json.dumps(memory_probe({n}, {method!r})))"
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
             if proc.returncode:
                 raise RuntimeError(f"memory probe with {n} clients failed:\n{proc.stderr.strip()[-2000:]}")
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-            growth[n].append(result["peak_rss_growth"])
-            personal = int(result["personal_bytes"])
-    per_client = (statistics.median(growth[large]) - statistics.median(growth[small])) / (large - small)
-    return per_client, personal
+            results[n].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    def per_client(key: str) -> float:
+        medians = [statistics.median(r[key] for r in results[n]) for n in (small, large)]
+        return (medians[1] - medians[0]) / (large - small)
+
+    spread = max(max(r["peak_rss_growth"] for r in results[n]) - min(r["peak_rss_growth"] for r in results[n])
+                 for n in (small, large)) / (large - small)
+    return MemoryFigures(per_client("held_rss_growth"), per_client("peak_rss_growth"), spread,
+                         int(results[small][0]["personal_bytes"]))
 
 
 def run_perf(repeats: int = 3, memory: bool = True, memory_method: str = "fedper") -> PerfReport:
@@ -302,12 +319,10 @@ def run_perf(repeats: int = 3, memory: bool = True, memory_method: str = "fedper
     config = load_config("demo", ROUND_CONFIG)
     harness, bare, images = measure_round(config, repeats)
     eval_100, eval_1 = measure_evaluation(config, repeats)
-    mem_per_client = personal = ratio = None
-    if memory:
-        mem_per_client, personal = measure_memory(memory_method, repeats)
-        ratio = mem_per_client / personal
+    figures = measure_memory(memory_method, repeats) if memory else None
+    ratio = figures.held_per_client / figures.personal_state if figures else None
     return PerfReport(harness, bare, harness / bare, images / harness, images / bare, eval_100, eval_1,
-                      eval_100 / eval_1, mem_per_client, personal, ratio)
+                      eval_100 / eval_1, figures, ratio)
 
 
 def report_json(report: PerfReport) -> str:

@@ -18,7 +18,7 @@ def exit_records(predict: Predictor, batches: BatchMaker, idx: torch.Tensor, bat
     if isinstance(predict, torch.nn.Module):
         predict.eval()
     parts = [ExitRecords.from_logits(predict(xb), yb) for xb, yb in batches.eval_batches(idx, batch_size)]
-    return ExitRecords.concat(parts)
+    return parts[0] if len(parts) == 1 else ExitRecords.concat(parts)
 
 
 def summarize_exits(per_client: Mapping[int, ExitRecords], num_exits: int, prefix: str) -> dict[str, float]:

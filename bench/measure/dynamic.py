@@ -65,7 +65,8 @@ class ExitRecords:
         if not logits:
             raise ValueError("logits is empty: pass one N×classes tensor per exit")
         labels = labels.detach().cpu()
-        confidence, correct = [], []
+        confidence = np.empty((labels.shape[0], len(logits)), dtype=np.float64)
+        correct = np.empty((labels.shape[0], len(logits)), dtype=bool)
         for k, exit_logits in enumerate(logits):
             if exit_logits.dim() != 2 or exit_logits.shape[0] != labels.shape[0]:
                 raise ValueError(
@@ -73,9 +74,9 @@ class ExitRecords:
                     f"expected {labels.shape[0]} (the number of labels) × classes"
                 )
             best, predicted = torch.softmax(exit_logits.detach().cpu().float(), dim=-1).max(dim=-1)
-            confidence.append(best.numpy())
-            correct.append((predicted == labels).numpy())
-        return cls(np.stack(confidence, axis=1), np.stack(correct, axis=1))
+            confidence[:, k] = best.numpy()
+            correct[:, k] = (predicted == labels).numpy()
+        return cls(confidence, correct)
 
     @staticmethod
     def concat(records: Sequence[ExitRecords]) -> ExitRecords:
