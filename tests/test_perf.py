@@ -5,7 +5,7 @@ import torch
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.executors import SerialExecutor
-from bench.perf import BareLoop, SideBySideExecutor, nested_nbytes
+from bench.perf import BareLoop, SideBySideExecutor, nested_nbytes, peak_rss, reset_peak_rss
 
 
 def assert_same_weights(bare: BareLoop, sim: Simulation) -> None:
@@ -38,3 +38,13 @@ def test_side_by_side_rounds_leave_harness_and_bare_loop_in_step(tiny_config_dat
 def test_nested_state_bytes_by_hand():
     state = {"heads": {"w": torch.zeros(3, 4), "b": torch.zeros(3)}, "extra": [torch.zeros(2, dtype=torch.float64)]}
     assert nested_nbytes(state) == 12 * 4 + 3 * 4 + 2 * 8
+
+
+def test_peak_rss_sees_a_freed_allocation_and_reset_forgets_it():
+    start = reset_peak_rss()
+    block = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB, every page touched
+    del block
+    assert peak_rss() - start >= 60 * 2**20
+    after = reset_peak_rss()
+    assert after - start < 16 * 2**20
+    assert peak_rss() - after < 16 * 2**20

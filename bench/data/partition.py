@@ -310,6 +310,8 @@ def _read_cache(path: Path, spec: PartitionSpec, fingerprint: str) -> Partition:
         raise ValueError("cached partition was drawn for different labels")
     splits = {}
     for name in SPLIT_NAMES:
+        if f"{name}_sizes" not in payload:
+            raise ValueError("written in the older layout of one index tensor per client")
         flat, sizes = payload[name], payload[f"{name}_sizes"]
         if not isinstance(flat, torch.Tensor) or not isinstance(sizes, torch.Tensor) or len(sizes) != spec.num_clients:
             raise ValueError(f"cached {name} split does not hold the indices of {spec.num_clients} clients")
