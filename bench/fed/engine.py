@@ -20,7 +20,7 @@ from bench.fed.executors import Executor, Job, make_executor
 from bench.fed.federation import Federation, build_federation
 from bench.fed.rng import sample_clients, torch_generator
 from bench.measure.accuracy import exit_records, summarize_exits
-from bench.measure.dynamic import ExitRecords
+from bench.measure.dynamic import ClientRecords
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ class Evaluation:
     """Per-client exit records on the val and test splits after a round."""
 
     round: int
-    val: dict[int, ExitRecords]
-    test: dict[int, ExitRecords]
+    val: ClientRecords
+    test: ClientRecords
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -155,15 +155,16 @@ class Simulation:
     def evaluate(self, round: int) -> Evaluation:
         """Every client's model, per exit, on its own val and test splits (one forward pass per batch)."""
         method, state, bs = self.fed.method, self.state, self.config.eval.batch_size
-        val: dict[int, ExitRecords] = {}
-        test: dict[int, ExitRecords] = {}
-        for c in range(self.fed.num_clients):
+        clients, sizes = range(self.fed.num_clients), self.fed.partition.sizes()
+        test = ClientRecords({c: (sizes[c, 2], method.client_exits(c)) for c in clients})
+        val = ClientRecords({c: (sizes[c, 1], method.client_exits(c)) for c in clients if sizes[c, 1]})
+        for c in clients:
             data = self.fed.client_data(c)
             gen = torch_generator(self.config.seed, "evaluation", round, c)
             predict = method.eval_model(self.eval_model, c, state.server, state.clients[c], data, gen)
-            test[c] = exit_records(predict, self.fed.batches, data.test_idx, bs)
-            if data.val_idx.numel():
-                val[c] = exit_records(predict, self.fed.batches, data.val_idx, bs)
+            exit_records(predict, self.fed.batches, data.test_idx, bs, out=test[c])
+            if c in val:
+                exit_records(predict, self.fed.batches, data.val_idx, bs, out=val[c])
         m = self.fed.method.ctx.num_exits
         metrics = summarize_exits(test, m, "test")
         if val:

@@ -13,12 +13,28 @@ from bench.methods.api import Predictor
 
 
 @torch.no_grad()
-def exit_records(predict: Predictor, batches: BatchMaker, idx: torch.Tensor, batch_size: int) -> ExitRecords:
-    """Per-sample confidence and correctness at every exit the predictor returns."""
+def exit_records(predict: Predictor, batches: BatchMaker, idx: torch.Tensor, batch_size: int,
+                 out: ExitRecords | None = None) -> ExitRecords:
+    """Per-sample confidence and correctness at every exit the predictor returns.
+
+    With ``out`` (records of ``len(idx)`` samples, e.g. a client's view of a :class:`ClientRecords`) the rows are
+    written into it and it is returned.
+    """
     if isinstance(predict, torch.nn.Module):
         predict.eval()
-    parts = [ExitRecords.from_logits(predict(xb), yb) for xb, yb in batches.eval_batches(idx, batch_size)]
-    return parts[0] if len(parts) == 1 else ExitRecords.concat(parts)
+    parts = (ExitRecords.from_logits(predict(xb), yb) for xb, yb in batches.eval_batches(idx, batch_size))
+    if out is None:
+        return ExitRecords.concat(list(parts))
+    if out.num_samples != len(idx):
+        raise ValueError(f"out holds {out.num_samples} samples but {len(idx)} are evaluated")
+    start = 0
+    for part in parts:
+        if part.num_exits != out.num_exits:
+            raise ValueError(f"the predictor returned {part.num_exits} exits but out holds {out.num_exits}")
+        out.confidence[start : start + part.num_samples] = part.confidence
+        out.correct[start : start + part.num_samples] = part.correct
+        start += part.num_samples
+    return out
 
 
 def summarize_exits(per_client: Mapping[int, ExitRecords], num_exits: int, prefix: str) -> dict[str, float]:

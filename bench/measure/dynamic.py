@@ -18,7 +18,7 @@ Definitions (accuracies are fractions in [0, 1], MACs are per sample):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +89,35 @@ class ExitRecords:
         return ExitRecords(
             np.concatenate([r.confidence for r in records]), np.concatenate([r.correct for r in records])
         )
+
+
+class ClientRecords(Mapping[int, ExitRecords]):
+    """Exit records of many clients in two flat arrays allocated up front; ``records[c]`` views client ``c``'s rows.
+
+    An evaluation fills the views in place (:func:`bench.measure.accuracy.exit_records` with ``out=``), so scoring
+    thousands of clients makes no small long-lived allocation between its forward passes (each would pin a page
+    of the heap the passes use) and holds no per-client arrays.
+    """
+
+    def __init__(self, shapes: Mapping[int, tuple[int, int]]):
+        """``shapes``: client → (samples, exits)."""
+        self._index = {client: i for i, client in enumerate(shapes)}
+        self._shapes = np.array(list(shapes.values()), dtype=np.int64).reshape(-1, 2)
+        self._offsets = np.concatenate(([0], np.cumsum(self._shapes.prod(axis=1))))
+        self._confidence = np.zeros(self._offsets[-1], dtype=np.float64)
+        self._correct = np.zeros(self._offsets[-1], dtype=bool)
+
+    def __getitem__(self, client: int) -> ExitRecords:
+        i = self._index[client]
+        rows = slice(self._offsets[i], self._offsets[i + 1])
+        shape = tuple(int(d) for d in self._shapes[i])
+        return ExitRecords(self._confidence[rows].reshape(shape), self._correct[rows].reshape(shape))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 @dataclass

@@ -1,0 +1,60 @@
+"""Evaluation records: many clients' records in flat arrays, filled in place batch by batch."""
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data.batching import BatchMaker
+from bench.data.dataset import Dataset
+from bench.measure.accuracy import exit_records
+from bench.measure.dynamic import ClientRecords
+
+
+def test_client_records_views_write_through_and_keep_each_clients_shape():
+    records = ClientRecords({0: (3, 2), 5: (2, 1), 7: (0, 3)})
+    assert len(records) == 3 and list(records) == [0, 5, 7] and 5 in records and 1 not in records
+    assert records[0].confidence.shape == (3, 2) and records[5].confidence.shape == (2, 1)
+    assert records[7].num_samples == 0 and records[7].num_exits == 3
+    view = records[5]
+    view.confidence[:] = [[0.25], [0.75]]
+    view.correct[1] = True
+    assert records[5].confidence[:, 0].tolist() == [0.25, 0.75]
+    assert records[5].exit_accuracy.tolist() == [0.5]
+    assert records[0].confidence.sum() == 0  # the neighbours are untouched
+
+
+def two_exit_predictor(x: torch.Tensor) -> list[torch.Tensor]:
+    """Exit 1 always predicts class 0 with certainty; exit 2 predicts class (first pixel > 0)."""
+    n = x.shape[0]
+    first = torch.zeros(n, 2)
+    first[:, 0] = 10.0
+    second = torch.stack([torch.zeros(n), (x.reshape(n, -1)[:, 0] > 0).float() * 10.0 - 5.0], dim=1)
+    return [first, second]
+
+
+@pytest.fixture
+def batches() -> BatchMaker:
+    x = torch.zeros(10, 1, 2, 2, dtype=torch.uint8)
+    x[5:, 0, 0, 0] = 255
+    y = torch.tensor([0] * 5 + [1] * 5)
+    return BatchMaker(Dataset("toy", x, y, 2, mean=(0.0,), std=(1.0,)))
+
+
+def test_records_written_in_place_equal_the_returned_ones(batches):
+    idx = torch.arange(10)
+    expected = exit_records(two_exit_predictor, batches, idx, batch_size=3)
+    assert expected.exit_accuracy.tolist() == [0.5, 1.0]
+    records = ClientRecords({0: (10, 2), 1: (4, 2)})
+    filled = exit_records(two_exit_predictor, batches, idx, batch_size=3, out=records[0])
+    np.testing.assert_array_equal(records[0].confidence, expected.confidence)
+    np.testing.assert_array_equal(records[0].correct, expected.correct)
+    np.testing.assert_array_equal(filled.correct, expected.correct)
+    assert records[1].confidence.sum() == 0
+
+
+def test_records_that_do_not_fit_rejected(batches):
+    records = ClientRecords({0: (10, 3), 1: (4, 2)})
+    with pytest.raises(ValueError, match="the predictor returned 2 exits but out holds 3"):
+        exit_records(two_exit_predictor, batches, torch.arange(10), 4, out=records[0])
+    with pytest.raises(ValueError, match="out holds 4 samples but 10 are evaluated"):
+        exit_records(two_exit_predictor, batches, torch.arange(10), 4, out=records[1])
