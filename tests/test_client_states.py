@@ -1,6 +1,7 @@
 """Client states are held packed (one buffer per dtype and client) and read back as the same nested state."""
 
 import io
+import pickle
 
 import pytest
 import torch
@@ -51,13 +52,19 @@ def test_clients_share_one_layout_and_keep_their_own_values():
     assert_same_state(list(states)[2], sample_state(2.0))
 
 
-def test_in_place_writes_change_the_stored_state_and_stored_states_are_copies():
+def test_states_are_stored_and_read_as_copies():
     original = sample_state(1.0)
     states = ClientStates([original])
     original["heads"]["b"].zero_()
     assert states[0]["heads"]["b"].tolist() == [1.0, 2.0, 3.0]
     states[0]["heads"]["b"].add_(1.0)
-    assert states[0]["heads"]["b"].tolist() == [2.0, 3.0, 4.0]
+    assert states[0]["heads"]["b"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_read_state_pickles_to_its_own_size():
+    """Views into the packed buffer would each pickle the whole buffer (what a worker process is sent)."""
+    heads = {f"w{k}": torch.randn(10, 64) for k in range(6)}
+    assert len(pickle.dumps(ClientStates([heads])[0])) < 1.2 * len(pickle.dumps(heads))
 
 
 def test_states_read_back_save_and_load_with_weights_only():

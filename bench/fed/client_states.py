@@ -8,8 +8,9 @@ buffer per dtype (usually a single float32 one) and keeps the state's structure 
 offsets) once per distinct structure, shared by all the clients that have it. Non-tensor leaves (numbers,
 strings) are kept per client.
 
-Reading a client's state rebuilds the nested containers with tensors that are views into the client's buffers:
-writing into them in place changes the stored state, exactly as it would for the unpacked dicts.
+Reading a client's state rebuilds the nested containers with tensors copied out of the client's buffers: a state is
+changed only by storing a new one (``states[c] = state``), as the engine does with every local update's result.
+Copies, not views, because a job sent to a worker process pickles each view with its whole buffer.
 """
 
 from __future__ import annotations
@@ -56,14 +57,14 @@ def pack(state: Any) -> Packed:
 
 
 def unpack(packed: Packed) -> Any:
-    """The nested state of a :func:`pack` result; its tensors are views into the buffers."""
+    """The nested state of a :func:`pack` result, with tensors copied out of the buffers."""
     (tree, _), buffers, leaves = packed
 
     def build(node: Layout) -> Any:
         kind = node[0]
         if kind == "T":
             _, buffer, offset, shape = node
-            return buffers[buffer][offset : offset + torch.Size(shape).numel()].view(shape)
+            return buffers[buffer][offset : offset + torch.Size(shape).numel()].view(shape).clone()
         if kind == "D":
             return {key: build(child) for key, child in node[1]}
         if kind == "L":
