@@ -237,7 +237,7 @@ def measure_round(config: ExperimentConfig, repeats: int) -> tuple[float, float,
         if r:
             harness_times.append(both - executor.bare_s)
             bare_times.append(bare_s)
-    images = sum(sim.fed.client_data(c).num_train for c in range(sim.fed.num_clients)) * config.train.local_epochs
+    images = sum(sim.fed.method.ctx.client_train_sizes) * config.train.local_epochs
     return statistics.median(harness_times), statistics.median(bare_times), images
 
 

@@ -171,7 +171,7 @@ class Partition:
 
     def sizes(self) -> np.ndarray:
         """``num_clients × 3`` int64 array of train, val and test counts."""
-        return np.stack([self.split_indices(s).sizes() for s in SPLIT_NAMES], axis=1).reshape(self.num_clients, 3)
+        return np.stack([self.split_indices(s).sizes() for s in SPLIT_NAMES], axis=1)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Partition):
@@ -277,20 +277,17 @@ def dirichlet_partition(labels: torch.Tensor, num_classes: int, spec: PartitionS
     _check_feasible(spec, len(y))
     shares, share_sizes = _draw_client_shares(y, num_classes, spec)
     split_sizes = np.array([_split_counts(int(n), spec.split) for n in share_sizes], dtype=np.int64).reshape(-1, 3)
-    flat = {name: np.empty(split_sizes[:, i].sum(), dtype=np.int64) for i, name in enumerate(SPLIT_NAMES)}
-    written = dict.fromkeys(SPLIT_NAMES, 0)
-    start = 0
-    # Client by client into preallocated flat arrays: no per-client arrays outlive their client.
-    for client, share_size in enumerate(share_sizes):
-        share = shares[start : start + share_size]
-        start += share_size
+    share_starts = np.concatenate(([0], np.cumsum(share_sizes)))
+    # Allocated up front and filled client by client through the views: no per-client arrays outlive their client.
+    splits = {name: ClientIndices(torch.empty(int(split_sizes[:, i].sum()), dtype=torch.int64), split_sizes[:, i])
+              for i, name in enumerate(SPLIT_NAMES)}
+    for client in range(spec.num_clients):
+        share = shares[share_starts[client] : share_starts[client + 1]]
         shuffled = numpy_generator(spec.seed, "partition-split", client=client).permutation(share)
         train, val, _ = split_sizes[client]
         for name, part in zip(SPLIT_NAMES, np.split(shuffled, [train, train + val]), strict=True):
-            flat[name][written[name] : written[name] + len(part)] = np.sort(part)
-            written[name] += len(part)
-    return Partition(spec=spec, **{name: ClientIndices(torch.from_numpy(flat[name]), split_sizes[:, i])
-                                   for i, name in enumerate(SPLIT_NAMES)})
+            splits[name][client].copy_(torch.from_numpy(np.sort(part)))
+    return Partition(spec=spec, **splits)
 
 
 def _labels_fingerprint(labels: torch.Tensor) -> str:

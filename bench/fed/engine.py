@@ -156,8 +156,9 @@ class Simulation:
         """Every client's model, per exit, on its own val and test splits (one forward pass per batch)."""
         method, state, bs = self.fed.method, self.state, self.config.eval.batch_size
         clients, sizes = range(self.fed.num_clients), self.fed.partition.sizes()
-        test = ClientRecords({c: (sizes[c, 2], method.client_exits(c)) for c in clients})
-        val = ClientRecords({c: (sizes[c, 1], method.client_exits(c)) for c in clients if sizes[c, 1]})
+        exits = [method.client_exits(c) for c in clients]
+        test = ClientRecords({c: (sizes[c, 2], exits[c]) for c in clients})
+        val = ClientRecords({c: (sizes[c, 1], exits[c]) for c in clients if sizes[c, 1]})
         for c in clients:
             data = self.fed.client_data(c)
             gen = torch_generator(self.config.seed, "evaluation", round, c)
