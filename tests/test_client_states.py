@@ -1,4 +1,5 @@
-"""Client states are held packed (one buffer per dtype and client) and read back as the same nested state."""
+"""Client states are held packed (clients of one structure share a buffer per dtype, a row each) and read back as
+the same nested state."""
 
 import io
 import pickle
@@ -6,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from bench.fed.client_states import ClientStates, pack, unpack
+from bench.fed.client_states import ClientStates, Slab, flatten
 
 
 def sample_state(scale: float) -> dict:
@@ -32,24 +33,42 @@ def assert_same_state(got, expected) -> None:
         assert got == expected
 
 
-def test_pack_round_trip_keeps_structure_dtypes_and_values():
+def test_slab_round_trip_keeps_structure_dtypes_and_values():
     state = sample_state(2.0)
-    layout, buffers, leaves = pack(state)
-    assert [b.dtype for b in buffers] == [torch.float32, torch.int64, torch.bool]
-    assert [b.numel() for b in buffers] == [12 + 3 + 0, 1, 2]
+    layout, groups, leaves = flatten(state)
+    slab = Slab(layout)
+    assert [b.dtype for b in slab.buffers] == [torch.float32, torch.int64, torch.bool]
+    assert [b.shape[1] for b in slab.buffers] == [12 + 3 + 0, 1, 2]
     assert leaves == (0.25, "tag", None)
-    assert_same_state(unpack((layout, buffers, leaves)), state)
+    rows = [slab.take() for _ in range(5)]
+    assert rows == [0, 1, 2, 3, 4] and slab.capacity == 8
+    slab.write(3, groups)
+    assert_same_state(slab.read(3, leaves), state)
+    slab.release(1)
+    assert slab.take() == 1 and slab.take() == 5
 
 
 def test_clients_share_one_layout_and_keep_their_own_values():
     states = ClientStates(sample_state(float(c)) for c in range(3))
     assert len(states) == 3
     assert states[2]["heads"]["w"][2, 3].item() == 22.0
-    assert states._packed[0][0] is states._packed[2][0]
+    assert len(states._slabs) == 1
     states[1] = sample_state(10.0)
     assert states[1]["heads"]["w"][0, 1].item() == 10.0
     assert states[0]["heads"]["w"][0, 1].item() == 0.0
     assert_same_state(list(states)[2], sample_state(2.0))
+
+
+def test_a_client_whose_structure_changes_moves_to_another_slab_and_frees_its_row():
+    states = ClientStates([{"w": torch.ones(2)}, {"w": torch.full((2,), 2.0)}])
+    states[0] = {"w": torch.ones(3), "n": 4}
+    states[1] = {"w": torch.full((2,), 5.0)}
+    assert len(states._slabs) == 2
+    assert_same_state(states[0], {"w": torch.ones(3), "n": 4})
+    assert states[1]["w"].tolist() == [5.0, 5.0]
+    states[0] = {"w": torch.full((2,), 7.0)}
+    assert states._slots[0][1] == 0  # the row it left behind
+    assert [s["w"].tolist() for s in states] == [[7.0, 7.0], [5.0, 5.0]]
 
 
 def test_states_are_stored_and_read_as_copies():

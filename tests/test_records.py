@@ -6,8 +6,9 @@ import torch
 
 from bench.data.batching import BatchMaker
 from bench.data.dataset import Dataset
-from bench.measure.accuracy import exit_records
+from bench.measure.accuracy import EVAL_SHAPE_MULTIPLE, exit_records, padded_forward
 from bench.measure.dynamic import ClientRecords
+from bench.models import build_model
 
 
 def test_client_records_views_write_through_and_keep_each_clients_shape():
@@ -58,3 +59,28 @@ def test_records_that_do_not_fit_rejected(batches):
         exit_records(two_exit_predictor, batches, torch.arange(10), 4, out=records[0])
     with pytest.raises(ValueError, match="out holds 4 samples but 10 are evaluated"):
         exit_records(two_exit_predictor, batches, torch.arange(10), 4, out=records[1])
+
+
+def test_evaluation_batches_run_padded_to_a_few_shapes_and_give_the_unpadded_logits():
+    model = build_model("conv3", (1, 28, 28), 10).eval()
+    seen: list[int] = []
+
+    def predict(x: torch.Tensor) -> list[torch.Tensor]:
+        seen.append(x.shape[0])
+        return model(x)
+
+    x = torch.randn(13, 1, 28, 28)
+    with torch.no_grad():
+        padded, plain = padded_forward(predict, x), model(x)
+    assert EVAL_SHAPE_MULTIPLE == 8 and seen == [16]
+    assert [z.shape for z in padded] == [z.shape for z in plain] == [torch.Size([13, 10])] * 3
+    for got, expected in zip(padded, plain, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        padded_forward(predict, x[:8])
+    assert seen[-1] == 8  # a multiple already: no padding
+
+
+def test_a_predictor_that_drops_rows_is_reported():
+    with pytest.raises(ValueError, match=r"returned \(5, 2\) logits at exit 1 for a batch of 8 inputs"):
+        padded_forward(lambda x: [torch.zeros(5, 2)], torch.zeros(3, 4))

@@ -1,14 +1,15 @@
-"""Every client's personal state, held packed: one flat buffer per dtype and client, the structure shared.
+"""Every client's personal state, held packed: clients whose states share a structure share one buffer per dtype.
 
 A federation keeps each client's personal state from one round to the next. Held as nested dicts of small
 tensors, every tensor costs a few hundred bytes of bookkeeping (Python object, tensor and storage headers,
 aligned allocation) on top of its data; for personal heads of a few kilobytes that overhead is over a third of
-the data, multiplied by thousands of clients. :class:`ClientStates` copies each client's tensors into one flat
-buffer per dtype (usually a single float32 one) and keeps the state's structure (container kinds, keys, shapes,
-offsets) once per distinct structure, shared by all the clients that have it. Non-tensor leaves (numbers,
-strings) are kept per client.
+the data, multiplied by thousands of clients. :class:`ClientStates` keeps the state's structure (container kinds,
+keys, shapes, offsets) once per distinct structure, and the tensors of all clients with that structure in one
+2-D buffer per dtype (usually a single float32 one), a row per client. Storing a client's new state of the same
+structure copies it into the client's row: no allocation. Non-tensor leaves (numbers, strings) are kept per
+client.
 
-Reading a client's state rebuilds the nested containers with tensors copied out of the client's buffers: a state is
+Reading a client's state rebuilds the nested containers with tensors copied out of the client's row: a state is
 changed only by storing a new one (``states[c] = state``), as the engine does with every local update's result.
 Copies, not views, because a job sent to a worker process pickles each view with its whole buffer.
 """
@@ -20,15 +21,15 @@ from typing import Any
 
 import torch
 
-# A layout is (tree, dtypes): the tree is a nested tuple — ("T", buffer, offset, shape) for a tensor stored in the
-# buffer of dtype ``dtypes[buffer]``, ("V", i) for the client's i-th non-tensor leaf, ("D", ((key, tree), ...))
-# for a dict, ("L", (tree, ...)) for a list and ("U", (tree, ...)) for a tuple.
+# A layout is (tree, dtypes, widths): the tree is a nested tuple — ("T", buffer, offset, shape) for a tensor
+# stored in the buffer of dtype ``dtypes[buffer]`` (``widths[buffer]`` elements per client), ("V", i) for the
+# client's i-th non-tensor leaf, ("D", ((key, tree), ...)) for a dict, ("L", (tree, ...)) for a list and
+# ("U", (tree, ...)) for a tuple.
 Layout = tuple
-Packed = tuple[Layout, tuple[torch.Tensor, ...], tuple]
 
 
-def pack(state: Any) -> Packed:
-    """``state`` as (layout, one flat buffer per dtype, non-tensor leaves)."""
+def flatten(state: Any) -> tuple[Layout, list[list[torch.Tensor]], tuple]:
+    """``state`` as (layout, its tensors flattened to 1-D grouped by dtype in layout order, non-tensor leaves)."""
     groups: dict[torch.dtype, list[torch.Tensor]] = {}
     sizes: dict[torch.dtype, int] = {}
     leaves: list[Any] = []
@@ -52,51 +53,97 @@ def pack(state: Any) -> Packed:
         return ("V", len(leaves) - 1)
 
     tree = walk(state)
-    buffers = tuple(torch.cat(group) for group in groups.values())
-    return (tree, tuple(groups)), buffers, tuple(leaves)
+    return (tree, tuple(groups), tuple(sizes[d] for d in groups)), list(groups.values()), tuple(leaves)
 
 
-def unpack(packed: Packed) -> Any:
-    """The nested state of a :func:`pack` result, with tensors copied out of the buffers."""
-    (tree, _), buffers, leaves = packed
+def rebuild(tree: Layout, rows: tuple[torch.Tensor, ...], leaves: tuple) -> Any:
+    """The nested state of a layout's ``tree``, its tensors copied out of ``rows`` (one 1-D tensor per dtype)."""
+    kind = tree[0]
+    if kind == "T":
+        _, buffer, offset, shape = tree
+        return rows[buffer][offset : offset + torch.Size(shape).numel()].view(shape).clone()
+    if kind == "D":
+        return {key: rebuild(child, rows, leaves) for key, child in tree[1]}
+    if kind == "L":
+        return [rebuild(child, rows, leaves) for child in tree[1]]
+    if kind == "U":
+        return tuple(rebuild(child, rows, leaves) for child in tree[1])
+    return leaves[tree[1]]
 
-    def build(node: Layout) -> Any:
-        kind = node[0]
-        if kind == "T":
-            _, buffer, offset, shape = node
-            return buffers[buffer][offset : offset + torch.Size(shape).numel()].view(shape).clone()
-        if kind == "D":
-            return {key: build(child) for key, child in node[1]}
-        if kind == "L":
-            return [build(child) for child in node[1]]
-        if kind == "U":
-            return tuple(build(child) for child in node[1])
-        return leaves[node[1]]
 
-    return build(tree)
+class Slab:
+    """The tensors of every client whose state has one layout: a ``rows × width`` buffer per dtype, a row each.
+
+    Rows are handed out by :meth:`take` (the buffers double when full) and handed back by :meth:`release`.
+    """
+
+    def __init__(self, layout: Layout):
+        _, dtypes, widths = layout
+        self.layout = layout
+        self.buffers = tuple(torch.empty(0, width, dtype=dtype) for dtype, width in zip(dtypes, widths, strict=True))
+        self.free: list[int] = []
+        self.used = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.buffers[0].shape[0] if self.buffers else 1 << 62
+
+    def take(self) -> int:
+        if self.free:
+            return self.free.pop()
+        if self.used == self.capacity:
+            grown = max(4, 2 * self.capacity)
+            self.buffers = tuple(torch.cat([b, b.new_empty(grown - len(b), b.shape[1])]) for b in self.buffers)
+        self.used += 1
+        return self.used - 1
+
+    def release(self, row: int) -> None:
+        self.free.append(row)
+
+    def write(self, row: int, groups: list[list[torch.Tensor]]) -> None:
+        for buffer, group in zip(self.buffers, groups, strict=True):
+            torch.cat(group, out=buffer[row])
+
+    def read(self, row: int, leaves: tuple) -> Any:
+        return rebuild(self.layout[0], tuple(buffer[row] for buffer in self.buffers), leaves)
 
 
 class ClientStates:
     """The personal states of all clients, packed; indexing returns (``[c] = state`` stores) a nested state."""
 
     def __init__(self, states: Iterable[Any]):
-        self._layouts: dict[Layout, Layout] = {}
-        self._packed: list[Packed] = []
+        self._slabs: dict[Layout, Slab] = {}
+        self._slots: list[tuple[Slab, int]] = []
+        self._leaves: list[tuple] = []
         for state in states:
-            self._packed.append(self._intern(pack(state)))
+            layout, groups, leaves = flatten(state)
+            self._slots.append(self._place(layout, groups))
+            self._leaves.append(leaves)
 
-    def _intern(self, packed: Packed) -> Packed:
-        layout, buffer, leaves = packed
-        return self._layouts.setdefault(layout, layout), buffer, leaves
+    def _place(self, layout: Layout, groups: list[list[torch.Tensor]]) -> tuple[Slab, int]:
+        """Write a state's tensors into a free row of its layout's slab."""
+        slab = self._slabs.get(layout)
+        if slab is None:
+            slab = self._slabs[layout] = Slab(layout)
+        row = slab.take()
+        slab.write(row, groups)
+        return slab, row
 
     def __len__(self) -> int:
-        return len(self._packed)
+        return len(self._slots)
 
     def __getitem__(self, client: int) -> Any:
-        return unpack(self._packed[client])
+        slab, row = self._slots[client]
+        return slab.read(row, self._leaves[client])
 
     def __setitem__(self, client: int, state: Any) -> None:
-        self._packed[client] = self._intern(pack(state))
+        slab, row = self._slots[client]
+        layout, groups, self._leaves[client] = flatten(state)
+        if layout == slab.layout:
+            slab.write(row, groups)
+        else:
+            slab.release(row)
+            self._slots[client] = self._place(layout, groups)
 
     def __iter__(self) -> Iterator[Any]:
-        return (unpack(p) for p in self._packed)
+        return (self[c] for c in range(len(self)))

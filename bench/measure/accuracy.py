@@ -11,18 +11,44 @@ from bench.data.batching import BatchMaker
 from bench.measure.dynamic import ExitRecords
 from bench.methods.api import Predictor
 
+# Evaluation batches are padded to a multiple of this many rows. Every new input shape makes the CPU kernels
+# (oneDNN) build and cache code for it, about 200 KB for a small CNN; clients' val and test splits have as many
+# sizes as clients have different sample counts, so unpadded, that cache grew with the number of clients.
+EVAL_SHAPE_MULTIPLE = 8
+
+
+def padded_forward(predict: Predictor, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every exit's logits of the batch ``x``, computed on ``x`` padded with zero rows to a multiple of
+    :data:`EVAL_SHAPE_MULTIPLE` rows; the padding rows are dropped from the result.
+
+    Predictors score every sample on its own (models in eval mode), so the padding changes no real row's logits
+    beyond floating-point rounding.
+    """
+    n = x.shape[0]
+    padding = -n % EVAL_SHAPE_MULTIPLE
+    if padding:
+        x = torch.cat([x, x.new_zeros((padding, *x.shape[1:]))])
+    logits = predict(x)
+    for k, exit_logits in enumerate(logits):
+        if exit_logits.dim() < 1 or exit_logits.shape[0] != x.shape[0]:
+            raise ValueError(f"the predictor returned {tuple(exit_logits.shape)} logits at exit {k + 1} for a "
+                             f"batch of {x.shape[0]} inputs; it must return one row per input")
+    return [exit_logits[:n] for exit_logits in logits]
+
 
 @torch.no_grad()
 def exit_records(predict: Predictor, batches: BatchMaker, idx: torch.Tensor, batch_size: int,
                  out: ExitRecords | None = None) -> ExitRecords:
-    """Per-sample confidence and correctness at every exit the predictor returns.
+    """Per-sample confidence and correctness at every exit the predictor returns (batches run through
+    :func:`padded_forward`).
 
     With ``out`` (records of ``len(idx)`` samples, e.g. a client's view of a :class:`ClientRecords`) the rows are
     written into it and it is returned.
     """
     if isinstance(predict, torch.nn.Module):
         predict.eval()
-    parts = (ExitRecords.from_logits(predict(xb), yb) for xb, yb in batches.eval_batches(idx, batch_size))
+    parts = (ExitRecords.from_logits(padded_forward(predict, xb), yb)
+             for xb, yb in batches.eval_batches(idx, batch_size))
     if out is None:
         return ExitRecords.concat(list(parts))
     if out.num_samples != len(idx):

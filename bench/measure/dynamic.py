@@ -32,11 +32,12 @@ DEFAULT_THRESHOLDS: tuple[float, ...] = (*(round(i / 100, 2) for i in range(101)
 class ExitRecords:
     """Per-sample confidence and correctness at every exit, from one forward pass over a set of samples."""
 
-    confidence: np.ndarray  # N × m, maximum softmax probability per exit
+    confidence: np.ndarray  # N × m, maximum softmax probability per exit (float32 from logits; float64 kept)
     correct: np.ndarray  # N × m bool, prediction (argmax) equals the label
 
     def __post_init__(self) -> None:
-        self.confidence = np.asarray(self.confidence, dtype=np.float64)
+        confidence = np.asarray(self.confidence)
+        self.confidence = confidence.astype(np.result_type(confidence, np.float32), copy=False)
         self.correct = np.asarray(self.correct, dtype=bool)
         if self.confidence.ndim != 2 or self.confidence.shape[1] < 1:
             raise ValueError(f"confidence must be an N×m array (m ≥ 1 exits), not {self.confidence.shape}")
@@ -65,7 +66,7 @@ class ExitRecords:
         if not logits:
             raise ValueError("logits is empty: pass one N×classes tensor per exit")
         labels = labels.detach().cpu()
-        confidence = np.empty((labels.shape[0], len(logits)), dtype=np.float64)
+        confidence = np.empty((labels.shape[0], len(logits)), dtype=np.float32)
         correct = np.empty((labels.shape[0], len(logits)), dtype=bool)
         for k, exit_logits in enumerate(logits):
             if exit_logits.dim() != 2 or exit_logits.shape[0] != labels.shape[0]:
@@ -104,7 +105,7 @@ class ClientRecords(Mapping[int, ExitRecords]):
         self._index = {client: i for i, client in enumerate(shapes)}
         self._shapes = np.array(list(shapes.values()), dtype=np.int64).reshape(-1, 2)
         self._offsets = np.concatenate(([0], np.cumsum(self._shapes.prod(axis=1))))
-        self._confidence = np.zeros(self._offsets[-1], dtype=np.float64)
+        self._confidence = np.zeros(self._offsets[-1], dtype=np.float32)
         self._correct = np.zeros(self._offsets[-1], dtype=bool)
 
     def __getitem__(self, client: int) -> ExitRecords:

@@ -31,6 +31,8 @@ from bench.fed.tensor_ops import TensorDict, state_nbytes
 from bench.models.base import EarlyExitNet
 
 FAMILIES = ("ours", "pfl", "fee", "base")
+# Inputs → every exit's logits (one row per input). Each row must depend on its own input only: evaluation
+# pads its batches with zero rows (bench.measure.accuracy.padded_forward).
 Predictor = Callable[[torch.Tensor], list[torch.Tensor]]
 LossFn = Callable[[EarlyExitNet, torch.Tensor, torch.Tensor], torch.Tensor]
 
