@@ -6,8 +6,9 @@
   target ≤ 1.05;
 * **evaluation** — one forward pass per client plus a 100-threshold dynamic-inference sweep, against the same with
   one threshold — target ≤ 1.05;
-* **memory** — peak RSS growth from 100 to 1,000 clients of ``fedper``, per client, against the bytes of one client's
-  personal state — target ≤ 1.5 (each size measured in fresh subprocesses; see :func:`memory_probe`);
+* **memory** — RSS growth from 100 to 1,000 clients of ``fedper``, per client, against the bytes of one client's
+  personal state — target ≤ 1.5 — for both the peak during the run and what is held after it (each size measured in
+  fresh subprocesses; see :func:`memory_probe` and :func:`measure_memory`);
 * **throughput** — training images per second of the harness and of the bare loop.
 
 Every figure is the median of ``repeats`` measurements.
@@ -19,6 +20,7 @@ import ctypes
 import dataclasses
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -46,6 +48,7 @@ from bench.methods.api import LocalResult, load_state
 
 MEMORY_SAMPLES_PER_CLIENT = 70
 MEMORY_TRAINED_CLIENTS = 10
+MEMORY_BATCH_SIZE = 8  # every client has more training samples: the same largest batch at every size
 ROUND_CONFIG = ["data.dataset=fmnist", "data.clients=10", "data.alpha=0.3", "model.name=conv3",
                 "method.name=fedavg", "train.local_epochs=1", "train.batch_size=64", "train.rounds=1000",
                 "eval.every=1000"]
@@ -55,10 +58,15 @@ ROUND_CONFIG = ["data.dataset=fmnist", "data.clients=10", "data.alpha=0.3", "mod
 class MemoryFigures:
     """Bytes per client from ``small`` to ``large`` clients (medians of the repeated probes)."""
 
-    held_per_client: float
-    peak_per_client: float
+    held_per_client: float  # RSS still held after the run, free heap handed back
+    peak_per_client: float  # peak RSS during the run, with glibc's mmap threshold fixed (see measure_memory)
     peak_spread: float  # max - min of the per-size peak growths, per client: the peak's noise
     personal_state: int
+
+    @property
+    def ratio(self) -> float:
+        """The larger of the held and peak growth per client, against one client's personal state."""
+        return max(self.held_per_client, self.peak_per_client) / self.personal_state
 
 
 def warm_up(config: ExperimentConfig, dataset: Dataset) -> None:
@@ -129,7 +137,7 @@ class PerfReport:
     eval_1_s: float
     eval_ratio: float
     memory: MemoryFigures | None
-    memory_ratio: float | None  # RSS held per client against the personal state
+    memory_ratio: float | None  # MemoryFigures.ratio
 
     def lines(self) -> list[str]:
         out = [
@@ -142,10 +150,10 @@ class PerfReport:
         ]
         if self.memory is not None:
             m = self.memory
-            out.append(f"memory           {self.memory_ratio:.2f}  ({m.held_per_client:,.0f} B of RSS held per client "
-                       f"vs {m.personal_state:,} B of personal state; target <= 1.5)")
-            out.append(f"                 peak RSS growth {m.peak_per_client:,.0f} B per client (noise between "
-                       f"identical runs: {m.peak_spread:,.0f} B per client)")
+            out.append(f"memory           {self.memory_ratio:.2f}  (per client: {m.held_per_client:,.0f} B of RSS held "
+                       f"after the run, {m.peak_per_client:,.0f} B of peak RSS growth")
+            out.append(f"                 (noise between identical runs {m.peak_spread:,.0f} B), against "
+                       f"{m.personal_state:,} B of personal state; target <= 1.5)")
         return out
 
 
@@ -266,10 +274,11 @@ def memory_probe(clients: int, method: str) -> dict[str, float]:
     """RSS growth of a one-round run of ``clients`` clients (run in a fresh interpreter by :func:`measure_memory`).
 
     Every client holds :data:`MEMORY_SAMPLES_PER_CLIENT` Fashion-MNIST samples and :data:`MEMORY_TRAINED_CLIENTS`
-    of them train, whatever ``clients`` is, so the batches (and their transient memory) are the same at every
-    size and the growth between sizes is what the harness keeps per client: partition indices, personal state,
-    evaluation records. Growth counts from the memory held once the dataset is loaded and the kernels are
-    warmed up by one training step and one evaluation batch (one-off costs that do not depend on ``clients``).
+    of them train in batches of :data:`MEMORY_BATCH_SIZE`, whatever ``clients`` is, so the largest batch (and its
+    transient memory) is the same at every size and the growth between sizes is what the harness keeps per client:
+    partition indices, personal state, evaluation records. Growth counts from the memory held once the dataset is
+    loaded and the kernels are warmed up by one training step and one evaluation batch (one-off costs that do not
+    depend on ``clients``).
     Two growths: the peak during the run, and what the process still holds after it, free heap handed back.
     """
     dataset = load_dataset("fmnist")
@@ -281,7 +290,8 @@ def memory_probe(clients: int, method: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as cache_dir:
         config = load_config("demo", ["data.dataset=fmnist", f"data.clients={clients}", "data.alpha=1.0",
                                       "data.min_samples=20", f"method.name={method}", "model.name=conv3",
-                                      "train.rounds=1", f"train.participation={MEMORY_TRAINED_CLIENTS / clients}",
+                                      f"train.batch_size={MEMORY_BATCH_SIZE}", "train.rounds=1",
+                                      f"train.participation={MEMORY_TRAINED_CLIENTS / clients}",
                                       f"run.cache_dir={cache_dir}"])
         warm_up(config, dataset)
         start = reset_peak_rss()
@@ -292,26 +302,42 @@ def memory_probe(clients: int, method: str) -> dict[str, float]:
                 "personal_bytes": nested_nbytes(sim.state.clients[0])}
 
 
+# glibc's malloc keeps freed heap for reuse, up to a threshold it raises (to tens of MB) as large blocks come and go,
+# so how much free heap counts in the peak RSS varies by megabytes between identical runs. A fixed mmap threshold
+# (which also fixes the trim threshold) maps every block of 128 KiB or more on its own and unmaps it when freed.
+FIXED_MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
 def measure_memory(method: str, repeats: int, small: int = 100, large: int = 1000) -> MemoryFigures:
-    """Per-client RSS growth from ``small`` to ``large`` clients (``repeats`` fresh interpreters per size,
-    alternating sizes) and the bytes of one client's personal state."""
-    results: dict[int, list[dict[str, float]]] = {small: [], large: []}
+    """Per-client RSS growth from ``small`` to ``large`` clients and the bytes of one client's personal state.
+
+    Every repeat runs :func:`memory_probe` at each size in fresh interpreters twice: with the default allocator for
+    the RSS held after the run, and with :data:`FIXED_MMAP_THRESHOLD` for the peak RSS, which otherwise varies with
+    the free heap glibc happens to keep.
+    """
+    held: dict[int, list[dict[str, float]]] = {small: [], large: []}
+    peak: dict[int, list[dict[str, float]]] = {small: [], large: []}
     for _ in range(repeats):
         for n in (small, large):
-            code = f"import json; from bench.perf import memory_probe; print(json.dumps(memory_probe({n}, {method!r})))"
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-            if proc.returncode:
-                raise RuntimeError(f"memory probe with {n} clients failed:\n{proc.stderr.strip()[-2000:]}")
-            results[n].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            held[n].append(_run_probe(n, method, {}))
+            peak[n].append(_run_probe(n, method, FIXED_MMAP_THRESHOLD))
 
-    def per_client(key: str) -> float:
+    def per_client(results: dict[int, list[dict[str, float]]], key: str) -> float:
         medians = [statistics.median(r[key] for r in results[n]) for n in (small, large)]
         return (medians[1] - medians[0]) / (large - small)
 
-    spread = max(max(r["peak_rss_growth"] for r in results[n]) - min(r["peak_rss_growth"] for r in results[n])
+    spread = max(max(r["peak_rss_growth"] for r in peak[n]) - min(r["peak_rss_growth"] for r in peak[n])
                  for n in (small, large)) / (large - small)
-    return MemoryFigures(per_client("held_rss_growth"), per_client("peak_rss_growth"), spread,
-                         int(results[small][0]["personal_bytes"]))
+    return MemoryFigures(per_client(held, "held_rss_growth"), per_client(peak, "peak_rss_growth"), spread,
+                         int(held[small][0]["personal_bytes"]))
+
+
+def _run_probe(clients: int, method: str, env: dict[str, str]) -> dict[str, float]:
+    code = f"import json; from bench.perf import memory_probe; print(json.dumps(memory_probe({clients}, {method!r})))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env})
+    if proc.returncode:
+        raise RuntimeError(f"memory probe with {clients} clients failed:\n{proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def run_perf(repeats: int = 3, memory: bool = True, memory_method: str = "fedper") -> PerfReport:
@@ -320,7 +346,7 @@ def run_perf(repeats: int = 3, memory: bool = True, memory_method: str = "fedper
     harness, bare, images = measure_round(config, repeats)
     eval_100, eval_1 = measure_evaluation(config, repeats)
     figures = measure_memory(memory_method, repeats) if memory else None
-    ratio = figures.held_per_client / figures.personal_state if figures else None
+    ratio = figures.ratio if figures else None
     return PerfReport(harness, bare, harness / bare, images / harness, images / bare, eval_100, eval_1,
                       eval_100 / eval_1, figures, ratio)
 

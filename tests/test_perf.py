@@ -1,11 +1,22 @@
 """The perf benchmark compares like with like: its bare loop does the harness's SGD steps (no timing here)."""
 
+import os
+import subprocess
+import sys
+
 import torch
 
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.executors import SerialExecutor
-from bench.perf import BareLoop, SideBySideExecutor, nested_nbytes, peak_rss, reset_peak_rss
+from bench.perf import (
+    FIXED_MMAP_THRESHOLD,
+    BareLoop,
+    SideBySideExecutor,
+    nested_nbytes,
+    peak_rss,
+    reset_peak_rss,
+)
 
 
 def assert_same_weights(bare: BareLoop, sim: Simulation) -> None:
@@ -48,3 +59,28 @@ def test_peak_rss_sees_a_freed_allocation_and_reset_forgets_it():
     after = reset_peak_rss()
     assert after - start < 16 * 2**20
     assert peak_rss() - after < 16 * 2**20
+
+
+FREED_HEAP_PROBE = """
+import torch
+from bench.perf import _proc_status
+start = _proc_status("VmRSS")
+pins = []
+for _ in range(48):
+    block = torch.ones(2**20, dtype=torch.uint8)  # 1 MiB, touched
+    pins.append(torch.ones(16))  # a small live block after it keeps the heap from shrinking
+    del block
+print(_proc_status("VmRSS") - start)
+"""
+
+
+def test_a_fixed_mmap_threshold_returns_freed_blocks_that_the_default_heap_keeps():
+    """Why the probe's peak RSS runs with FIXED_MMAP_THRESHOLD: free heap no longer counts in it."""
+
+    def growth(env: dict[str, str]) -> int:
+        proc = subprocess.run([sys.executable, "-c", FREED_HEAP_PROBE], capture_output=True, text=True, check=True,
+                              env={**os.environ, **env})
+        return int(proc.stdout.split()[-1])
+
+    assert growth({}) > 24 * 2**20
+    assert growth(FIXED_MMAP_THRESHOLD) < 8 * 2**20
