@@ -40,10 +40,13 @@ def test_slab_round_trip_keeps_structure_dtypes_and_values():
     assert [b.dtype for b in slab.buffers] == [torch.float32, torch.int64, torch.bool]
     assert [b.shape[1] for b in slab.buffers] == [12 + 3 + 0, 1, 2]
     assert leaves == (0.25, "tag", None)
-    rows = [slab.take() for _ in range(5)]
-    assert rows == [0, 1, 2, 3, 4] and slab.capacity == 8
-    slab.write(3, groups)
-    assert_same_state(slab.read(3, leaves), state)
+    assert slab.take() == 0
+    slab.write(0, groups)
+    rows = [slab.take() for _ in range(4)]
+    assert rows == [1, 2, 3, 4] and slab.capacity == 8  # grown from 4 rows on the fifth
+    slab.write(3, flatten(sample_state(3.0))[1])
+    assert_same_state(slab.read(0, leaves), state)  # kept through the growth
+    assert_same_state(slab.read(3, leaves), sample_state(3.0))
     slab.release(1)
     assert slab.take() == 1 and slab.take() == 5
 

@@ -92,10 +92,17 @@ class Slab:
         if self.free:
             return self.free.pop()
         if self.used == self.capacity:
-            grown = max(4, 2 * self.capacity)
-            self.buffers = tuple(torch.cat([b, b.new_empty(grown - len(b), b.shape[1])]) for b in self.buffers)
+            self.buffers = tuple(self._grown(b) for b in self.buffers)
         self.used += 1
         return self.used - 1
+
+    @staticmethod
+    def _grown(buffer: torch.Tensor) -> torch.Tensor:
+        """``buffer`` with twice the rows (at least 4); the new rows are left unwritten, so the pages of a large
+        buffer that no client uses yet are not resident."""
+        grown = buffer.new_empty(max(4, 2 * len(buffer)), buffer.shape[1])
+        grown[: len(buffer)] = buffer
+        return grown
 
     def release(self, row: int) -> None:
         self.free.append(row)
