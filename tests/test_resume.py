@@ -1,4 +1,5 @@
-"""Checkpoint and resume: a SIGKILLed run continues to exactly the metrics of an uninterrupted one."""
+"""Checkpoint and resume: a SIGKILLed run continues to exactly the metrics of an uninterrupted one; a SIGTERMed
+one is marked KILLED and resumes the same way."""
 
 import os
 import subprocess
@@ -26,6 +27,24 @@ KILLER = textwrap.dedent('''
                 os.kill(os.getpid(), signal.SIGKILL)
 
     run_experiment(validate_config(yaml.safe_load(open(sys.argv[1]))), [KillAt()])
+''')
+
+
+TERMINATED_CLI = textwrap.dedent('''
+    import os, signal, sys
+    from bench.cli import main
+    from bench.fed.engine import Simulation
+
+    run_round = Simulation.run_round
+
+    def run_round_then_term(self, executor, round):
+        metrics = run_round(self, executor, round)
+        if round + 1 == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return metrics
+
+    Simulation.run_round = run_round_then_term
+    sys.exit(main(["run", sys.argv[1]]))
 ''')
 
 
@@ -85,3 +104,19 @@ def test_resume_without_checkpoints_says_why(tracking_uri, tmp_path, resumable):
     run_id = killed_run(tmp_path, data, kill_round=2)
     with pytest.raises(CheckpointError, match="no checkpoint in .*checkpoint_every 0"):
         resume_experiment(run_id)
+
+
+def test_sigtermed_cli_run_is_marked_killed_and_resumes_to_identical_metrics(tracking_uri, tmp_path, resumable):
+    reference = run_experiment(validate_config(resumable))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(apply_overrides(resumable, ["run.experiment=terminated"])))
+    proc = subprocess.run([sys.executable, "-c", TERMINATED_CLI, str(path), "3"], env=os.environ.copy(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 143, proc.stderr
+    assert "terminated by SIGTERM" in proc.stderr
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("terminated").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["error"] == "terminated by SIGTERM"
+    resume_experiment(run.info.run_id)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert final_metrics(client, run.info.run_id) == final_metrics(client, reference.run_id)

@@ -6,11 +6,24 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from bench.config import ConfigError
 
 COMMANDS = ("run", "methods", "partition", "flops", "ui", "demo", "perf", "sweep", "tune", "report", "reproduce")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler ending the job) raised as an interrupt: the MLflow run it stops is marked
+    KILLED, not left RUNNING, and resumes from its last checkpoint like one stopped with Ctrl-C."""
+
+
+def raise_on_sigterm() -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated("terminated by SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    raise_on_sigterm()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -34,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cafebench {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(str(exc) or "interrupted", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,6 @@ class MlflowTracker(Callback):
         self.set_tags({"error": reason[:5000]})
         self.client.set_terminated(self.run_id, "FAILED")
 
-    def kill(self) -> None:
-        self.set_tags({"error": "interrupted by the user"})
+    def kill(self, reason: str) -> None:
+        self.set_tags({"error": reason})
         self.client.set_terminated(self.run_id, "KILLED")

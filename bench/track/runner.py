@@ -54,8 +54,8 @@ def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = 
             sim.state = RunState.from_checkpoint(load_latest_checkpoint(directory, config.content_hash()))
             log.info("resuming run %s at round %d", resume_run_id, sim.state.next_round + 1)
         evaluation = sim.run()
-    except KeyboardInterrupt:
-        tracker.kill()
+    except KeyboardInterrupt as exc:
+        tracker.kill(str(exc) or "interrupted by the user")
         raise
     except BaseException as exc:
         tracker.fail(f"{type(exc).__name__}: {exc}")
