@@ -48,7 +48,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.config import ConfigError, ExperimentConfig, parse_overrides, read_source, set_dotted, validate_config
 from bench.track.mlflow_tracker import get_or_create_experiment, tracking_uri
-from bench.track.runner import run_experiment
+from bench.track.runner import raise_on_sigterm, run_experiment
 
 log = logging.getLogger(__name__)
 SWEEP_KEYS = ("base", "experiment", "set", "grid", "runs")
@@ -294,7 +294,8 @@ class ProcessPoolLauncher:
         self.pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        # SIGTERM to the process group (a batch scheduler ending the job) marks the workers' runs KILLED
+        return cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=raise_on_sigterm)
 
     def submit(self, config_data: dict[str, Any], tags: dict[str, str]) -> cf.Future:
         try:

@@ -10,20 +10,9 @@ import signal
 import sys
 
 from bench.config import ConfigError
+from bench.track.runner import Terminated, raise_on_sigterm
 
 COMMANDS = ("run", "methods", "partition", "flops", "ui", "demo", "perf", "sweep", "tune", "report", "reproduce")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a batch scheduler ending the job) raised as an interrupt: the MLflow run it stops is marked
-    KILLED, not left RUNNING, and resumes from its last checkpoint like one stopped with Ctrl-C."""
-
-
-def raise_on_sigterm() -> None:
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated("terminated by SIGTERM")
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
