@@ -19,7 +19,9 @@ validated against its own method. Points that give the same config (same content
 
 Every config is validated when the sweep is loaded, so a bad key fails before any run starts. A run whose
 config hash already has a FINISHED run in the sweep's experiment is skipped: running an interrupted sweep
-again finishes it. A failed run is reported with its reason and the others go on.
+again finishes it. A run interrupted by Ctrl-C or SIGTERM (status KILLED) continues from its last checkpoint as
+the same MLflow run; one killed outright (left RUNNING) or stopped before its first checkpoint starts again as a new
+run. A failed run is reported with its reason and the others go on.
 
 Runs log to the first config's tracking URI (a relative ``sqlite:///`` path is made absolute). On a Ray
 cluster of several machines, use a tracking server or database URL that every node reaches.
@@ -47,8 +49,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.config import ConfigError, ExperimentConfig, parse_overrides, read_source, set_dotted, validate_config
+from bench.track.checkpoint import list_checkpoints
 from bench.track.mlflow_tracker import get_or_create_experiment, tracking_uri
-from bench.track.runner import raise_on_sigterm, run_experiment
+from bench.track.runner import CHECKPOINT_TAG, raise_on_sigterm, run_experiment
 
 log = logging.getLogger(__name__)
 SWEEP_KEYS = ("base", "experiment", "set", "grid", "runs")
@@ -243,33 +246,48 @@ def absolute_tracking_uri(uri: str) -> str:
     return uri
 
 
-def finished_runs(uri: str, experiment: str) -> dict[str, str]:
-    """Config hash -> run id of the FINISHED runs of an experiment (creating the experiment if missing)."""
+@dataclass
+class PriorRuns:
+    """Config hash -> run id of an experiment's earlier runs that a sweep does not start again."""
+
+    finished: dict[str, str]  # skipped
+    killed: dict[str, str]  # interrupted (Ctrl-C, SIGTERM) with a checkpoint to resume from
+
+
+def prior_runs(uri: str, experiment: str) -> PriorRuns:
+    """The FINISHED runs and the resumable KILLED runs (newest first) of an experiment, creating it if missing."""
     client = MlflowClient(tracking_uri=uri)
     experiment_id = get_or_create_experiment(client, experiment)
-    found: dict[str, str] = {}
+    prior = PriorRuns({}, {})
     token = None
     while True:
-        page = client.search_runs([experiment_id], "attributes.status = 'FINISHED'", max_results=1000,
+        page = client.search_runs([experiment_id], "attributes.status != 'RUNNING'", max_results=1000,
                                   page_token=token)
         for run in page:
-            found.setdefault(run.data.tags.get("config_hash", ""), run.info.run_id)
+            digest, status = run.data.tags.get("config_hash", ""), run.info.status
+            checkpoints = run.data.tags.get(CHECKPOINT_TAG)
+            if status == "FINISHED":
+                prior.finished.setdefault(digest, run.info.run_id)
+            elif status == "KILLED" and checkpoints and list_checkpoints(Path(checkpoints)):
+                prior.killed.setdefault(digest, run.info.run_id)
         token = page.token
         if not token:
-            return found
+            return prior
 
 
-def run_config(config_data: dict[str, Any], tags: dict[str, str]) -> tuple[str | None, str | None]:
-    """Run one experiment in this process: ``(run_id, None)``, or ``(None, reason)`` if it failed."""
+def run_config(config_data: dict[str, Any], tags: dict[str, str],
+               resume_run_id: str | None = None) -> tuple[str | None, str | None]:
+    """Run one experiment (or resume the run ``resume_run_id`` of the same config) in this process:
+    ``(run_id, None)``, or ``(None, reason)`` if it failed."""
     try:
-        return run_experiment(validate_config(config_data), tags=tags).run_id, None
+        return run_experiment(validate_config(config_data), tags=tags, resume_run_id=resume_run_id).run_id, None
     except Exception as exc:
         log.debug("run failed", exc_info=True)
         return None, f"{type(exc).__name__}: {exc}"
 
 
 class Launcher(Protocol):
-    def submit(self, config_data: dict[str, Any], tags: dict[str, str]) -> cf.Future: ...
+    def submit(self, config_data: dict[str, Any], tags: dict[str, str], resume_run_id: str | None) -> cf.Future: ...
 
     def close(self) -> None: ...
 
@@ -277,9 +295,9 @@ class Launcher(Protocol):
 class InProcessLauncher:
     """One run at a time in this process (``workers=1``): the simplest to debug."""
 
-    def submit(self, config_data: dict[str, Any], tags: dict[str, str]) -> cf.Future:
+    def submit(self, config_data: dict[str, Any], tags: dict[str, str], resume_run_id: str | None) -> cf.Future:
         future: cf.Future = cf.Future()
-        future.set_result(run_config(config_data, tags))
+        future.set_result(run_config(config_data, tags, resume_run_id))
         return future
 
     def close(self) -> None:
@@ -297,13 +315,13 @@ class ProcessPoolLauncher:
         # SIGTERM to the process group (a batch scheduler ending the job) marks the workers' runs KILLED
         return cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=raise_on_sigterm)
 
-    def submit(self, config_data: dict[str, Any], tags: dict[str, str]) -> cf.Future:
+    def submit(self, config_data: dict[str, Any], tags: dict[str, str], resume_run_id: str | None) -> cf.Future:
         try:
-            return self.pool.submit(run_config, config_data, tags)
+            return self.pool.submit(run_config, config_data, tags, resume_run_id)
         except BrokenProcessPool:  # a worker died (out of memory, killed): its runs failed, the rest go on
             log.warning("a sweep worker process died; starting new ones")
             self.pool = self._new_pool()
-            return self.pool.submit(run_config, config_data, tags)
+            return self.pool.submit(run_config, config_data, tags, resume_run_id)
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
@@ -321,9 +339,9 @@ class RayLauncher:
         self.task = self.ray.remote(max_retries=0)(run_config)  # a retry would start a second MLflow run
         self.gpus = 1 if torch.cuda.is_available() else 0
 
-    def submit(self, config_data: dict[str, Any], tags: dict[str, str]) -> cf.Future:
+    def submit(self, config_data: dict[str, Any], tags: dict[str, str], resume_run_id: str | None) -> cf.Future:
         options = self.task.options(num_cpus=config_data["run"]["threads"], num_gpus=self.gpus)
-        return options.remote(config_data, tags).future()
+        return options.remote(config_data, tags, resume_run_id).future()
 
     def close(self) -> None:
         if self.started:
@@ -360,13 +378,13 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
     if backend == "local" and threads is None:
         threads = max(1, local_cores() // workers)
     uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
-    finished = finished_runs(uri, sweep.experiment)
+    prior = prior_runs(uri, sweep.experiment)
     outcomes: dict[int, RunOutcome] = {}
     pending = []
     for i, (config, label) in enumerate(zip(sweep.configs, sweep.labels, strict=True)):
         digest = config.content_hash()
-        if digest in finished:
-            outcomes[i] = RunOutcome(label, digest, "skipped", finished[digest])
+        if digest in prior.finished:
+            outcomes[i] = RunOutcome(label, digest, "skipped", prior.finished[digest])
         else:
             pending.append(i)
     log.info("sweep %s: %d runs, %d already finished", sweep.name, len(sweep.configs), len(outcomes))
@@ -387,7 +405,10 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
                 i = pending.pop(0)
                 data = _runtime_config(sweep.configs[i], uri, threads)
                 report(len(running) + 1)
-                running[launcher.submit(data, {SWEEP_TAG: sweep.name})] = i
+                resume = prior.killed.get(sweep.configs[i].content_hash())
+                if resume:
+                    log.info("sweep %s: resuming the interrupted run %s of %r", sweep.name, resume, sweep.labels[i])
+                running[launcher.submit(data, {SWEEP_TAG: sweep.name}, resume)] = i
             finished_now, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in finished_now:
                 i = running.pop(future)

@@ -1,12 +1,15 @@
-"""Sweeps: grid expansion and validation, failures that do not stop the rest, resuming, local processes."""
+"""Sweeps: grid expansion and validation, failures that do not stop the rest, resuming (skipping finished runs,
+continuing interrupted ones), local processes."""
 
 import pytest
-from helpers import write_sweep
+from helpers import tiny_base, write_sweep
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
 from bench.config import ConfigError
+from bench.fed.engine import Callback
 from bench.sweep import SweepProgress, load_sweep, run_sweep
+from bench.track.runner import run_experiment
 
 
 def final_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
@@ -69,6 +72,35 @@ def test_failed_run_is_reported_the_others_go_on_and_a_rerun_skips_finished(tmp_
     assert again.run_ids == [finished.info.run_id]
     assert updates[0] == SweepProgress(2, 0, 0, 0, 1, updates[0].elapsed_s)
     assert (updates[-1].failed, updates[-1].running, updates[-1].eta_s) == (1, 0, 0.0)
+
+
+class InterruptAfter(Callback):
+    def __init__(self, round: int):
+        self.round = round
+
+    def on_round_end(self, sim, round, metrics):
+        if round == self.round:
+            raise KeyboardInterrupt
+
+
+def test_a_rerun_resumes_an_interrupted_run_from_its_checkpoint_as_the_same_run(tmp_path, tracking_uri):
+    base = {**tiny_base(tmp_path), "train": {"rounds": 4, "batch_size": 32}}
+    base["run"] = {**base["run"], "checkpoint_every": 1, "checkpoint_dir": str(tmp_path / "ckpt")}
+    sweep = load_sweep(write_sweep(tmp_path, "interrupted", base=base, grid={"seed": [0, 1]}))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(sweep.configs[0], [InterruptAfter(2)], tags={"sweep": "interrupted"})
+    client = MlflowClient()
+    (killed,) = client.search_runs([client.get_experiment_by_name("interrupted").experiment_id])
+    assert killed.info.status == "KILLED"
+
+    result = run_sweep(sweep, threads=1)  # the threads the interrupted run had: bitwise-identical metrics
+    assert (result.done, result.skipped, result.failed) == (2, 0, 0)
+    assert result.run_ids[0] == killed.info.run_id
+    assert client.get_run(killed.info.run_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(killed.info.run_id, "test/acc/mean")] == [1, 2, 3, 4]
+    reference = run_experiment(sweep.configs[0].model_copy(update={"run": sweep.configs[0].run.model_copy(
+        update={"experiment": "reference"})}))
+    assert final_metrics(client, killed.info.run_id) == final_metrics(client, reference.run_id)
 
 
 def test_two_local_processes_give_the_same_metrics_as_sequential(tmp_path, tracking_uri):
