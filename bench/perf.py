@@ -37,11 +37,11 @@ from bench.config import ExperimentConfig, load_config
 from bench.data.batching import BatchMaker
 from bench.data.dataset import Dataset
 from bench.data.sources import load_dataset
+from bench.fed.client_states import flatten
 from bench.fed.engine import Simulation
 from bench.fed.executors import Job, SerialExecutor, run_local_update
 from bench.fed.federation import build_federation, make_model
 from bench.fed.rng import torch_generator
-from bench.fed.tensor_ops import state_nbytes
 from bench.measure.accuracy import exit_records
 from bench.measure.dynamic import dynamic_curve
 from bench.methods.api import LocalResult, load_state
@@ -116,14 +116,9 @@ def peak_rss() -> int:
 
 
 def nested_nbytes(state: object) -> int:
-    """Bytes of every tensor in a nested state (dicts and lists of tensors)."""
-    if isinstance(state, torch.Tensor):
-        return state_nbytes({"t": state})
-    if isinstance(state, dict):
-        return sum(nested_nbytes(v) for v in state.values())
-    if isinstance(state, list | tuple):
-        return sum(nested_nbytes(v) for v in state)
-    return 0
+    """Bytes of every tensor in a nested state (dicts, lists and tuples of tensors), walked as ClientStates packs it."""
+    _, groups, _ = flatten(state)
+    return sum(t.numel() * t.element_size() for group in groups for t in group)
 
 
 @dataclass

@@ -379,10 +379,10 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         threads = max(1, local_cores() // workers)
     uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
     prior = prior_runs(uri, sweep.experiment)
+    digests = [config.content_hash() for config in sweep.configs]
     outcomes: dict[int, RunOutcome] = {}
     pending = []
-    for i, (config, label) in enumerate(zip(sweep.configs, sweep.labels, strict=True)):
-        digest = config.content_hash()
+    for i, (digest, label) in enumerate(zip(digests, sweep.labels, strict=True)):
         if digest in prior.finished:
             outcomes[i] = RunOutcome(label, digest, "skipped", prior.finished[digest])
         else:
@@ -405,14 +405,14 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
                 i = pending.pop(0)
                 data = _runtime_config(sweep.configs[i], uri, threads)
                 report(len(running) + 1)
-                resume = prior.killed.get(sweep.configs[i].content_hash())
+                resume = prior.killed.get(digests[i])
                 if resume:
                     log.info("sweep %s: resuming the interrupted run %s of %r", sweep.name, resume, sweep.labels[i])
                 running[launcher.submit(data, {SWEEP_TAG: sweep.name}, resume)] = i
             finished_now, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in finished_now:
                 i = running.pop(future)
-                outcomes[i] = _outcome(future, sweep.labels[i], sweep.configs[i].content_hash())
+                outcomes[i] = _outcome(future, sweep.labels[i], digests[i])
                 if outcomes[i].status == "failed":
                     log.warning("sweep %s: run %r failed: %s", sweep.name, sweep.labels[i], outcomes[i].reason)
             report(len(running))
