@@ -20,8 +20,10 @@ validated against its own method. Points that give the same config (same content
 Every config is validated when the sweep is loaded, so a bad key fails before any run starts. A run whose
 config hash already has a FINISHED run in the sweep's experiment is skipped: running an interrupted sweep
 again finishes it. A run interrupted by Ctrl-C or SIGTERM (status KILLED) continues from its last checkpoint as
-the same MLflow run; one killed outright (left RUNNING) or stopped before its first checkpoint starts again as a new
-run. A failed run is reported with its reason and the others go on.
+the same MLflow run. So does a run killed outright (SIGKILL, out of memory) on this machine: it was left RUNNING, and
+as its owner process is gone the sweep first marks it KILLED. A run left RUNNING by a process on another machine, or
+stopped before its first checkpoint, starts again as a new run. A failed run is reported with its reason and the
+others go on.
 
 Runs log to the first config's tracking URI (a relative ``sqlite:///`` path is made absolute). On a Ray
 cluster of several machines, use a tracking server or database URL that every node reaches.
@@ -51,6 +53,7 @@ from mlflow.tracking import MlflowClient
 from bench.config import ConfigError, ExperimentConfig, parse_overrides, read_source, set_dotted, validate_config
 from bench.track.checkpoint import list_checkpoints
 from bench.track.mlflow_tracker import get_or_create_experiment, tracking_uri
+from bench.track.owner import close_orphaned_runs
 from bench.track.runner import CHECKPOINT_TAG, raise_on_sigterm, run_experiment
 
 log = logging.getLogger(__name__)
@@ -251,13 +254,16 @@ class PriorRuns:
     """Config hash -> run id of an experiment's earlier runs that a sweep does not start again."""
 
     finished: dict[str, str]  # skipped
-    killed: dict[str, str]  # interrupted (Ctrl-C, SIGTERM) with a checkpoint to resume from
+    killed: dict[str, str]  # interrupted (Ctrl-C, SIGTERM, or its process died) with a checkpoint to resume from
 
 
 def prior_runs(uri: str, experiment: str) -> PriorRuns:
-    """The FINISHED runs and the resumable KILLED runs (newest first) of an experiment, creating it if missing."""
+    """The FINISHED runs and the resumable KILLED runs (newest first) of an experiment, creating it if missing.
+    RUNNING runs whose process has died on this machine are marked KILLED first."""
     client = MlflowClient(tracking_uri=uri)
     experiment_id = get_or_create_experiment(client, experiment)
+    for run_id in close_orphaned_runs(client, experiment_id):
+        log.warning("run %s was left RUNNING by a process that no longer exists; marked KILLED", run_id)
     prior = PriorRuns({}, {})
     token = None
     while True:

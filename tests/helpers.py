@@ -1,6 +1,29 @@
-"""Helpers shared by the sweep, Ray and tuning tests: a seconds-long base config and sweep files."""
+"""Helpers shared by the tests of sweeps, Ray, tuning and resuming: a seconds-long base config, sweep files, and a
+run killed outright."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import yaml
+from mlflow.tracking import MlflowClient
+
+SIGKILL_AFTER_ROUND = textwrap.dedent('''
+    import json, os, signal, sys
+    import yaml
+    from bench.config import validate_config
+    from bench.fed.engine import Callback
+    from bench.track.runner import run_experiment
+
+    class KillAt(Callback):
+        def on_round_end(self, sim, round, metrics):
+            if round == int(sys.argv[2]):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    run_experiment(validate_config(yaml.safe_load(open(sys.argv[1]))), [KillAt()], tags=json.loads(sys.argv[3]))
+''')
 
 
 def tiny_base(tmp_path) -> dict:
@@ -18,3 +41,22 @@ def write_sweep(tmp_path, name: str, base: dict | None = None, **spec) -> str:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"base": base or tiny_base(tmp_path), **spec}, sort_keys=False))
     return str(path)
+
+
+def sigkilled_run(tmp_path, data: dict, kill_round: int, tags: dict[str, str] | None = None) -> str:
+    """Runs the config in a child process that SIGKILLs itself once round ``kill_round`` is logged; returns the id of
+    the run it left RUNNING."""
+    path = tmp_path / "sigkilled.yaml"
+    path.write_text(yaml.safe_dump(data))
+    command = [sys.executable, "-c", SIGKILL_AFTER_ROUND, str(path), str(kill_round), json.dumps(tags or {})]
+    proc = subprocess.run(command, env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name(data["run"]["experiment"]).experiment_id],
+                                "attributes.status = 'RUNNING'")
+    return run.info.run_id
+
+
+def final_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
+    """A run's last value of each metric, without the timings."""
+    return {k: v for k, v in client.get_run(run_id).data.metrics.items() if not k.startswith("time/")}

@@ -8,27 +8,12 @@ import textwrap
 
 import pytest
 import yaml
+from helpers import final_metrics, sigkilled_run
 from mlflow.tracking import MlflowClient
 
 from bench.config import apply_overrides, validate_config
 from bench.track.checkpoint import CheckpointError, list_checkpoints, load_checkpoint_file
 from bench.track.runner import resume_experiment, run_experiment
-
-KILLER = textwrap.dedent('''
-    import os, signal, sys
-    import yaml
-    from bench.config import validate_config
-    from bench.fed.engine import Callback
-    from bench.track.runner import run_experiment
-
-    class KillAt(Callback):
-        def on_round_end(self, sim, round, metrics):
-            if round == int(sys.argv[2]):
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    run_experiment(validate_config(yaml.safe_load(open(sys.argv[1]))), [KillAt()])
-''')
-
 
 TERMINATED_CLI = textwrap.dedent('''
     import os, signal, sys
@@ -48,22 +33,6 @@ TERMINATED_CLI = textwrap.dedent('''
 ''')
 
 
-def final_metrics(client, run_id):
-    return {k: v for k, v in client.get_run(run_id).data.metrics.items() if not k.startswith("time/")}
-
-
-def killed_run(tmp_path, data, kill_round) -> str:
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(path), str(kill_round)], env=os.environ.copy(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -9, proc.stderr
-    client = MlflowClient()
-    (run,) = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
-    assert run.info.status == "RUNNING"
-    return run.info.run_id
-
-
 @pytest.fixture
 def resumable(tiny_config_data):
     return apply_overrides(tiny_config_data, ["train.rounds=5", "run.checkpoint_every=2", "method.name=local"])
@@ -72,7 +41,7 @@ def resumable(tiny_config_data):
 def test_sigkilled_run_resumes_to_identical_metrics(tracking_uri, tmp_path, resumable):
     reference = run_experiment(validate_config(resumable))
     killed = apply_overrides(resumable, ["run.experiment=killed"])
-    run_id = killed_run(tmp_path, killed, kill_round=3)  # checkpoint at round 2, round 3 logged then killed
+    run_id = sigkilled_run(tmp_path, killed, kill_round=3)  # checkpoint at round 2, round 3 logged then killed
     resume_experiment(run_id)
     client = MlflowClient()
     assert client.get_run(run_id).info.status == "FINISHED"
@@ -86,7 +55,7 @@ def test_sigkilled_run_resumes_to_identical_metrics(tracking_uri, tmp_path, resu
 def test_truncated_checkpoint_is_reported_and_the_previous_one_is_used(tracking_uri, tmp_path, resumable):
     data = apply_overrides(resumable, ["run.checkpoint_every=1", "run.experiment=killed"])
     reference = run_experiment(validate_config(apply_overrides(data, ["run.experiment=reference"])))
-    run_id = killed_run(tmp_path, data, kill_round=3)
+    run_id = sigkilled_run(tmp_path, data, kill_round=3)
     directory = tmp_path / "ckpt" / run_id
     newest = list_checkpoints(directory)[-1]
     assert newest.name == "round_000003.pt"
@@ -101,7 +70,7 @@ def test_truncated_checkpoint_is_reported_and_the_previous_one_is_used(tracking_
 
 def test_resume_without_checkpoints_says_why(tracking_uri, tmp_path, resumable):
     data = apply_overrides(resumable, ["run.checkpoint_every=0", "run.experiment=killed"])
-    run_id = killed_run(tmp_path, data, kill_round=2)
+    run_id = sigkilled_run(tmp_path, data, kill_round=2)
     with pytest.raises(CheckpointError, match="no checkpoint in .*checkpoint_every 0"):
         resume_experiment(run_id)
 

@@ -2,7 +2,7 @@
 continuing interrupted ones), local processes."""
 
 import pytest
-from helpers import tiny_base, write_sweep
+from helpers import final_metrics, sigkilled_run, tiny_base, write_sweep
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
@@ -10,10 +10,6 @@ from bench.config import ConfigError
 from bench.fed.engine import Callback
 from bench.sweep import SweepProgress, load_sweep, run_sweep
 from bench.track.runner import run_experiment
-
-
-def final_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
-    return {k: v for k, v in client.get_run(run_id).data.metrics.items() if not k.startswith("time/")}
 
 
 def test_grid_rows_and_overrides_expand_to_validated_configs(tmp_path):
@@ -101,6 +97,25 @@ def test_a_rerun_resumes_an_interrupted_run_from_its_checkpoint_as_the_same_run(
     reference = run_experiment(sweep.configs[0].model_copy(update={"run": sweep.configs[0].run.model_copy(
         update={"experiment": "reference"})}))
     assert final_metrics(client, killed.info.run_id) == final_metrics(client, reference.run_id)
+
+
+def test_a_rerun_resumes_a_run_whose_process_was_killed_outright(tmp_path, tracking_uri):
+    base = {**tiny_base(tmp_path), "train": {"rounds": 4, "batch_size": 32}}
+    base["run"] = {**base["run"], "checkpoint_every": 1, "checkpoint_dir": str(tmp_path / "ckpt")}
+    sweep = load_sweep(write_sweep(tmp_path, "oom", base=base, grid={"seed": [0]}))
+    orphan = sigkilled_run(tmp_path, sweep.configs[0].model_dump(mode="json"), kill_round=2, tags={"sweep": "oom"})
+
+    result = run_sweep(sweep, threads=1)
+    assert (result.done, result.failed) == (1, 0)
+    assert result.run_ids[0] == orphan
+    client = MlflowClient()
+    run = client.get_run(orphan)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["error"].endswith("ended without closing the run (killed outright, or out of memory)")
+    assert [m.step for m in client.get_metric_history(orphan, "test/acc/mean")] == [1, 2, 3, 4]
+    reference = run_experiment(sweep.configs[0].model_copy(update={"run": sweep.configs[0].run.model_copy(
+        update={"experiment": "reference"})}))
+    assert final_metrics(client, orphan) == final_metrics(client, reference.run_id)
 
 
 def test_two_local_processes_give_the_same_metrics_as_sequential(tmp_path, tracking_uri):

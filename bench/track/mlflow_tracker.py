@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.config import ExperimentConfig
 from bench.fed.engine import Callback, Simulation
+from bench.track.owner import OWNER_TAG, describe, owner_alive, this_process
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -66,6 +67,10 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
 
 
+class RunInUseError(RuntimeError):
+    """The run to reopen is still RUNNING in a live process."""
+
+
 class MlflowTracker(Callback):
     """Creates (or reopens) the MLflow run and logs everything the engine produces."""
 
@@ -80,8 +85,17 @@ class MlflowTracker(Callback):
         if run_id is None:
             self.run_id = self._create_run()
         else:
+            self._check_not_in_use()
             self.last_logged_step = self._last_step()
             self.client.update_run(self.run_id, status="RUNNING")
+            self.set_tags({OWNER_TAG: this_process()})
+
+    def _check_not_in_use(self) -> None:
+        run = self.client.get_run(self.run_id)
+        owner = run.data.tags.get(OWNER_TAG)
+        if run.info.status == "RUNNING" and owner_alive(owner):
+            raise RunInUseError(f"run {self.run_id} is still running in {describe(owner)}; stop that process "
+                                "(Ctrl-C or kill) before resuming the run")
 
     def _create_run(self) -> str:
         from bench.methods.registry import get_method
@@ -97,6 +111,7 @@ class MlflowTracker(Callback):
             "seed": str(cfg.seed),
             "config_hash": cfg.content_hash(),
             "code_version": code_version(),
+            OWNER_TAG: this_process(),
             **self.extra_tags,
         }
         if self.parent_run_id:
