@@ -29,7 +29,8 @@ Runs log to the first config's tracking URI (a relative ``sqlite:///`` path is m
 cluster of several machines, use a tracking server or database URL that every node reaches.
 
 Determinism: a run gives bitwise-identical metrics for the same config and the same ``run.threads``; the
-sweep sets ``run.threads`` (outside the config hash) to the machine's cores divided by the concurrent runs.
+sweep sets ``run.threads`` (outside the config hash) to the machine's cores divided by the concurrent runs. A
+resumed run keeps the threads it started with, whatever ``--workers`` the re-run sweep has.
 """
 
 from __future__ import annotations
@@ -250,11 +251,19 @@ def absolute_tracking_uri(uri: str) -> str:
 
 
 @dataclass
-class PriorRuns:
-    """Config hash -> run id of an experiment's earlier runs that a sweep does not start again."""
+class Resumable:
+    """An interrupted run (Ctrl-C, SIGTERM, or its process died) with a checkpoint to resume from."""
 
-    finished: dict[str, str]  # skipped
-    killed: dict[str, str]  # interrupted (Ctrl-C, SIGTERM, or its process died) with a checkpoint to resume from
+    run_id: str
+    threads: int | None  # the run's torch threads (param run.threads): resuming with them is bitwise-identical
+
+
+@dataclass
+class PriorRuns:
+    """Config hash -> an experiment's earlier runs that a sweep does not start again."""
+
+    finished: dict[str, str]  # run ids, skipped
+    killed: dict[str, Resumable]  # resumed
 
 
 def prior_runs(uri: str, experiment: str) -> PriorRuns:
@@ -275,7 +284,8 @@ def prior_runs(uri: str, experiment: str) -> PriorRuns:
             if status == "FINISHED":
                 prior.finished.setdefault(digest, run.info.run_id)
             elif status == "KILLED" and checkpoints and list_checkpoints(Path(checkpoints)):
-                prior.killed.setdefault(digest, run.info.run_id)
+                threads = run.data.params.get("run.threads")
+                prior.killed.setdefault(digest, Resumable(run.info.run_id, int(threads) if threads else None))
         token = page.token
         if not token:
             return prior
@@ -409,12 +419,13 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         while pending or running:
             while pending and len(running) < workers:
                 i = pending.pop(0)
-                data = _runtime_config(sweep.configs[i], uri, threads)
-                report(len(running) + 1)
                 resume = prior.killed.get(digests[i])
+                data = _runtime_config(sweep.configs[i], uri, resume.threads or threads if resume else threads)
+                report(len(running) + 1)
                 if resume:
-                    log.info("sweep %s: resuming the interrupted run %s of %r", sweep.name, resume, sweep.labels[i])
-                running[launcher.submit(data, {SWEEP_TAG: sweep.name}, resume)] = i
+                    log.info("sweep %s: resuming the interrupted run %s of %r", sweep.name, resume.run_id,
+                             sweep.labels[i])
+                running[launcher.submit(data, {SWEEP_TAG: sweep.name}, resume and resume.run_id)] = i
             finished_now, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in finished_now:
                 i = running.pop(future)

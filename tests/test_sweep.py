@@ -89,7 +89,7 @@ def test_a_rerun_resumes_an_interrupted_run_from_its_checkpoint_as_the_same_run(
     (killed,) = client.search_runs([client.get_experiment_by_name("interrupted").experiment_id])
     assert killed.info.status == "KILLED"
 
-    result = run_sweep(sweep, threads=1)  # the threads the interrupted run had: bitwise-identical metrics
+    result = run_sweep(sweep, threads=2)  # the interrupted run resumes with the 1 thread it had: bitwise-identical
     assert (result.done, result.skipped, result.failed) == (2, 0, 0)
     assert result.run_ids[0] == killed.info.run_id
     assert client.get_run(killed.info.run_id).info.status == "FINISHED"
