@@ -87,5 +87,7 @@ def test_sigtermed_cli_run_is_marked_killed_and_resumes_to_identical_metrics(tra
     (run,) = client.search_runs([client.get_experiment_by_name("terminated").experiment_id])
     assert run.info.status == "KILLED" and run.data.tags["error"] == "terminated by SIGTERM"
     resume_experiment(run.info.run_id)
-    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    resumed = client.get_run(run.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert "error" not in resumed.data.tags and resumed.data.tags["resumed_after"] == "terminated by SIGTERM"
     assert final_metrics(client, run.info.run_id) == final_metrics(client, reference.run_id)

@@ -85,17 +85,22 @@ class MlflowTracker(Callback):
         if run_id is None:
             self.run_id = self._create_run()
         else:
-            self._check_not_in_use()
-            self.last_logged_step = self._last_step()
-            self.client.update_run(self.run_id, status="RUNNING")
-            self.set_tags({OWNER_TAG: this_process()})
+            self._reopen()
 
-    def _check_not_in_use(self) -> None:
+    def _reopen(self) -> None:
+        """Mark the run RUNNING in this process; what stopped it moves from ``error`` to ``resumed_after``."""
         run = self.client.get_run(self.run_id)
         owner = run.data.tags.get(OWNER_TAG)
         if run.info.status == "RUNNING" and owner_alive(owner):
             raise RunInUseError(f"run {self.run_id} is still running in {describe(owner)}; stop that process "
                                 "(Ctrl-C or kill) before resuming the run")
+        self.last_logged_step = self._last_step()
+        self.client.update_run(self.run_id, status="RUNNING")
+        tags = {OWNER_TAG: this_process()}
+        if "error" in run.data.tags:
+            tags["resumed_after"] = run.data.tags["error"]
+            self.client.delete_tag(self.run_id, "error")
+        self.set_tags(tags)
 
     def _create_run(self) -> str:
         from bench.methods.registry import get_method
