@@ -53,8 +53,8 @@ from mlflow.tracking import MlflowClient
 
 from bench.config import ConfigError, ExperimentConfig, parse_overrides, read_source, set_dotted, validate_config
 from bench.track.checkpoint import list_checkpoints
-from bench.track.mlflow_tracker import get_or_create_experiment, tracking_uri
-from bench.track.owner import close_orphaned_runs
+from bench.track.mlflow_tracker import get_or_create_experiment, search_all_runs, tracking_uri
+from bench.track.owner import OWNER_TAG, describe, owner_alive
 from bench.track.runner import CHECKPOINT_TAG, raise_on_sigterm, run_experiment
 
 log = logging.getLogger(__name__)
@@ -266,6 +266,20 @@ class PriorRuns:
     killed: dict[str, Resumable]  # resumed
 
 
+def close_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark KILLED, with the reason as the ``error`` tag, the experiment's RUNNING runs whose owner process has
+    ended; returns their ids. They then resume (or start over) like runs stopped with Ctrl-C."""
+    closed = []
+    for run in search_all_runs(client, experiment_id, "attributes.status = 'RUNNING'"):
+        owner = run.data.tags.get(OWNER_TAG)
+        if owner_alive(owner) is False:
+            client.set_tag(run.info.run_id, "error", f"{describe(owner)} ended without closing the run "
+                                                     "(killed outright, or out of memory)")
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
 def prior_runs(uri: str, experiment: str) -> PriorRuns:
     """The FINISHED runs and the resumable KILLED runs (newest first) of an experiment, creating it if missing.
     RUNNING runs whose process has died on this machine are marked KILLED first."""
@@ -274,21 +288,15 @@ def prior_runs(uri: str, experiment: str) -> PriorRuns:
     for run_id in close_orphaned_runs(client, experiment_id):
         log.warning("run %s was left RUNNING by a process that no longer exists; marked KILLED", run_id)
     prior = PriorRuns({}, {})
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], "attributes.status != 'RUNNING'", max_results=1000,
-                                  page_token=token)
-        for run in page:
-            digest, status = run.data.tags.get("config_hash", ""), run.info.status
-            checkpoints = run.data.tags.get(CHECKPOINT_TAG)
-            if status == "FINISHED":
-                prior.finished.setdefault(digest, run.info.run_id)
-            elif status == "KILLED" and checkpoints and list_checkpoints(Path(checkpoints)):
-                threads = run.data.params.get("run.threads")
-                prior.killed.setdefault(digest, Resumable(run.info.run_id, int(threads) if threads else None))
-        token = page.token
-        if not token:
-            return prior
+    for run in search_all_runs(client, experiment_id, "attributes.status != 'RUNNING'"):
+        digest, status = run.data.tags.get("config_hash", ""), run.info.status
+        checkpoints = run.data.tags.get(CHECKPOINT_TAG)
+        if status == "FINISHED":
+            prior.finished.setdefault(digest, run.info.run_id)
+        elif status == "KILLED" and checkpoints and list_checkpoints(Path(checkpoints)):
+            threads = run.data.params.get("run.threads")
+            prior.killed.setdefault(digest, Resumable(run.info.run_id, int(threads) if threads else None))
+    return prior
 
 
 def run_config(config_data: dict[str, Any], tags: dict[str, str],
@@ -420,7 +428,7 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
             while pending and len(running) < workers:
                 i = pending.pop(0)
                 resume = prior.killed.get(digests[i])
-                data = _runtime_config(sweep.configs[i], uri, resume.threads or threads if resume else threads)
+                data = _runtime_config(sweep.configs[i], uri, (resume and resume.threads) or threads)
                 report(len(running) + 1)
                 if resume:
                     log.info("sweep %s: resuming the interrupted run %s of %r", sweep.name, resume.run_id,

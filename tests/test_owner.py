@@ -10,8 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from bench.cli import main
 from bench.config import validate_config
+from bench.sweep import close_orphaned_runs
 from bench.track.mlflow_tracker import MlflowTracker, RunInUseError, get_or_create_experiment
-from bench.track.owner import OWNER_TAG, close_orphaned_runs, owner_alive, this_process
+from bench.track.owner import OWNER_TAG, owner_alive, this_process
 
 
 def ended_process_owner() -> str:

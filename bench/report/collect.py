@@ -18,7 +18,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from bench.track.mlflow_tracker import tracking_uri
+from bench.track.mlflow_tracker import search_all_runs, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,7 @@ def experiment_id(client: MlflowClient, experiment: str) -> str:
 
 
 def finished_runs(client: MlflowClient, exp_id: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp_id], filter_string="attributes.status = 'FINISHED'",
-                                  max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return list(search_all_runs(client, exp_id, "attributes.status = 'FINISHED'"))
 
 
 def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) -> RunData:

@@ -12,12 +12,13 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import yaml
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.config import ExperimentConfig
@@ -58,6 +59,17 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     db = Path(uri.removeprefix("sqlite:///")).resolve()
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in experiment)
     return (db.parent / "mlartifacts" / safe).as_uri()
+
+
+def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> Iterator[Run]:
+    """Every run of the experiment that matches ``filter_string``, newest first, page after page."""
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:

@@ -12,9 +12,7 @@ import os
 import socket
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
-OWNER_TAG = "owner"
+OWNER_TAG = "owner"  # the MLflow tag holding this_process() of the run's last process
 
 
 def _boot_id() -> str | None:
@@ -57,28 +55,10 @@ def owner_alive(owner: str | None) -> bool | None:
         host, pid, boot, start = fields["host"], int(fields["pid"]), fields["boot"], fields["start"]
     except (ValueError, TypeError, KeyError):
         return None
-    if host != socket.gethostname() or boot is None or start is None or _boot_id() is None:
+    boot_now = _boot_id()
+    if host != socket.gethostname() or boot is None or start is None or boot_now is None:
         return None
-    if boot != _boot_id():
+    if boot != boot_now:
         return False
     return _start_ticks(pid) == start
 
-
-def close_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
-    """Mark KILLED, with the reason as the ``error`` tag, the experiment's RUNNING runs whose owner process has
-    ended; returns their ids. They then resume (or start over) like runs stopped with Ctrl-C."""
-    closed = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000,
-                                  page_token=token)
-        for run in page:
-            owner = run.data.tags.get(OWNER_TAG)
-            if owner_alive(owner) is False:
-                client.set_tag(run.info.run_id, "error", f"{describe(owner)} ended without closing the run "
-                                                         "(killed outright, or out of memory)")
-                client.set_terminated(run.info.run_id, "KILLED")
-                closed.append(run.info.run_id)
-        token = page.token
-        if not token:
-            return closed
