@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from bench.fed.tensor_ops import flatten, weighted_average
+from bench.ground.tensor_ops import flatten, weighted_average
 from bench.methods.api import (
     ClientData,
     Hparams,

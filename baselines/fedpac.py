@@ -16,7 +16,7 @@ sample-count-weighted average of the clients' prototypes of that class; and each
 with ``h_j`` the client's class-prior-weighted prototypes (row c = ``p_j(c)·μ_j,c``) and
 ``V_j = (1/n_j) Σ_c [p_j(c)·E_c‖f‖² − p_j(c)²·‖μ_j,c‖²]`` the variance of that estimate (the authors' feature
 statistics). The QP is solved exactly by projected gradient descent on the simplex
-(:func:`bench.fed.tensor_ops.minimize_quadratic_on_simplex`) instead of a generic QP solver.
+(:func:`bench.ground.tensor_ops.minimize_quadratic_on_simplex`) instead of a generic QP solver.
 
 Early-exit extension ("-EE"): the features are the pooled features each exit reads, so prototypes, the
 alignment term (summed over exits) and the classifier collaboration (one QP per exit) are per exit. The
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from bench.fed.tensor_ops import (
+from bench.ground.tensor_ops import (
     TensorDict,
     class_prototypes,
     minimize_quadratic_on_simplex,

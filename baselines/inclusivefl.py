@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from bench.fed.tensor_ops import TensorDict, weighted_average
+from bench.ground.tensor_ops import TensorDict, weighted_average
 from bench.methods.api import ClientData, Hparams, LocalResult, Message, MethodContext, extract, sum_ce_loss
 from bench.methods.heterogeneous import (
     CapacityLevel,

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.fed.tensor_ops import (
+from bench.ground.tensor_ops import (
     cosine_similarity_matrix,
     flatten,
     normalized_weights,

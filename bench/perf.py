@@ -41,7 +41,7 @@ from bench.fed.client_states import flatten
 from bench.fed.engine import Simulation
 from bench.fed.executors import Job, SerialExecutor, run_local_update
 from bench.fed.federation import build_federation, make_model
-from bench.fed.rng import torch_generator
+from bench.ground.rng import torch_generator
 from bench.measure.accuracy import exit_records
 from bench.measure.dynamic import dynamic_curve
 from bench.methods.api import LocalResult, load_state

@@ -9,8 +9,8 @@ import baselines.fedrep as fedrep_module
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.federation import Federation, build_federation
-from bench.fed.rng import torch_generator
-from bench.fed.tensor_ops import clone_dict, flatten, subtract
+from bench.ground.rng import torch_generator
+from bench.ground.tensor_ops import clone_dict, flatten, subtract
 from bench.methods.api import LocalResult, extract, is_backbone, is_head, train_epochs
 from bench.methods.personalization import frozen, personal_keys, proximal_term
 from bench.track.runner import run_experiment

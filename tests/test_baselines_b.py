@@ -13,8 +13,8 @@ from baselines.fedrod import balanced_softmax_loss, combined_logits, log_class_p
 from baselines.pfedgraph import collaboration_graph
 from bench.config import apply_overrides, validate_config
 from bench.fed.federation import Federation, build_federation
-from bench.fed.rng import torch_generator
-from bench.fed.tensor_ops import class_prototypes, minimize_quadratic_on_simplex
+from bench.ground.rng import torch_generator
+from bench.ground.tensor_ops import class_prototypes, minimize_quadratic_on_simplex
 from bench.methods.api import Message, load_state
 from bench.track.runner import run_experiment
 

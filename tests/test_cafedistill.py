@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.federation import build_federation
-from bench.fed.rng import torch_generator
-from bench.fed.tensor_ops import state_nbytes
+from bench.ground.rng import torch_generator
+from bench.ground.tensor_ops import state_nbytes
 from bench.methods.api import Message, MethodContext, TrainSettings, distillation_loss
 from bench.methods.cafedistill import CAFEDistill, CAFEDistillHparams
 from bench.methods.cafedistill.layout import model_layout

@@ -6,8 +6,8 @@ import torch
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.federation import build_federation
-from bench.fed.rng import sample_clients
-from bench.fed.tensor_ops import state_nbytes
+from bench.ground.rng import sample_clients
+from bench.ground.tensor_ops import state_nbytes
 from bench.methods.api import load_state
 
 

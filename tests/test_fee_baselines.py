@@ -12,7 +12,7 @@ from baselines.depthfl import consistency_weight, mutual_distillation
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.federation import build_federation
-from bench.fed.tensor_ops import weighted_average
+from bench.ground.tensor_ops import weighted_average
 from bench.measure.summary import client_cost_tables, final_measures
 from bench.methods.api import Message, exit_ce_losses, load_state
 from bench.methods.heterogeneous import aggregate_held, assign_tiers, leading_region, tier_sizes

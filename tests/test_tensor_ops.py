@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.fed.tensor_ops import (
+from bench.ground.tensor_ops import (
     cosine_similarity_matrix,
     flatten,
     normalized_weights,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from bench.fed.rng import numpy_generator
+from bench.ground.rng import numpy_generator
 
 log = logging.getLogger(__name__)
 

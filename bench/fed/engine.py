@@ -18,7 +18,7 @@ from bench.config import ExperimentConfig
 from bench.fed.client_states import ClientStates
 from bench.fed.executors import Executor, Job, make_executor
 from bench.fed.federation import Federation, build_federation
-from bench.fed.rng import sample_clients, torch_generator
+from bench.ground.rng import sample_clients, torch_generator
 from bench.measure.accuracy import exit_records, summarize_exits
 from bench.measure.dynamic import ClientRecords
 

@@ -15,7 +15,7 @@ import torch
 
 from bench.config import ExperimentConfig, validate_config
 from bench.fed.federation import Federation, build_federation
-from bench.fed.rng import torch_generator
+from bench.ground.rng import torch_generator
 from bench.methods.api import LocalResult, Message
 from bench.models.base import EarlyExitNet
 

@@ -18,7 +18,7 @@ from bench.data.batching import BatchMaker, default_augment
 from bench.data.dataset import Dataset
 from bench.data.partition import Partition, PartitionSpec, load_or_create_partition
 from bench.data.sources import load_dataset
-from bench.fed.rng import derive_seed
+from bench.ground.rng import derive_seed
 from bench.methods.api import ClientData, Method, MethodContext, TrainSettings
 from bench.methods.registry import get_method
 from bench.models import build_model

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from bench.data.batching import BatchMaker
-from bench.fed.tensor_ops import TensorDict, state_nbytes
+from bench.ground.tensor_ops import TensorDict, state_nbytes
 from bench.models.base import EarlyExitNet
 
 FAMILIES = ("ours", "pfl", "fee", "base")

@@ -29,8 +29,8 @@ import torch
 from pydantic import AfterValidator
 from torch import nn
 
-from bench.fed.rng import numpy_generator
-from bench.fed.tensor_ops import TensorDict, weighted_average
+from bench.ground.rng import numpy_generator
+from bench.ground.tensor_ops import TensorDict, weighted_average
 from bench.methods.api import (
     ClientData,
     Hparams,
@@ -142,7 +142,7 @@ def aggregate_held(previous: Mapping[str, torch.Tensor], uploads: Sequence[Mappi
     that no upload covers keep their ``previous`` value. Slices must be nested (each one's shape covers or is
     covered by every other's), as width-scaled sub-models are. Integer entries (BatchNorm's
     ``num_batches_tracked``) are not averaged: the first holder's value is kept. When every upload holds every
-    entry whole, this is :func:`~bench.fed.tensor_ops.weighted_average` exactly (bitwise).
+    entry whole, this is :func:`~bench.ground.tensor_ops.weighted_average` exactly (bitwise).
     """
     if len(uploads) != len(weights):
         raise ValueError(f"{len(uploads)} uploads but {len(weights)} weights")

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from bench.fed.tensor_ops import TensorDict, weighted_average
+from bench.ground.tensor_ops import TensorDict, weighted_average
 from bench.methods.api import Hparams, Message, Method, exit_ce_losses, extract, head_index, is_head
 from bench.models.base import EarlyExitNet
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from bench.fed.rng import torch_generator
-from bench.fed.tensor_ops import TensorDict, weighted_average
+from bench.ground.rng import torch_generator
+from bench.ground.tensor_ops import TensorDict, weighted_average
 from bench.methods.api import (
     ClientData,
     Hparams,

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from bench.fed.tensor_ops import weighted_average
+from bench.ground.tensor_ops import weighted_average
 
 DepthOrder = Literal["shallow_first", "deep_first"]
 StudentSets = list[list[int]]

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from bench.fed.tensor_ops import cosine_similarity_matrix, flatten, project_simplex
+from bench.ground.tensor_ops import cosine_similarity_matrix, flatten, project_simplex
 
 
 def head_similarity(heads: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
