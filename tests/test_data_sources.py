@@ -18,6 +18,7 @@ from PIL import Image
 from bench.data.sources import DATASETS, CorruptDataError, DataNotFoundError, data_roots, load_dataset
 from bench.data.sources import fmnist as fmnist_source
 from bench.data.sources.cifar import CIFAR10, CIFAR100, CifarLayout
+from bench.data.sources.safe_pickle import load_numpy_pickle
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 PickleWriter = Callable[[Path, object], None]
@@ -77,7 +78,7 @@ def write_idx(path: Path, array: np.ndarray, compress: bool) -> Path:
     return path
 
 
-def write_fmnist(directory: Path, compress: bool, train: int = 6, test: int = 4) -> dict[str, np.ndarray]:
+def write_fmnist(directory: Path, compress: bool, train: int = 10, test: int = 10) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     parts = {
         "train-images-idx3-ubyte": rng.integers(0, 256, (train, 28, 28)),
@@ -109,9 +110,9 @@ def test_fmnist_from_generated_idx_files(tmp_path: Path, compress: bool, subdir:
     parts = write_fmnist(tmp_path / "root" / subdir, compress)
     data = load_dataset("fmnist", root=tmp_path / "root", download=False)
     expected_x = np.concatenate([parts["train-images-idx3-ubyte"], parts["t10k-images-idx3-ubyte"]])
-    assert data.x.shape == (10, 1, 28, 28)
+    assert data.x.shape == (20, 1, 28, 28)
     assert np.array_equal(data.x[:, 0].numpy(), expected_x)
-    assert data.y.tolist() == [0, 1, 2, 3, 4, 5, 7, 8, 9, 0]
+    assert data.y.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6]
     pixels = expected_x / 255.0
     assert data.mean[0] == pytest.approx(pixels.mean()) and data.std[0] == pytest.approx(pixels.std())
 
@@ -120,9 +121,9 @@ def test_fmnist_from_generated_idx_files(tmp_path: Path, compress: bool, subdir:
 def test_truncated_idx_is_corrupt_and_named(tmp_path: Path, compress: bool) -> None:
     write_fmnist(tmp_path, compress)
     path = tmp_path / ("t10k-images-idx3-ubyte" + (".gz" if compress else ""))
-    truncated = idx_bytes(np.zeros((4, 28, 28)))[:-100]
+    truncated = idx_bytes(np.zeros((10, 28, 28)))[:-100]
     path.write_bytes(gzip.compress(truncated) if compress else truncated)
-    with pytest.raises(CorruptDataError, match=rf"{path.name}: truncated.*\(4, 28, 28\)"):
+    with pytest.raises(CorruptDataError, match=rf"{path.name}: truncated.*\(10, 28, 28\)"):
         load_dataset("fmnist", root=tmp_path, download=False)
 
 
@@ -140,8 +141,17 @@ def test_idx_with_wrong_magic_or_broken_gzip_is_corrupt(tmp_path: Path) -> None:
 
 def test_fmnist_labels_out_of_range_are_corrupt(tmp_path: Path) -> None:
     write_fmnist(tmp_path, compress=False)
-    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1, 2, 3, 4, 10]), compress=False)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10]), compress=False)
     with pytest.raises(CorruptDataError, match=r"train-labels-idx1-ubyte: labels range over 0..10"):
+        load_dataset("fmnist", root=tmp_path, download=False)
+
+
+def test_mnist_files_in_the_bare_root_are_not_taken_for_fmnist(tmp_path: Path) -> None:
+    write_fmnist(tmp_path, compress=True)
+    # MNIST's files have the same names; its labels are unbalanced (5,923 zeros, 6,742 ones, ... in training)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1, 1, 2, 3, 4, 5, 6, 7, 8]), compress=True)
+    with pytest.raises(CorruptDataError, match=r"train-labels-idx1-ubyte.gz: not Fashion-MNIST's labels: class "
+                                               r"counts range over 0..2.*MNIST"):
         load_dataset("fmnist", root=tmp_path, download=False)
 
 
@@ -304,6 +314,42 @@ def test_cifar_batch_with_wrong_content_is_corrupt(tmp_path: Path) -> None:
         load_dataset("cifar10", root=tmp_path, download=False)
 
 
+def object_dtype_meta(path: Path) -> None:
+    """A ``batches.meta`` naming only the allowed globals, whose array declares an object dtype over raw bytes: numpy
+    would read a pointer at the address the file chose (a segfault with the unpickler that admitted numpy.dtype)."""
+    python2_pickle(path, {b"label_names": np.array([0xDEADBEEF], dtype=np.uint64)})
+    raw = path.read_bytes()
+    assert raw.count(b"U\x02u8") == 1
+    path.write_bytes(raw.replace(b"U\x02u8", b"U\x02O8"))
+
+
+def test_object_dtype_in_a_crafted_pickle_is_refused_not_read(tmp_path: Path) -> None:
+    write_cifar(tmp_path, CIFAR10, python3_pickle)
+    object_dtype_meta(tmp_path / CIFAR10.folder / "batches.meta")
+    refused = r"batches.meta: not a readable pickle .*dtype '\|O' is not a plain numeric dtype"
+    with pytest.raises(CorruptDataError, match=refused):
+        load_dataset("cifar10", root=tmp_path, download=False)
+
+
+def test_big_endian_and_fortran_arrays_are_rebuilt_exactly(tmp_path: Path) -> None:
+    arrays = {b"be": np.arange(6, dtype=">i4").reshape(2, 3),
+              b"f": np.asfortranarray(np.eye(3, dtype=np.float32)[:, :2])}
+    path = tmp_path / "record"
+    python2_pickle(path, arrays)
+    loaded = load_numpy_pickle(path)
+    for key, array in arrays.items():
+        assert loaded[key].dtype == array.dtype and np.array_equal(loaded[key], array)
+    path.write_bytes(pickle.dumps({b"x": np.zeros(2, dtype=[("a", "u1"), ("b", "u1")])}))
+    with pytest.raises(CorruptDataError, match="record: not a readable pickle"):
+        load_numpy_pickle(path)
+
+
+def test_cifar_root_may_be_the_batch_folder_itself(tmp_path: Path) -> None:
+    rows, labels = write_cifar(tmp_path, CIFAR10, python3_pickle)
+    data = load_dataset("cifar10", root=tmp_path / CIFAR10.folder, download=False)
+    assert data.y.tolist() == labels and np.array_equal(data.x.reshape(len(rows), -1).numpy(), rows)
+
+
 # ---------------------------------------------------------------- Tiny ImageNet (JPEG tree)
 
 WNIDS = ["n09999999", "n01111111"]  # deliberately not sorted: labels follow wnids.txt order
@@ -364,6 +410,33 @@ def test_tinyimagenet_annotation_with_unknown_wnid_is_corrupt(tmp_path: Path) ->
         load_dataset("tinyimagenet", root=tmp_path)
 
 
+def test_tinyimagenet_with_val_in_class_folders_loads_the_same_images(tmp_path: Path) -> None:
+    write_tiny_imagenet(tmp_path / "a")
+    standard = load_dataset("tinyimagenet", root=tmp_path / "a", cache=False)
+    directory = write_tiny_imagenet(tmp_path / "b")
+    val = directory / "val"
+    for line in (val / "val_annotations.txt").read_text().splitlines():
+        name, wnid = line.split("\t")[:2]
+        (val / wnid / "images").mkdir(parents=True, exist_ok=True)
+        (val / "images" / name).rename(val / wnid / "images" / name)
+    (val / "images").rmdir()
+    (val / "val_annotations.txt").unlink()
+    reorganised = load_dataset("tinyimagenet", root=tmp_path / "b", cache=False)
+    assert torch.equal(reorganised.y, standard.y) and torch.equal(reorganised.x, standard.x)
+
+
+def test_partly_extracted_tinyimagenet_is_refused_before_decoding(tmp_path: Path) -> None:
+    directory = write_tiny_imagenet(tmp_path)
+    (directory / "val" / "images" / "val_1.JPEG").unlink()
+    with pytest.raises(CorruptDataError, match=r"val_annotations.txt: 1 of the 2 listed images are missing"):
+        load_dataset("tinyimagenet", root=tmp_path)
+    short = directory / "train" / WNIDS[1] / "images" / f"{WNIDS[1]}_2.JPEG"
+    short.unlink()
+    (directory / "train" / WNIDS[0] / "images" / f"{WNIDS[0]}_0.JPEG").write_bytes(b"never decoded")
+    with pytest.raises(CorruptDataError, match=rf"train: class {WNIDS[1]} has 2 images but {WNIDS[0]} has 3"):
+        load_dataset("tinyimagenet", root=tmp_path)
+
+
 # ---------------------------------------------------------------- AG News (CSV)
 
 
@@ -408,6 +481,38 @@ def test_agnews_rejects_bad_rows_and_options(tmp_path: Path) -> None:
     (tmp_path / "ag_news_csv" / "test.csv").write_text('"1","Title only"\n')
     with pytest.raises(CorruptDataError, match=r"test.csv:1: expected 3 columns"):
         load_dataset("agnews", root=tmp_path)
+
+
+def test_agnews_variants_header_bom_and_torchtext_folder(tmp_path: Path) -> None:
+    write_agnews(tmp_path / "standard")
+    expected = load_dataset("agnews", root=tmp_path / "standard", vocab_size=6, seq_len=8)
+    variant = tmp_path / "variant" / "AG_NEWS"  # torchtext's folder
+    variant.mkdir(parents=True)
+    for name in ("train.csv", "test.csv"):
+        body = (tmp_path / "standard" / "ag_news_csv" / name).read_text()
+        (variant / name).write_text('"Class Index","Title","Description"\r\n' + body, encoding="utf-8-sig")
+    assert (variant / "train.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    data = load_dataset("agnews", root=tmp_path / "variant", vocab_size=6, seq_len=8)
+    assert torch.equal(data.x, expected.x) and torch.equal(data.y, expected.y)
+    (variant / "test.csv").write_text('"Class Index","Title","Description"\n"1","a"\n')
+    with pytest.raises(CorruptDataError, match=r"test.csv:2: expected 3 columns"):
+        load_dataset("agnews", root=tmp_path / "variant")
+
+
+def test_agnews_html_entities_are_decoded_not_tokens(tmp_path: Path) -> None:
+    directory = tmp_path / "ag_news_csv"
+    directory.mkdir()
+    rows = [("4", "Intel #39;s &lt;b&gt;chip&lt;/b&gt;", "AT&amp;T says quot;fast quot; for #36;5"),
+            ("1", "Intel #39;s chip", "chip")]
+    for name in ("train.csv", "test.csv"):
+        with (directory / name).open("w", newline="") as stream:
+            csv.writer(stream, quoting=csv.QUOTE_ALL).writerows(rows)
+    data = load_dataset("agnews", root=tmp_path, vocab_size=12, seq_len=10)
+    # tokens: intel's chip at t says fast for 5 / intel's chip chip -- no "39", "lt", "gt", "b", "amp", "quot", "36"
+    assert data.vocab_size == 2 + 8
+    chip, intels = 2, 3  # chip 3 times, intel's twice, then the rest once each, alphabetically
+    assert data.x[1].tolist() == [intels, chip, chip] + [0] * 7
+    assert data.x[0, :2].tolist() == [intels, chip]
 
 
 # ---------------------------------------------------------------- bundled and synthetic

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import logging
 import os
 import re
@@ -21,13 +22,27 @@ log = logging.getLogger(__name__)
 PAD_ID = 0
 UNKNOWN_ID = 1
 NUM_SPECIAL_IDS = 2
-SUBDIRS = ["ag_news_csv", "agnews"]
+SUBDIRS = ["ag_news_csv", "agnews", "AG_NEWS", ""]  # AG_NEWS: torchtext's folder; "": the root itself
 CLASS_NAMES = ["World", "Sports", "Business", "Sci/Tech"]
 HOW_TO_GET = (
     "download train.csv and test.csv of ag_news_csv (e.g. from "
     "https://github.com/mhjabreel/CharCnn_Keras/tree/master/data/ag_news_csv) into <data root>/ag_news_csv/."
 )
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# An HTML entity whose "&" the distributed text turned into a space ("Intel #39;s" for "Intel&#39;s"), and an
+# HTML tag once unescaped.
+_BARE_ENTITY = re.compile(r"(?:^| )(#\d+|quot|amp|lt|gt|nbsp);")
+_TAG = re.compile(r"<[^<>]*>")
+HEADER_FIRST_COLUMNS = ("class index", "class", "label")  # the header row of the common CSV variant
+
+
+def clean_text(text: str) -> str:
+    """The text as it was published: HTML entities decoded (also those whose ``&`` became a space), tags removed.
+
+    AG News keeps the crawled HTML escapes (``Intel #39;s``, ``&lt;b&gt;``); left alone they become frequent
+    tokens ("39", "lt", "gt") that take vocabulary slots and sequence positions from words.
+    """
+    return _TAG.sub(" ", html.unescape(_BARE_ENTITY.sub(r"&\1;", text)))
 
 
 def tokenize(text: str) -> list[str]:
@@ -52,17 +67,24 @@ def encode(document: list[str], vocabulary: dict[str, int], seq_len: int) -> lis
 
 
 def _read_csv(path: Path) -> tuple[list[list[str]], np.ndarray]:
-    """Tokenised ``title description`` documents and 0-based labels of one AG News CSV file."""
+    """Tokenised, cleaned ``title description`` documents and 0-based labels of one AG News CSV file.
+
+    A UTF-8 byte-order mark and a header row (``Class Index,Title,Description``) are skipped."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as stream:
+            rows = list(csv.reader(stream))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise CorruptDataError(f"{path}: not a UTF-8 CSV file ({err})") from err
+    first = 2 if rows and rows[0] and rows[0][0].strip().lower() in HEADER_FIRST_COLUMNS else 1
     documents, labels = [], []
-    with path.open(newline="", encoding="utf-8") as stream:
-        for number, row in enumerate(csv.reader(stream), start=1):
-            if len(row) != 3 or not row[0].strip().isdigit():
-                raise CorruptDataError(
-                    f"{path}:{number}: expected 3 columns (class index 1..4, title, description), "
-                    f"found {row[:3]}"
-                )
-            labels.append(int(row[0]) - 1)
-            documents.append(tokenize(f"{row[1]} {row[2]}"))
+    for number, row in enumerate(rows[first - 1:], start=first):
+        if len(row) != 3 or not row[0].strip().isdigit():
+            raise CorruptDataError(
+                f"{path}:{number}: expected 3 columns (class index 1..4, title, description), "
+                f"found {row[:3]}"
+            )
+        labels.append(int(row[0]) - 1)
+        documents.append(tokenize(clean_text(f"{row[1]} {row[2]}")))
     labels_array = np.asarray(labels, dtype=np.int64)
     require_labels_in_range(labels_array, len(CLASS_NAMES), path)
     return documents, labels_array

@@ -118,7 +118,7 @@ def _load_cifar(layout: CifarLayout, root: str | os.PathLike | None, download: b
     destination = data_roots(root)[0]
     directory = locate(
         layout.name,
-        candidate_dirs(root, [layout.folder]),
+        candidate_dirs(root, [layout.folder, ""]),  # "": a root that is the batch folder itself
         lambda d: all((d / f).is_file() for f in (*layout.batch_files, layout.meta_file)),
         expected=", ".join((*layout.batch_files, layout.meta_file)),
         how_to_get=layout.how_to_get,

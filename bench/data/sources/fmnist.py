@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.data.dataset import Dataset
@@ -63,6 +64,18 @@ def _fetch(destination: Path) -> Path:
     return destination
 
 
+def _require_balanced(labels: np.ndarray, path: Path) -> None:
+    """Fashion-MNIST's label fingerprint: each part holds every class equally often (6,000 and 1,000 images).
+
+    MNIST's files carry the same names, and a data root holding them would otherwise load as Fashion-MNIST."""
+    counts = np.bincount(labels, minlength=len(CLASS_NAMES))
+    if counts.min() != counts.max():
+        raise CorruptDataError(
+            f"{path}: not Fashion-MNIST's labels: class counts range over {counts.min()}..{counts.max()}, while "
+            "Fashion-MNIST holds every class equally often (are these MNIST's files, which have the same names?)"
+        )
+
+
 def load_fmnist(root: str | os.PathLike | None = None, download: bool = True) -> Dataset:
     """Fashion-MNIST, train and test pooled: 70,000 uint8 images 1×28×28 in 10 classes."""
     candidates = candidate_dirs(root, SUBDIRS, SYSTEM_DIRS)
@@ -89,6 +102,7 @@ def load_fmnist(root: str | os.PathLike | None = None, download: bool = True) ->
                 f"found shape {part_labels.shape}"
             )
         require_labels_in_range(part_labels, len(CLASS_NAMES), labels_path)
+        _require_balanced(part_labels, labels_path)
         images.append(torch.from_numpy(part_images))
         labels.append(torch.from_numpy(part_labels))
     x = torch.cat(images).unsqueeze(1)

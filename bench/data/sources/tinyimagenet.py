@@ -1,5 +1,6 @@
 """Tiny ImageNet (200 classes, 64×64 RGB) from the standard ``tiny-imagenet-200/`` tree of JPEGs.
 
+The validation images may also come reorganised into class folders (``val/<wnid>/[images/]*.JPEG``).
 Decoding the 110,000 JPEGs takes a minute or two, so the decoded tensors are cached as
 ``cafebench-decoded.pt`` in that folder (when writable) and reused while the classes and the labels of
 the listed images match.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -51,16 +53,25 @@ def _read_class_names(directory: Path, wnids: list[str]) -> list[str]:
     return [words.get(wnid) or wnid for wnid in wnids]
 
 
-def _list_images(directory: Path, wnids: list[str]) -> list[tuple[Path, int]]:
-    """Every labelled image: the training images of each class, then the validation images."""
-    label_of = {wnid: label for label, wnid in enumerate(wnids)}
+def _require_equal_counts(counts: dict[str, int], where: Path) -> None:
+    """Every class holds as many images as every other (500 training and 50 validation images in the real set)."""
+    fewest, most = min(counts, key=counts.__getitem__), max(counts, key=counts.__getitem__)
+    if counts[fewest] == 0 or counts[fewest] != counts[most]:
+        raise CorruptDataError(
+            f"{where}: class {fewest} has {counts[fewest]} images but {most} has {counts[most]}; every class "
+            "should have as many (a partly extracted archive?)"
+        )
+
+
+def _natural_key(path: Path) -> list[int | str]:
+    """``val_9`` before ``val_10``: the order of ``val_annotations.txt``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def _list_val_annotated(val: Path, label_of: dict[str, int]) -> list[tuple[Path, int]]:
+    """The standard layout: ``val/images/*.JPEG`` labelled by ``val/val_annotations.txt``."""
+    annotations = val / "val_annotations.txt"
     images = []
-    for wnid in wnids:
-        class_dir = directory / "train" / wnid / "images"
-        if not class_dir.is_dir():
-            raise CorruptDataError(f"{class_dir}: missing; wnids.txt lists class {wnid}")
-        images += [(path, label_of[wnid]) for path in sorted(class_dir.glob("*.JPEG"))]
-    annotations = directory / "val" / "val_annotations.txt"
     for number, line in enumerate(annotations.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -69,8 +80,43 @@ def _list_images(directory: Path, wnids: list[str]) -> list[tuple[Path, int]]:
             raise CorruptDataError(
                 f"{annotations}:{number}: expected 'file<TAB>wnid...' with a wnid from wnids.txt"
             )
-        images.append((directory / "val" / "images" / fields[0], label_of[fields[1]]))
+        images.append((val / "images" / fields[0], label_of[fields[1]]))
+    missing = [path for path, _ in images if not path.is_file()]
+    if missing:
+        raise CorruptDataError(
+            f"{annotations}: {len(missing)} of the {len(images)} listed images are missing, e.g. {missing[0]} "
+            "(a partly extracted archive?)"
+        )
     return images
+
+
+def _list_val_by_class(val: Path, wnids: list[str]) -> list[tuple[Path, int]]:
+    """A reorganised ``val/``: one folder per class, ``val/<wnid>/images/*.JPEG`` or ``val/<wnid>/*.JPEG``,
+    in file-name order (that of ``val_annotations.txt``)."""
+    found = {wnid: sorted((val / wnid).rglob("*.JPEG")) for wnid in wnids}
+    _require_equal_counts({wnid: len(paths) for wnid, paths in found.items()}, val)
+    images = [(path, label) for label, wnid in enumerate(wnids) for path in found[wnid]]
+    return sorted(images, key=lambda item: _natural_key(item[0]))
+
+
+def _list_images(directory: Path, wnids: list[str]) -> list[tuple[Path, int]]:
+    """Every labelled image: the training images of each class, then the validation images. Counts are checked
+    (every class as many images, every annotated image present) before anything is decoded."""
+    label_of = {wnid: label for label, wnid in enumerate(wnids)}
+    train = {}
+    for wnid in wnids:
+        class_dir = directory / "train" / wnid / "images"
+        if not class_dir.is_dir():
+            raise CorruptDataError(f"{class_dir}: missing; wnids.txt lists class {wnid}")
+        train[wnid] = sorted(class_dir.glob("*.JPEG"))
+    _require_equal_counts({wnid: len(paths) for wnid, paths in train.items()}, directory / "train")
+    images = [(path, label_of[wnid]) for wnid in wnids for path in train[wnid]]
+    val = directory / "val"
+    if (val / "val_annotations.txt").is_file() and (val / "images").is_dir():
+        return images + _list_val_annotated(val, label_of)
+    if any((val / wnid).is_dir() for wnid in wnids):
+        return images + _list_val_by_class(val, wnids)
+    raise CorruptDataError(f"{val}: expected images/ with val_annotations.txt, or one folder per class")
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -135,8 +181,9 @@ def load_tinyimagenet(root: str | os.PathLike | None = None, cache: bool = True)
     directory = locate(
         "tinyimagenet",
         candidate_dirs(root, [FOLDER]),
-        lambda d: all((d / f).exists() for f in ("wnids.txt", "train", "val/val_annotations.txt")),
-        expected="wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt",
+        lambda d: all((d / f).exists() for f in ("wnids.txt", "train", "val")),
+        expected="wnids.txt, train/<wnid>/images/*.JPEG, and val/images/*.JPEG with val/val_annotations.txt "
+                 "(or val/<wnid>/ class folders)",
         how_to_get=HOW_TO_GET,
     )
     wnids = _read_wnids(directory)
