@@ -67,6 +67,12 @@ def test_qp_solved_by_hand():
     assert torch.allclose(w.sum(1), torch.ones(3, dtype=torch.float64)) and (w >= 0).all()
 
 
+def test_qp_of_diverged_heads_says_so():
+    heads = [{"weight": torch.ones(2, 3)}, {"weight": torch.full((2, 3), float("nan"))}]
+    with pytest.raises(RuntimeError, match="last-exit heads hold NaN or infinite values, so training diverged"):
+        teacher_weights(head_similarity(heads), torch.tensor([0.5, 0.5]), mu=1.0)
+
+
 def test_head_similarity_of_identical_opposite_and_orthogonal_heads():
     a = {"exits.2.weight": torch.tensor([[1.0, 0.0]]), "exits.2.bias": torch.tensor([0.0])}
     b = {"exits.2.weight": torch.tensor([[-2.0, 0.0]]), "exits.2.bias": torch.tensor([0.0])}

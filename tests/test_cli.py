@@ -48,7 +48,7 @@ def test_user_errors_give_exit_status_2_and_a_message(tracking_uri, tiny_config_
     assert main(["run"]) == 2
     assert "give a config file or preset name" in capsys.readouterr().err
     assert main(["run", "demo", "--resume", "abc"]) == 2
-    assert "do not pass a config as well" in capsys.readouterr().err
+    assert "do not pass a config or overrides as well" in capsys.readouterr().err
     assert main(["flops", "nonet"]) == 2
     assert "unknown model" in capsys.readouterr().err.lower()
 

@@ -238,6 +238,16 @@ def test_corrupt_cache_rebuilt(tmp_path, caplog):
     assert load_or_create_partition(LABELS, NUM_CLASSES, spec(), tmp_path) == expected
 
 
+def test_empty_cache_file_is_reported_as_empty_and_rebuilt(tmp_path, caplog):
+    path = cache_path(tmp_path, spec())
+    path.write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        rebuilt = load_or_create_partition(LABELS, NUM_CLASSES, spec(), tmp_path)
+    assert rebuilt == dirichlet_partition(LABELS, NUM_CLASSES, spec())
+    assert f"partition cache {path} is unusable (an empty file); rebuilding it" in caplog.text
+    assert path.stat().st_size > 0
+
+
 def test_cache_with_one_tensor_per_client_rebuilt(tmp_path, caplog):
     """Caches written before the flat layout (a list of per-client tensors, no sizes) are redrawn, not misread."""
     expected = load_or_create_partition(LABELS, NUM_CLASSES, spec(), tmp_path)

@@ -6,6 +6,8 @@ import argparse
 
 from bench.report import default_report_dir, render_report
 from bench.report.report import REPORT_THRESHOLD
+from bench.track.mlflow_tracker import tracking_uri
+from bench.track.store import check_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_store(tracking_uri(args.tracking_uri))
     path = render_report(args.experiment, args.out or default_report_dir(args.experiment), args.tracking_uri,
                          args.threshold)
     print(f"report of experiment {args.experiment!r}: {path} (and report.md, tables/, figures/ beside it)")

@@ -6,7 +6,9 @@ import argparse
 
 from bench.cli.progress import ProgressBar
 from bench.config import load_config
+from bench.track.mlflow_tracker import tracking_uri
 from bench.track.runner import resume_experiment, run_experiment
+from bench.track.store import check_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.resume:
-        if args.config:
-            raise ValueError("--resume takes the config from the run; do not pass a config as well")
+        if args.config or args.overrides:
+            raise ValueError("--resume takes the config from the run; do not pass a config or overrides as well")
+        check_store(tracking_uri(args.tracking_uri))
         result = resume_experiment(args.resume, args.tracking_uri, [ProgressBar("resume")])
     else:
         if not args.config:
@@ -30,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         if args.tracking_uri:
             overrides.append(f"run.tracking_uri={args.tracking_uri}")
         config = load_config(args.config, overrides)
+        check_store(tracking_uri(config.run.tracking_uri))
         result = run_experiment(config, [ProgressBar(config.method.name)])
     metrics = result.evaluation.metrics
     exits = sorted(k for k in metrics if k.startswith("test/acc/exit_") and not k.endswith("client_std"))

@@ -8,6 +8,8 @@ from datetime import timedelta
 from typing import TextIO
 
 from bench.sweep import SweepProgress, load_sweep, run_sweep
+from bench.track.mlflow_tracker import tracking_uri
+from bench.track.store import check_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         for config, label in zip(sweep.configs, sweep.labels, strict=True):
             print(f"  {config.content_hash()}  {label}")
         return 0
+    check_store(tracking_uri(sweep.configs[0].run.tracking_uri))  # the store the whole sweep logs to
     line = ProgressLine(sweep.name)
     try:
         result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.config import load_config
+from bench.track.mlflow_tracker import tracking_uri
+from bench.track.store import check_store
 from bench.tune import DEFAULT_STORAGE, OBJECTIVE, tune
 
 
@@ -31,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.tracking_uri:
         overrides.append(f"run.tracking_uri={args.tracking_uri}")
+    check_store(tracking_uri(load_config(args.preset, overrides).run.tracking_uri))
     result = tune(args.method, args.preset, args.trials, overrides, storage=args.storage,
                   study_name=args.study, output=args.output)
     print(f"study {result.study_name}: {result.completed} completed, {result.pruned} pruned trials "

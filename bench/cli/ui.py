@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 
 from bench.track.mlflow_tracker import tracking_uri
+from bench.track.store import check_store
+
+STOP_GRACE_S = 3.0  # after SIGTERM, the server's processes get this long before SIGKILL
 
 
 def ui_command(uri: str, port: int) -> list[str]:
@@ -21,7 +26,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def stop_process_group(leader: subprocess.Popen) -> None:
+    """End every process of ``leader``'s process group (the MLflow server, its web workers and job runner):
+    SIGTERM, then SIGKILL for whatever is left after :data:`STOP_GRACE_S`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(leader.pid, sig)
+        except ProcessLookupError:
+            break  # the whole group has ended
+        try:
+            leader.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            continue
+    leader.wait()
+
+
 def run(args: argparse.Namespace) -> int:
-    cmd = ui_command(tracking_uri(args.tracking_uri), args.port)
-    print(f"MLflow UI at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
-    return subprocess.call(cmd)
+    uri = tracking_uri(args.tracking_uri)
+    check_store(uri)
+    # A process group of its own, so that stopping `cafebench ui` (Ctrl-C, kill) stops all of the server's processes
+    server = subprocess.Popen(ui_command(uri, args.port), start_new_session=True)
+    print(f"MLflow UI at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    try:
+        return server.wait()
+    finally:
+        stop_process_group(server)

@@ -354,7 +354,8 @@ def load_or_create_partition(
             log.debug("partition %s read from %s", spec.content_hash(), path)
             return partition
         except Exception as err:  # any unreadable or mismatched cache is rebuilt
-            log.warning("partition cache %s is unusable (%s); rebuilding it", path, err)
+            reason = "an empty file" if path.stat().st_size == 0 else str(err) or type(err).__name__
+            log.warning("partition cache %s is unusable (%s); rebuilding it", path, reason)
     partition = dirichlet_partition(labels, num_classes, spec)
     _write_cache(path, partition, fingerprint)
     log.info("partition %s written to %s", spec.content_hash(), path)

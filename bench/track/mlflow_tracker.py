@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.config import ExperimentConfig
 from bench.fed.engine import Callback, Simulation
-from bench.track.owner import OWNER_TAG, describe, owner_alive, this_process
+from bench.track.owner import OWNER_TAG, describe, ended_without_closing, owner_alive, this_process
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -83,6 +83,21 @@ class RunInUseError(RuntimeError):
     """The run to reopen is still RUNNING in a live process."""
 
 
+class NotResumableError(RuntimeError):
+    """The run to reopen has FINISHED: there is nothing left to run."""
+
+
+def check_resumable(run: Run) -> None:
+    """Raise unless ``run`` may be reopened: it has not FINISHED and no live process is running it."""
+    owner = run.data.tags.get(OWNER_TAG)
+    if run.info.status == "FINISHED":
+        raise NotResumableError(f"run {run.info.run_id} has FINISHED; there is nothing to resume (start a new run "
+                                "with `cafebench run CONFIG` to repeat it)")
+    if run.info.status == "RUNNING" and owner_alive(owner):
+        raise RunInUseError(f"run {run.info.run_id} is still running in {describe(owner)}; stop that process "
+                            "(Ctrl-C or kill) before resuming the run")
+
+
 class MlflowTracker(Callback):
     """Creates (or reopens) the MLflow run and logs everything the engine produces."""
 
@@ -100,18 +115,18 @@ class MlflowTracker(Callback):
             self._reopen()
 
     def _reopen(self) -> None:
-        """Mark the run RUNNING in this process; what stopped it moves from ``error`` to ``resumed_after``."""
+        """Mark the run RUNNING in this process; what stopped it moves from ``error`` to ``resumed_after`` (for a
+        run left RUNNING by a process killed outright: that its process ended)."""
         run = self.client.get_run(self.run_id)
-        owner = run.data.tags.get(OWNER_TAG)
-        if run.info.status == "RUNNING" and owner_alive(owner):
-            raise RunInUseError(f"run {self.run_id} is still running in {describe(owner)}; stop that process "
-                                "(Ctrl-C or kill) before resuming the run")
+        check_resumable(run)
         self.last_logged_step = self._last_step()
         self.client.update_run(self.run_id, status="RUNNING")
         tags = {OWNER_TAG: this_process()}
         if "error" in run.data.tags:
             tags["resumed_after"] = run.data.tags["error"]
             self.client.delete_tag(self.run_id, "error")
+        elif run.info.status == "RUNNING":
+            tags["resumed_after"] = ended_without_closing(run.data.tags.get(OWNER_TAG))
         self.set_tags(tags)
 
     def _create_run(self) -> str:

@@ -46,6 +46,11 @@ def describe(owner: str) -> str:
         return f"owner {owner!r}"
 
 
+def ended_without_closing(owner: str | None) -> str:
+    """Why a run left RUNNING by an ended process stopped, for its ``error`` or ``resumed_after`` tag."""
+    return f"{describe(owner or '')} ended without closing the run (killed outright, or out of memory)"
+
+
 def owner_alive(owner: str | None) -> bool | None:
     """True if the owner process is running, False if it has certainly ended (this host rebooted since, or its
     process id is free or names a process started at another time), None when that cannot be told from here

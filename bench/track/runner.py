@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from bench.config import ConfigError, ExperimentConfig, validate_config
 from bench.fed.engine import Callback, Evaluation, RunState, Simulation
-from bench.track.checkpoint import load_latest_checkpoint, save_checkpoint
-from bench.track.mlflow_tracker import CONFIG_ARTIFACT, MlflowTracker, tracking_uri
+from bench.track.checkpoint import CheckpointError, load_latest_checkpoint, save_checkpoint
+from bench.track.mlflow_tracker import CONFIG_ARTIFACT, MlflowTracker, check_resumable, tracking_uri
 
 log = logging.getLogger(__name__)
 CHECKPOINT_TAG = "checkpoint_dir"
@@ -55,19 +55,25 @@ def raise_on_sigterm() -> None:
 def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = None, *,
                    resume_run_id: str | None = None, parent_run_id: str | None = None,
                    tags: dict[str, str] | None = None) -> RunResult:
-    """Run (or resume) one experiment as one MLflow run; a failure marks the run FAILED with the reason."""
+    """Run (or resume) one experiment as one MLflow run; a failure marks the run FAILED with the reason.
+
+    Everything that can be checked without training comes first, before a run is created or reopened: the data is
+    found and read, the partition drawn, the model and the method's states built, and for a resume the run checked
+    resumable and its checkpoint loaded. An error there leaves the store as it was.
+    """
+    sim = Simulation(config)
+    if resume_run_id is not None:
+        directory = _resumable_checkpoints(config, resume_run_id)
+        sim.state = RunState.from_checkpoint(load_latest_checkpoint(directory, config.content_hash()))
     tracker = MlflowTracker(config, run_id=resume_run_id, extra_tags=tags, parent_run_id=parent_run_id)
     try:
         if resume_run_id is None:
             directory = Path(config.run.checkpoint_dir).resolve() / tracker.run_id
             tracker.set_tags({CHECKPOINT_TAG: str(directory)})
         else:
-            directory = Path(tracker.client.get_run(resume_run_id).data.tags[CHECKPOINT_TAG])
-        sim = Simulation(config, [tracker, CheckpointCallback(directory, config.run.checkpoint_every,
-                                                              config.content_hash()), *(callbacks or [])])
-        if resume_run_id is not None:
-            sim.state = RunState.from_checkpoint(load_latest_checkpoint(directory, config.content_hash()))
             log.info("resuming run %s at round %d", resume_run_id, sim.state.next_round + 1)
+        sim.callbacks = [tracker, CheckpointCallback(directory, config.run.checkpoint_every, config.content_hash()),
+                         *(callbacks or [])]
         evaluation = sim.run()
     except KeyboardInterrupt as exc:
         tracker.kill(str(exc) or "interrupted by the user")
@@ -77,6 +83,15 @@ def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = 
         raise
     tracker.finish()
     return RunResult(tracker.run_id, evaluation, sim.history)
+
+
+def _resumable_checkpoints(config: ExperimentConfig, run_id: str) -> Path:
+    """The checkpoint folder of the run ``run_id``, once the run is known to be resumable (read only)."""
+    run = MlflowClient(tracking_uri=tracking_uri(config.run.tracking_uri)).get_run(run_id)
+    check_resumable(run)
+    if CHECKPOINT_TAG not in run.data.tags:
+        raise CheckpointError(f"run {run_id} has no {CHECKPOINT_TAG} tag: it was not started by cafebench run")
+    return Path(run.data.tags[CHECKPOINT_TAG])
 
 
 def load_run_config(run_id: str, uri: str | None = None) -> ExperimentConfig:

@@ -26,6 +26,9 @@ def teacher_weights(similarity: torch.Tensor, fractions: torch.Tensor, mu: float
     p = fractions.double()
     if similarity.shape != (p.numel(), p.numel()):
         raise ValueError(f"similarity must be {p.numel()}×{p.numel()}, got {tuple(similarity.shape)}")
+    if not torch.isfinite(similarity).all():
+        raise RuntimeError("teacher weights: the clients' last-exit heads hold NaN or infinite values, so "
+                           "training diverged (try a smaller train.lr)")
     return torch.stack([project_simplex(p + row.double() / (2 * mu)) for row in similarity])
 
 
