@@ -80,8 +80,8 @@ def _check_database(uri: str, path: Path) -> None:
     except sqlite3.DatabaseError as err:
         verdict, tables = str(err), set()
     if verdict != "ok":
-        raise StoreError(f"tracking store {uri}: {path} is not a readable MLflow database ({verdict}); "
-                         "it was left as it is")
+        raise StoreError(f"tracking store {uri}: {path.resolve()} is not a readable MLflow database "
+                         f"({' '.join(verdict.split())}); it was left as it is")
     if tables and not set(MLFLOW_TABLES) <= tables:
         raise StoreError(f"tracking store {uri}: {path} is a SQLite database without MLflow's tables "
                          f"({', '.join(sorted(tables)[:5])}, ...); it was left as it is")
@@ -108,8 +108,9 @@ def _check_server(uri: str) -> None:
                                 max_retries=retries, backoff_factor=backoff, timeout=timeout,
                                 raise_on_status=False, params={"max_results": 1})
     except Exception as exc:  # requests and urllib3 wrap the cause several times: report the innermost one
-        raise StoreError(f"tracking server {uri} could not be reached ({_root_cause(exc)}; {retries + 1} "
-                         f"attempts, {timeout} s timeout each)") from None
+        attempts = f"{retries + 1} attempts" if retries else "1 attempt"
+        raise StoreError(f"tracking server {uri} could not be reached ({_root_cause(exc)}; {attempts}, "
+                         f"{timeout} s timeout each)") from None
     finally:
         retry_log.setLevel(level)
     if response.status_code != 200:
@@ -121,4 +122,4 @@ def _check_server(uri: str) -> None:
 def _root_cause(exc: BaseException) -> str:
     while (exc.__cause__ or exc.__context__) is not None:
         exc = exc.__cause__ or exc.__context__
-    return str(exc) or type(exc).__name__
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,172 @@
+"""An unusable tracking store (unreachable server, read-only or corrupted SQLite database) and the UI's stop: each
+command gives up fast with one line and exit status 2, and leaves the store as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+FAIL_FAST_S = 30  # a generous bound: the check gives up after about 15 s at most, a refused port at once
+
+
+def free_port() -> int:
+    """A port nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def one_error_line(err: str, command: str) -> str:
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith(f"cafebench {command}: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "demo", "data.dataset=digits", "data.clients=3", "train.rounds=1"],
+    ["run", "--resume", "0123456789abcdef"],
+    ["sweep", "smoke"],
+    ["tune", "fedavg", "demo", "--trials", "1"],
+    ["report", "demo"],
+    ["ui"],
+], ids=lambda argv: "-".join(argv[:2]))
+def test_unreachable_server_is_one_line_and_exit_2(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the user's setting is respected
+    uri = f"http://127.0.0.1:{free_port()}"
+    assert main([*argv, "--tracking-uri", uri]) == 2
+    err = one_error_line(capsys.readouterr().err, argv[0])
+    assert f"tracking server {uri} could not be reached (" in err and "Connection refused; 1 attempt," in err
+    assert not list(tmp_path.iterdir())  # no mlflow.db, no checkpoints, no report
+
+
+def test_unreachable_server_is_given_up_within_the_bound_with_default_retries(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    uri = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    assert main(["run", "demo", "--tracking-uri", uri]) == 2
+    assert time.monotonic() - started < FAIL_FAST_S
+    err = one_error_line(capsys.readouterr().err, "run")
+    assert "Connection refused; 3 attempts, 3 s timeout each" in err
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """Root ignores file modes: meanwhile act as user nobody (nothing changes for other users)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.fixture
+def store_folder(empty_mlflow_db) -> Iterator[Path]:
+    """A folder that user nobody can reach (tmp_path cannot be reached by it), holding an MLflow database."""
+    base = Path(tempfile.mkdtemp(prefix="cafebench-store-"))
+    base.chmod(0o755)
+    folder = base / "store"
+    folder.mkdir()
+    shutil.copyfile(empty_mlflow_db, folder / "mlflow.db")
+    (folder / "mlflow.db").chmod(0o666)
+    yield folder
+    folder.chmod(0o755)
+    shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("read_only", ["folder", "database"])
+def test_read_only_sqlite_store_is_one_line_and_exit_2(read_only, store_folder, capsys):
+    db = store_folder / "mlflow.db"
+    if read_only == "folder":
+        store_folder.chmod(0o555)
+        expected = f"cannot write in {store_folder} (Permission denied)"
+    else:
+        store_folder.chmod(0o777)
+        db.chmod(0o444)
+        expected = f"{db} cannot be written (Permission denied)"
+    before = digest(store_folder)
+    started = time.monotonic()
+    with unprivileged():
+        status = main(["run", "demo", "--tracking-uri", f"sqlite:///{db}"])
+    assert status == 2 and time.monotonic() - started < FAIL_FAST_S
+    assert expected in one_error_line(capsys.readouterr().err, "run")
+    assert digest(store_folder) == before
+
+
+@pytest.mark.parametrize("where", ["header", "middle"])
+def test_corrupted_database_is_named_and_left_untouched(where, store_folder, capsys):
+    db = store_folder / "mlflow.db"
+    raw = bytearray(db.read_bytes())
+    offset = 0 if where == "header" else len(raw) // 2
+    raw[offset:offset + 4096] = os.urandom(4096)
+    db.write_bytes(raw)
+    before = digest(store_folder)
+    for argv in (["run", "demo"], ["report", "demo"], ["run", "--resume", "0123456789abcdef"]):
+        assert main([*argv, "--tracking-uri", f"sqlite:///{db}"]) == 2
+        err = one_error_line(capsys.readouterr().err, argv[0])
+        assert f"{db} is not a readable MLflow database (" in err and "it was left as it is" in err
+    assert digest(store_folder) == before
+
+
+def test_sqlite_database_of_another_program_is_refused(store_folder, capsys):
+    import sqlite3
+
+    other = store_folder / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE studies (id INTEGER)")
+    before = digest(store_folder)
+    assert main(["run", "demo", "--tracking-uri", f"sqlite:///{other}"]) == 2
+    assert "is a SQLite database without MLflow's tables (studies" in capsys.readouterr().err
+    assert digest(store_folder) == before
+
+
+def test_ui_stopped_by_sigterm_stops_the_whole_process_group(tracking_uri):
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())", "ui",
+                           "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not port_in_use(port):
+            assert ui.poll() is None and time.monotonic() < deadline, ui.stdout.read() if ui.poll() else "no UI"
+            time.sleep(0.5)
+        (server,) = map(int, Path(f"/proc/{ui.pid}/task/{ui.pid}/children").read_text().split())
+        assert os.getpgid(server) == server  # the server leads a process group of its own
+        stopped = time.monotonic()
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=FAIL_FAST_S) == 128 + signal.SIGTERM
+        assert time.monotonic() - stopped < 10
+    finally:
+        ui.kill()
+        ui.wait()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server, 0)  # no process of the server's group is left: not the web worker, not the job runner
+    assert not port_in_use(port)
