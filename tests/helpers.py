@@ -60,3 +60,13 @@ def sigkilled_run(tmp_path, data: dict, kill_round: int, tags: dict[str, str] | 
 def final_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
     """A run's last value of each metric, without the timings."""
     return {k: v for k, v in client.get_run(run_id).data.metrics.items() if not k.startswith("time/")}
+
+
+def run_snapshot(client: MlflowClient, run_id: str) -> tuple:
+    """What a refused command must leave as it was: a run's status, end time, tags, every metric's history and its
+    artifacts."""
+    run = client.get_run(run_id)
+    histories = {key: [(m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)]
+                 for key in run.data.metrics}
+    artifacts = sorted(f.path for f in client.list_artifacts(run_id))
+    return run.info.status, run.info.end_time, run.data.tags, histories, artifacts

@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -35,7 +36,7 @@ def test_flops_prints_the_per_exit_table(capsys):
 def test_run_a_config_file_and_report_per_exit_accuracy(tracking_uri, tiny_config_data, tmp_path, capsys):
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(tiny_config_data))
-    assert main(["run", str(path), "train.rounds=1"]) == 0
+    assert main(["run", str(path), "--tracking-uri", tracking_uri, "train.rounds=1"]) == 0  # overrides anywhere
     out = capsys.readouterr().out
     run_id = re.search(r"run (\w+) finished", out).group(1)
     assert re.search(r"exit_1=0\.\d{4}\s+exit_2=0\.\d{4}\s+exit_3=0\.\d{4}\s+mean=0\.\d{4}", out)
@@ -51,6 +52,38 @@ def test_user_errors_give_exit_status_2_and_a_message(tracking_uri, tiny_config_
     assert "do not pass a config or overrides as well" in capsys.readouterr().err
     assert main(["flops", "nonet"]) == 2
     assert "unknown model" in capsys.readouterr().err.lower()
+
+
+def test_errors_found_without_training_create_no_run(tracking_uri, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CAFEBENCH_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("CAFEBENCH_DATA", str(tmp_path / "no-data"))
+    digits = ["run", "demo", "data.dataset=digits", "data.clients=3", "train.rounds=1",
+              f"run.cache_dir={tmp_path / 'cache'}", f"run.checkpoint_dir={tmp_path / 'ckpt'}"]
+    for extra, message in [
+        (["data.dataset=nosuch"], "unknown dataset 'nosuch'"),
+        (["model.name=transformer4"], "model 'transformer4' takes token ids of shape (L,), but input_shape is (1, 8, 8)"),
+        (["data.clients=500"], "500 clients × min_samples=10 need 5000 samples but dataset 'digits' has 1797"),
+        (["data.alpha=.inf"], "alpha must be a finite number > 0, got inf"),
+        (["data.dataset=cifar10"], "dataset 'cifar10' not found"),
+    ]:
+        assert main([*digits, *extra]) == 2
+        assert message in capsys.readouterr().err
+    client = MlflowClient(tracking_uri)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_overrides_after_options_and_a_dry_run_prints_once(capsys):
+    assert main(["sweep", "smoke", "--workers", "2", "--dry-run", "run.checkpoint_every=1", "seed=[7]"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("sweep smoke: 2 runs into MLflow experiment 'smoke'\n")
+    assert captured.out.count(" seed=7\n") == 2 and captured.err == ""
+    for argv, stray in [(["sweep", "smoke", "--dry-run", "--no-such-option"], "--no-such-option"),
+                        (["methods", "seed=1"], "seed=1")]:  # a command without overrides takes none
+        with pytest.raises(SystemExit) as exit_status:
+            main(argv)
+        assert exit_status.value.code == 2
+        assert f"unrecognized arguments: {stray}" in capsys.readouterr().err
 
 
 def test_ui_binds_to_loopback_on_the_tracking_store():
