@@ -61,7 +61,7 @@ def test_errors_found_without_training_create_no_run(tracking_uri, tmp_path, cap
               f"run.cache_dir={tmp_path / 'cache'}", f"run.checkpoint_dir={tmp_path / 'ckpt'}"]
     for extra, message in [
         (["data.dataset=nosuch"], "unknown dataset 'nosuch'"),
-        (["model.name=transformer4"], "model 'transformer4' takes token ids of shape (L,), but input_shape is (1, 8, 8)"),
+        (["model.name=transformer4"], "model 'transformer4' takes token ids of shape (L,), but input_shape is (1, 8"),
         (["data.clients=500"], "500 clients × min_samples=10 need 5000 samples but dataset 'digits' has 1797"),
         (["data.alpha=.inf"], "alpha must be a finite number > 0, got inf"),
         (["data.dataset=cifar10"], "dataset 'cifar10' not found"),
