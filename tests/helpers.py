@@ -3,6 +3,7 @@ run killed outright."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -70,3 +71,10 @@ def run_snapshot(client: MlflowClient, run_id: str) -> tuple:
                  for key in run.data.metrics}
     artifacts = sorted(f.path for f in client.list_artifacts(run_id))
     return run.info.status, run.info.end_time, run.data.tags, histories, artifacts
+
+
+def free_port() -> int:
+    """A port nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

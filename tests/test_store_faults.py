@@ -17,17 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 from bench.cli import main
 
 FAIL_FAST_S = 30  # a generous bound: the check gives up after about 15 s at most, a refused port at once
-
-
-def free_port() -> int:
-    """A port nothing listens on: connecting to it is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def port_in_use(port: int) -> bool:

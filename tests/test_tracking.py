@@ -1,16 +1,17 @@
 """MLflow: the run layout, FAILED runs with their reason, and a real tracking server over HTTP."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+from helpers import free_port
 from mlflow.tracking import MlflowClient
 
 from bench.config import apply_overrides, validate_config
+from bench.fed.engine import Callback
 from bench.track.runner import run_experiment
 
 
@@ -34,21 +35,24 @@ def test_run_layout_params_tags_metrics_artifacts(tracking_uri, tiny_config_data
     assert "config.yaml" in artifacts
 
 
+class FailAtRound(Callback):
+    def on_round_end(self, sim, round, metrics):
+        if round == 2:
+            raise RuntimeError("boom in round 2")
+
+
 def test_failing_run_is_marked_failed_with_the_reason(tracking_uri, tiny_config_data, tmp_path):
-    data = apply_overrides(tiny_config_data, ["data.dataset=cifar10", "data.options={}",
-                                              f"data.root={tmp_path / 'empty'}"])
-    with pytest.raises(FileNotFoundError):
-        run_experiment(validate_config(data))
+    with pytest.raises(RuntimeError, match="boom"):
+        run_experiment(validate_config(tiny_config_data), [FailAtRound()])
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
-    assert run.info.status == "FAILED"
-    assert "cifar10" in run.data.tags["error"] and "DataNotFoundError" in run.data.tags["error"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: boom in round 2"
+    # missing data is found before a run is created: the store holds no second run
+    data = apply_overrides(tiny_config_data, ["data.dataset=cifar10", "data.options={}",
+                                              f"data.root={tmp_path / 'empty'}"])
+    with pytest.raises(FileNotFoundError, match="dataset 'cifar10' not found"):
+        run_experiment(validate_config(data))
+    assert len(client.search_runs([client.get_experiment_by_name("test").experiment_id])) == 1
 
 
 def test_real_mlflow_server_over_http(tmp_path, tiny_config_data):
