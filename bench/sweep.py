@@ -54,7 +54,7 @@ from mlflow.tracking import MlflowClient
 from bench.config import ConfigError, ExperimentConfig, parse_overrides, read_source, set_dotted, validate_config
 from bench.track.checkpoint import list_checkpoints
 from bench.track.mlflow_tracker import get_or_create_experiment, search_all_runs, tracking_uri
-from bench.track.owner import OWNER_TAG, ended_without_closing, owner_alive
+from bench.track.owner import OWNER_TAG, owner_alive, why_left_running
 from bench.track.runner import CHECKPOINT_TAG, raise_on_sigterm, run_experiment
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def close_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     for run in search_all_runs(client, experiment_id, "attributes.status = 'RUNNING'"):
         owner = run.data.tags.get(OWNER_TAG)
         if owner_alive(owner) is False:
-            client.set_tag(run.info.run_id, "error", ended_without_closing(owner))
+            client.set_tag(run.info.run_id, "error", why_left_running(owner))
             client.set_terminated(run.info.run_id, "KILLED")
             closed.append(run.info.run_id)
     return closed

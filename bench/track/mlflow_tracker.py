@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.config import ExperimentConfig
 from bench.fed.engine import Callback, Simulation
-from bench.track.owner import OWNER_TAG, describe, ended_without_closing, owner_alive, this_process
+from bench.track.owner import OWNER_TAG, describe, owner_alive, this_process, why_left_running
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -126,7 +126,7 @@ class MlflowTracker(Callback):
             tags["resumed_after"] = run.data.tags["error"]
             self.client.delete_tag(self.run_id, "error")
         elif run.info.status == "RUNNING":
-            tags["resumed_after"] = ended_without_closing(run.data.tags.get(OWNER_TAG))
+            tags["resumed_after"] = why_left_running(run.data.tags.get(OWNER_TAG))
         self.set_tags(tags)
 
     def _create_run(self) -> str:

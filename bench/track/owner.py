@@ -46,9 +46,13 @@ def describe(owner: str) -> str:
         return f"owner {owner!r}"
 
 
-def ended_without_closing(owner: str | None) -> str:
-    """Why a run left RUNNING by an ended process stopped, for its ``error`` or ``resumed_after`` tag."""
-    return f"{describe(owner or '')} ended without closing the run (killed outright, or out of memory)"
+def why_left_running(owner: str | None) -> str:
+    """Why a run left RUNNING by its owner stopped, for its ``error`` or ``resumed_after`` tag: that the process ended
+    where :func:`owner_alive` knows it, else only that it left the run RUNNING."""
+    who = describe(owner) if owner else "its process"
+    if owner_alive(owner) is False:
+        return f"{who} ended without closing the run (killed outright, or out of memory)"
+    return f"{who} left the run RUNNING"
 
 
 def owner_alive(owner: str | None) -> bool | None:
