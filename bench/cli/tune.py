@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.tracking_uri:
         overrides.append(f"run.tracking_uri={args.tracking_uri}")
-    check_store(tracking_uri(load_config(args.preset, overrides).run.tracking_uri))
+    check_store(tracking_uri(load_config(args.preset, [*overrides, f"method.name={args.method}"]).run.tracking_uri))
     result = tune(args.method, args.preset, args.trials, overrides, storage=args.storage,
                   study_name=args.study, output=args.output)
     print(f"study {result.study_name}: {result.completed} completed, {result.pruned} pruned trials "
