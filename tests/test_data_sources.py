@@ -344,6 +344,27 @@ def test_big_endian_and_fortran_arrays_are_rebuilt_exactly(tmp_path: Path) -> No
         load_numpy_pickle(path)
 
 
+def test_damaged_pickles_load_or_raise_corrupt_data_error_only(tmp_path: Path) -> None:
+    path = tmp_path / "batch"
+    python2_pickle(path, {b"data": np.zeros((1, 48), dtype=np.uint8), b"labels": [1, 2]})
+    raw = path.read_bytes()  # 229 bytes, mostly opcodes: most flips hit the stream, not the pixels
+    rng = np.random.default_rng(0)
+    outcomes = {"loaded": 0, "corrupt": 0}
+    for _ in range(300):
+        damaged = bytearray(raw)
+        damaged[rng.integers(0, len(raw))] = rng.integers(0, 256)
+        path.write_bytes(bytes(damaged))
+        try:
+            load_numpy_pickle(path)
+            outcomes["loaded"] += 1
+        except CorruptDataError:
+            outcomes["corrupt"] += 1
+    assert outcomes["corrupt"] > 100 and sum(outcomes.values()) == 300
+    path.write_bytes(pickle.PROTO + b"\x04" + pickle.BINBYTES8 + (2**62).to_bytes(8, "little"))
+    with pytest.raises(CorruptDataError, match=r"batch: not a readable pickle \(MemoryError"):
+        load_numpy_pickle(path)
+
+
 def test_cifar_root_may_be_the_batch_folder_itself(tmp_path: Path) -> None:
     rows, labels = write_cifar(tmp_path, CIFAR10, python3_pickle)
     data = load_dataset("cifar10", root=tmp_path / CIFAR10.folder, download=False)
