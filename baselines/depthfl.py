@@ -24,8 +24,9 @@ Optional FedDyn regulariser (Acar et al., "Federated Learning Based on Dynamic R
 parameters it holds) and minimises ``L(θ) − ⟨g_k, θ⟩ + α/2·‖θ − θ_server‖²``, then sets
 ``g_k ← g_k − α(θ_k − θ_server)``. The server keeps ``h`` and, for every parameter entry ``e`` that some
 participant holds, sets ``h_e ← h_e − α/m_e·Σ_{k holds e}(θ_k,e − θ_e)`` (``m_e``: the number of all
-clients holding ``e``) and ``θ_e ← avg_e − h_e/α``. Buffers (BatchNorm statistics) are averaged without
-correction.
+clients holding ``e``) and ``θ_e ← avg_e − h_e/α``, where ``avg_e`` is the *uniform* average over the
+round's holders of ``e``, as in FedDyn and the DepthFL authors' code (without FedDyn the average is weighted
+by train size, as for every other method). Buffers (BatchNorm statistics) are averaged without correction.
 """
 
 from __future__ import annotations
@@ -38,8 +39,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.methods.api import ClientData, Hparams, LocalResult, Message, distillation_loss, exit_ce_losses, extract
-from bench.methods.heterogeneous import CapacityLevel, ClientFractions, LossFn, TieredMethod, depth_levels
+from bench.methods.api import (
+    ClientData,
+    Hparams,
+    LocalResult,
+    LossFn,
+    Message,
+    distillation_loss,
+    exit_ce_losses,
+    extract,
+)
+from bench.methods.heterogeneous import CapacityLevel, ClientFractions, TieredMethod, depth_levels
 from bench.methods.personalization import proximal_term
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
@@ -136,7 +146,7 @@ class DepthFL(TieredMethod):
         return LocalResult(Message(trained), state, {"train/loss": loss, "train/consistency_weight": weight})
 
     def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
-        averaged = self.plan.aggregate(server["model"], uploads)
+        averaged = self.plan.aggregate(server["model"], uploads, uniform=bool(self.alpha))
         if not self.alpha:
             return {"model": averaged}
         previous, correction = server["model"], dict(server["feddyn_h"])
