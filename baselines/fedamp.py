@@ -63,7 +63,7 @@ class FedAMPHparams(Hparams):
                             description="λ of the proximal term λ/2·‖w − u_i‖² towards the cloud model",
                             json_schema_extra={"search": {"low": 0.01, "high": 10.0, "log": True}})
     sigma: float = Field(5.0, gt=0, description="FedAMP: σ of the attention derivative exp(−‖w_i − w_j‖²/σ)/σ",
-                         json_schema_extra={"search": {"low": 0.5, "high": 50.0, "log": True}})
+                         json_schema_extra={"search": {"low": 0.1, "high": 100.0, "log": True}})
     alpha_k: float | None = Field(None, gt=0, description="FedAMP: step size α_k of the messages "
                                                           "(None: σ/(N − 1), the largest that keeps ξ_ii ≥ 0)")
     self_weight: float = Field(0.5, ge=0, le=1, description="HeurFedAMP: ξ_ii, a client's own share of its "

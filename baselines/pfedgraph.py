@@ -62,7 +62,7 @@ class PFedGraphHparams(Hparams):
     graph_alpha: float = Field(0.8, gt=0,
                                description="α of the graph QP (larger: closer to the data-size prior)",
                                json_schema_extra={"search": {"low": 0.1, "high": 5.0, "log": True}})
-    cosine_reg: float = Field(0.01, ge=0, description="λ of the local regulariser λ·(1 − cos(θ, θ̄_i))",
+    cosine_reg: float = Field(0.01, ge=0, description="λ of the local regulariser λ·(1 − cos(θ, Σ_j a_ij·θ_j/‖θ_j‖))",
                               json_schema_extra={"search": {"low": 0.001, "high": 1.0, "log": True}})
 
 
