@@ -15,7 +15,7 @@ from bench.fed.federation import build_federation
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import weighted_average
 from bench.measure.summary import client_cost_tables, final_measures
-from bench.methods.api import Message, exit_ce_losses, load_state
+from bench.methods.api import Message, exit_ce_losses, load_state, sum_ce_loss
 from bench.methods.heterogeneous import aggregate_held, assign_tiers, leading_region, tier_sizes
 
 TIERS = "method.hparams.tiers=[0.25,0.25,0.5]"
@@ -210,6 +210,25 @@ def test_scalefl_static_batchnorm_tracks_nothing_in_training_and_estimates_stati
     variance = predictor.stages[0][1].running_var
     assert torch.allclose(variance, conv.var((0, 2, 3)), rtol=0.1)
     assert not torch.allclose(variance, server["model"]["stages.0.1.running_var"], rtol=0.5)
+
+
+def test_scalefl_first_exit_lags_fedavg_by_its_position_weight(tiny_config_data):
+    """The review's weak first exit, reproduced: the normalised weights (1, 2, 3)/6 slow exit 1 down, not the KD."""
+    short = ("train.rounds=12", "train.local_epochs=1", "data.alpha=0.3", "eval.every=12", "run.checkpoint_every=0")
+    fedavg = simulate(tiny_config_data, *short).last_eval.metrics
+    scalefl = simulate(tiny_config_data, *short, "method.name=scalefl", "method.hparams.kd_weight=0").last_eval.metrics
+    assert scalefl["test/acc/exit_1"] < fedavg["test/acc/exit_1"] - 0.04  # 17.0% against 23.8%
+    assert scalefl["test/acc/exit_2"] < fedavg["test/acc/exit_2"] - 0.1  # 41.6% against 72.1%
+    fed = federation(tiny_config_data, "method.name=scalefl", "method.hparams.kd_weight=0")
+    model = fed.new_model().train()
+    x, y = next(fed.batches.eval_batches(fed.client_data(0).train_idx, 32))
+    gradients = {}
+    for name, loss_fn in (("scalefl", fed.method.objective(0)), ("fedavg", sum_ce_loss)):
+        model.zero_grad()
+        loss_fn(model, x, y).backward()
+        gradients[name] = [model.exits[k].bias.grad.clone() for k in range(3)]
+    for k, share in enumerate((1 / 6, 2 / 6, 3 / 6)):  # FedAvg's "-EE" sum gives every exit weight 1
+        assert torch.allclose(gradients["scalefl"][k], share * gradients["fedavg"][k], atol=1e-7)
 
 
 # -- InclusiveFL ------------------------------------------------------------------------------------------------
