@@ -146,6 +146,15 @@ def test_depthfl_feddyn_keeps_corrections_of_the_held_parameters(tiny_config_dat
     assert set(sim.state.server["feddyn_h"]) == {n for n, _ in sim.fed.new_model().named_parameters()}
 
 
+def test_depthfl_gap_to_fedavg_at_alpha_0_1_comes_from_the_distillation(tiny_config_data):
+    """The review's DepthFL-below-FedAvg result at α = 0.1, reproduced on the tiny config (see the docstring)."""
+    short = ("train.rounds=12", "train.local_epochs=1", "data.alpha=0.1", "eval.every=12", "run.checkpoint_every=0")
+    fedavg = simulate(tiny_config_data, *short).last_eval.metrics
+    depthfl = simulate(tiny_config_data, *short, "method.name=depthfl").last_eval.metrics
+    assert depthfl["test/acc/mean"] < fedavg["test/acc/mean"] - 0.02  # 48.4% against 51.8%
+    assert depthfl["test/acc/exit_2"] < fedavg["test/acc/exit_2"] - 0.05  # 36.9% against 45.0%
+
+
 # -- ScaleFL ----------------------------------------------------------------------------------------------------
 
 def test_scalefl_distillation_is_off_before_a_quarter_of_the_rounds_and_on_after(tiny_config_data):
