@@ -72,11 +72,14 @@ class FedAMPHparams(Hparams):
 
 
 def fedamp_weights(models: torch.Tensor, alpha_k: float, sigma: float) -> torch.Tensor:
-    """FedAMP's n×n weights of n flattened models (rows): ``ξ_ij = α_k·exp(−‖w_i − w_j‖²/σ)/σ``, ``ξ_ii = 1 − Σ``."""
+    """FedAMP's n×n weights of n flattened models (rows): ``ξ_ij = α_k·exp(−‖w_i − w_j‖²/σ)/σ``, ``ξ_ii = 1 − Σ``.
+
+    ``α_k ≤ σ/(n − 1)`` keeps ``ξ_ii ≥ 0``; a sum that exceeds 1 by rounding leaves a self-weight of 0.
+    """
     squared = torch.cdist(models.double(), models.double()).pow(2)
     messages = alpha_k * torch.exp(-squared / sigma) / sigma
     messages.fill_diagonal_(0.0)
-    return messages + torch.diag(1.0 - messages.sum(1))
+    return messages + torch.diag((1.0 - messages.sum(1)).clamp_min(0.0))  # ≥ 0 but for rounding at the bound
 
 
 def heurfedamp_weights(models: torch.Tensor, self_weight: float, scale: float) -> torch.Tensor:

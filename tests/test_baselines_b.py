@@ -15,6 +15,7 @@ from bench.config import apply_overrides, validate_config
 from bench.fed.federation import Federation, build_federation
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import class_prototypes, flatten, subtract
+from bench.methods.aggregation import personalized_aggregates
 from bench.methods.api import Message, extract, is_head, load_state
 from bench.methods.simplex_qp import minimize_on_simplex
 from bench.track.runner import run_experiment
@@ -102,6 +103,15 @@ def test_heurfedamp_weights_by_hand():
                              [0.5 / (near + 1), 0.5 * near / (near + 1), 0.5]], dtype=torch.float64)
     assert expected[0, 1].item() == pytest.approx(0.3348808, abs=1e-7)
     assert torch.allclose(weights, expected, atol=1e-12)
+
+
+def test_personalized_aggregates_refuse_weights_of_another_shape():
+    uploads = {3: Message({"w": torch.zeros(2)}), 5: Message({"w": torch.ones(2)})}
+    out = personalized_aggregates(uploads, torch.tensor([[1.0, 0.0], [0.25, 0.75]]), [{"w": torch.full((2,), 9.0)}] * 6)
+    assert torch.equal(out[5]["w"], torch.full((2,), 0.75)) and torch.equal(out[3]["w"], torch.zeros(2))
+    assert torch.equal(out[0]["w"], torch.full((2,), 9.0))  # a client outside the round keeps its aggregate
+    with pytest.raises(ValueError, match="must be 2×2"):
+        personalized_aggregates(uploads, torch.ones(3, 3), [{"w": torch.zeros(2)}] * 6)
 
 
 def test_fedamp_refuses_a_step_that_makes_a_self_weight_negative(tiny_config_data):
