@@ -139,7 +139,7 @@ def test_fedrep_trains_heads_with_the_backbone_fixed_then_the_backbone_with_head
     assert changed(head_before, head_after, is_backbone) == (statistics if head_batchnorm == "train" else set())
     assert changed(head_before, head_after, is_head) == head_keys
     assert changed(body_before, body_after, is_head) == set()
-    assert changed(body_before, body_after, is_backbone) == backbone
+    assert changed(body_before, body_after, is_backbone) == backbone  # FedAvg: one phase moving everything
     assert all(p.requires_grad for p in model.parameters())  # the freezing is undone
     assert set(result.upload.tensors) == set(head_before) - head_keys
 

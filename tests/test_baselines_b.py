@@ -102,7 +102,7 @@ def test_heurfedamp_weights_by_hand():
     expected = torch.tensor([[0.5, 0.5 * near / (near + 1), 0.5 / (near + 1)], [0.25, 0.5, 0.25],
                              [0.5 / (near + 1), 0.5 * near / (near + 1), 0.5]], dtype=torch.float64)
     assert expected[0, 1].item() == pytest.approx(0.3348808, abs=1e-7)
-    assert torch.allclose(weights, expected, atol=1e-12)
+    assert torch.allclose(weights, expected, atol=1e-12)  # FedAvg: the same train-size shares in every row
 
 
 def test_personalized_aggregates_refuse_weights_of_another_shape():

@@ -191,7 +191,8 @@ def test_scalefl_narrow_sub_models_scale_their_convolutions_by_the_width_rate(ti
         sub = method.plan.model_for(narrow, method.ctx.build_model())
         load_state(sub, method.payload(0, narrow, server).tensors)
         outputs[name] = sub.stages[0][0](x)
-    # width 0.25 of a 0.5-wide model: 8 of 16 channels, rate 0.5, so the convolution's output doubles
+    # width 0.25 of a 0.5-wide model: 8 of 16 channels, rate 0.5, so the convolution's output doubles (a plain
+    # sliced sub-model, as HeteroFL without its scaler, would give the same output as the full model's slice)
     assert torch.allclose(outputs["scaled"], 2 * outputs["plain"])
     assert scaled.plan.model_for(full, scaled.ctx.build_model()).stages[0][0]._forward_hooks == {}
 
