@@ -18,7 +18,7 @@ with ``h_j`` the client's class-prior-weighted prototypes (row c = ``p_j(c)·μ_
 ``V_j = (1/n_j) Σ_c [p_j(c)·E_c‖f‖² − p_j(c)²·‖μ_j,c‖²]`` the variance of that estimate (the authors' feature
 statistics). The QP has one variable per client of the round, so it is solved exactly, by an active-set
 method on its KKT system (:func:`bench.methods.simplex_qp.minimize_on_simplex`), instead of a generic QP
-solver. The authors' code then drops weights below 10⁻³ and renormalises; here the exact weights are used.
+solver.
 
 Early-exit extension ("-EE"): the features are the pooled features each exit reads, so prototypes, the
 alignment term (summed over exits) and the classifier collaboration (one QP per exit) are per exit. The
