@@ -24,9 +24,10 @@ The paper's two mechanisms, as applied here:
 Choices the paper leaves open (its Transformer layers all have one shape; an early-exit CNN's stages do not):
 the distillation runs between entries of the same name within their stages (``stages.{j}.<rest>`` teaches
 ``stages.{d−1}.<rest>``); a deeper stage's update is cut to the leading slice of the top's shape (deeper
-stages are at least as wide, as in width-scaled sub-models), and an entry without a counterpart of covering
-shape (e.g. a ResNet's stem) takes ``Δ_own`` alone. As in the authors' code, only the stages (the paper's
-encoder layers) are distilled: the top's exit head and its BatchNorm statistics take the tier's own average.
+stages are at least as wide, as in width-scaled sub-models), and the mean runs over the counterparts that exist
+with a covering shape (a ResNet's stem is taught by the deeper tier's update of that same stem only). As in
+the authors' code, only the stages (the paper's encoder layers) are distilled: the top's exit head and its
+BatchNorm statistics take the tier's own average.
 The deeper tier's update is the one of the same round (the authors' code applies the previous round's).
 Without participants of the next deeper tier in a round the top takes ``Δ_own`` alone; a tier without
 participants keeps its top.
@@ -81,7 +82,8 @@ def stage_counterparts(shapes: Mapping[str, torch.Size], parameters: frozenset[s
             continue
         rest = name[len(top):]
         teachers = [f"stages.{j}.{rest}" for j in range(depth - 1, deeper)]
-        teachers = [t for t in teachers if t in shapes and covers(shapes[t], shapes[name])]
+        teachers = [t for t in teachers if t in shapes and len(shapes[t]) == len(shapes[name])
+                    and covers(shapes[t], shapes[name])]
         if teachers:
             out[name] = teachers
     return out
