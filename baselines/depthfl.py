@@ -24,8 +24,17 @@ Optional FedDyn regulariser (Acar et al., "Federated Learning Based on Dynamic R
 parameters it holds) and minimises ``L(θ) − ⟨g_k, θ⟩ + α/2·‖θ − θ_server‖²``, then sets
 ``g_k ← g_k − α(θ_k − θ_server)``. The server keeps ``h`` and, for every parameter entry ``e`` that some
 participant holds, sets ``h_e ← h_e − α/m_e·Σ_{k holds e}(θ_k,e − θ_e)`` (``m_e``: the number of all
-clients holding ``e``) and ``θ_e ← avg_e − h_e/α``. Buffers (BatchNorm statistics) are averaged without
-correction.
+clients holding ``e``) and ``θ_e ← avg_e − h_e/α``, where ``avg_e`` is the *uniform* average over the
+round's holders of ``e``, as in FedDyn and the DepthFL authors' code (without FedDyn the average is weighted
+by train size, as for every other method). Buffers (BatchNorm statistics) are averaged without correction.
+
+With the default tiers (everyone at full depth) and ``kd_weight = 0`` DepthFL is FedAvg bit for bit
+(``test_depthfl_with_one_tier_and_no_distillation_is_fedavg_bitwise``), so any gap to FedAvg in that setting
+comes from the mutual self-distillation alone. The review found such a gap at α = 0.1 (Fashion-MNIST, 20
+clients, conv3, 30 rounds, one seed: 37.8% mean accuracy against FedAvg's 45.6%); on the tiny synthetic config
+(4 clients, 12 rounds, α = 0.1) the distillation also costs accuracy (48.4% against 51.8%, exit 2: 36.9%
+against 45.0%). The mechanism is not established here; the distillation is DepthFL's own term, kept as
+published, and ``kd_weight`` is tuned like every other hyperparameter.
 """
 
 from __future__ import annotations
@@ -38,8 +47,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.methods.api import ClientData, Hparams, LocalResult, Message, distillation_loss, exit_ce_losses, extract
-from bench.methods.heterogeneous import CapacityLevel, ClientFractions, LossFn, TieredMethod, depth_levels
+from bench.methods.api import (
+    ClientData,
+    Hparams,
+    LocalResult,
+    LossFn,
+    Message,
+    distillation_loss,
+    exit_ce_losses,
+    extract,
+)
+from bench.methods.heterogeneous import CapacityLevel, ClientFractions, TieredMethod, depth_levels
 from bench.methods.personalization import proximal_term
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
@@ -136,7 +154,7 @@ class DepthFL(TieredMethod):
         return LocalResult(Message(trained), state, {"train/loss": loss, "train/consistency_weight": weight})
 
     def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
-        averaged = self.plan.aggregate(server["model"], uploads)
+        averaged = self.plan.aggregate(server["model"], uploads, uniform=bool(self.alpha))
         if not self.alpha:
             return {"model": averaged}
         previous, correction = server["model"], dict(server["feddyn_h"])

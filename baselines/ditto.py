@@ -17,18 +17,9 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from bench.methods.api import (
-    ClientData,
-    Hparams,
-    LocalResult,
-    Message,
-    Method,
-    extract,
-    load_state,
-    sum_ce_loss,
-    train_epochs,
-)
-from bench.methods.personalization import average_uploads, proximal_term
+from bench.methods.aggregation import GlobalModelMethod
+from bench.methods.api import ClientData, Hparams, LocalResult, Message, extract, load_state, sum_ce_loss, train_epochs
+from bench.methods.personalization import proximal_objective
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
 
@@ -42,7 +33,7 @@ class DittoHparams(Hparams):
 
 
 @register
-class Ditto(Method):
+class Ditto(GlobalModelMethod):
     name = "ditto"
     family = "pfl"
     Hparams = DittoHparams
@@ -50,27 +41,17 @@ class Ditto(Method):
     def init_client(self, client: int, model: EarlyExitNet, server: dict[str, Any]) -> dict[str, Any]:
         return {"model": extract(model)}
 
-    def payload(self, round: int, client: int, server: dict[str, Any]) -> Message:
-        return Message(server["model"])
-
     def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
                      data: ClientData, gen: torch.Generator) -> LocalResult:
-        train, global_model, lam = self.ctx.train, payload.tensors, self.hp.lam
-        load_state(model, global_model)
+        train = self.ctx.train
+        load_state(model, payload.tensors)
         global_loss = train_epochs(model, data, gen, train, sum_ce_loss)
         upload = Message(extract(model))
-
-        def personal_objective(net: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return sum_ce_loss(net, x, y) + proximal_term(net, global_model, lam)
-
         load_state(model, state["model"])
-        personal_loss = train_epochs(model, data, gen, train, personal_objective,
+        personal_loss = train_epochs(model, data, gen, train, proximal_objective(payload.tensors, self.hp.lam),
                                      epochs=self.hp.personal_epochs)
         return LocalResult(upload, {"model": extract(model)},
                            {"train/loss": global_loss, "train/personal_loss": personal_loss})
-
-    def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
-        return {"model": average_uploads(uploads, self.ctx.client_train_sizes)}
 
     def eval_params(self, client: int, server: dict[str, Any],
                     state: dict[str, Any]) -> Mapping[str, torch.Tensor]:

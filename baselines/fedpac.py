@@ -2,7 +2,8 @@
 Collaboration", ICLR 2023.
 
 Local training, per round: first the personal classifier for ``head_epochs`` epochs with the feature extractor
-frozen, then the feature extractor (classifier frozen) on cross-entropy plus the feature-alignment regulariser
+fixed (its BatchNorm in train mode, as in the authors' code; ``head_batchnorm=eval``: on its stored statistics),
+then the feature extractor (classifier frozen) on cross-entropy plus the feature-alignment regulariser
 ``λ · ‖f(x) − c_y‖² / d`` (mean over the d feature dimensions, as ``nn.MSELoss`` in the authors' code) towards
 the server's global prototype ``c_y`` of the sample's class. After training the client computes, on its train
 split, its class prototypes (per-class mean features) and the feature statistics the server needs.
@@ -15,8 +16,9 @@ sample-count-weighted average of the clients' prototypes of that class; and each
 
 with ``h_j`` the client's class-prior-weighted prototypes (row c = ``p_j(c)·μ_j,c``) and
 ``V_j = (1/n_j) Σ_c [p_j(c)·E_c‖f‖² − p_j(c)²·‖μ_j,c‖²]`` the variance of that estimate (the authors' feature
-statistics). The QP is solved exactly by projected gradient descent on the simplex
-(:func:`bench.ground.tensor_ops.minimize_quadratic_on_simplex`) instead of a generic QP solver.
+statistics). The QP has one variable per client of the round, so it is solved exactly, by an active-set
+method on its KKT system (:func:`bench.methods.simplex_qp.minimize_on_simplex`), instead of a generic QP
+solver.
 
 Early-exit extension ("-EE"): the features are the pooled features each exit reads, so prototypes, the
 alignment term (summed over exits) and the classifier collaboration (one QP per exit) are per exit. The
@@ -34,12 +36,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from bench.ground.tensor_ops import (
-    TensorDict,
-    class_prototypes,
-    minimize_quadratic_on_simplex,
-    weighted_average,
-)
+from bench.ground.tensor_ops import TensorDict, class_prototypes, weighted_average
 from bench.methods.api import (
     ClientData,
     LocalResult,
@@ -49,16 +46,11 @@ from bench.methods.api import (
     extract,
     head_index,
     load_state,
-    train_epochs,
 )
-from bench.methods.personalization import (
-    PersonalHeadsHparams,
-    frozen,
-    frozen_backbone_loss,
-    parameters_where,
-    personal_keys,
-)
+from bench.methods.personalization import personal_keys
+from bench.methods.phases import HeadPhaseHparams, train_head_then_body
 from bench.methods.registry import register
+from bench.methods.simplex_qp import minimize_on_simplex
 from bench.models.base import EarlyExitNet
 
 PROTOTYPE = "prototype."  # payload/upload keys of the per-exit prototypes: "prototype.{k}"
@@ -66,7 +58,7 @@ CLASS_COUNTS = "class_counts"
 VARIANCE = "feature_variance"
 
 
-class FedPACHparams(PersonalHeadsHparams):
+class FedPACHparams(HeadPhaseHparams):
     align_weight: float = Field(1.0, ge=0, description="λ of the feature-alignment regulariser",
                                 json_schema_extra={"search": {"low": 0.1, "high": 10.0, "log": True}})
     head_epochs: int = Field(1, ge=1, description="epochs of classifier training (features frozen) per round",
@@ -119,7 +111,7 @@ def combination_weights(weighted_prototypes: torch.Tensor, variances: torch.Tens
     ``weighted_prototypes`` is n×C×d (client j's ``h_j``), ``variances`` the n values ``V_j``.
     """
     diffs = (weighted_prototypes[client].unsqueeze(0) - weighted_prototypes).flatten(1).double()
-    return minimize_quadratic_on_simplex(diffs @ diffs.T + torch.diag(variances.double()))
+    return minimize_on_simplex(diffs @ diffs.T + torch.diag(variances.double()))
 
 
 def aggregate_prototypes(uploads: list[TensorDict],
@@ -165,8 +157,6 @@ class FedPAC(Method):
         prototypes = [payload.tensors[f"{PROTOTYPE}{k}"] for k in range(self.ctx.num_exits)]
         known = payload.tensors[CLASS_COUNTS] > 0
         train = self.ctx.train
-        train_epochs(model, data, gen, train, frozen_backbone_loss,
-                     params=parameters_where(model, self.is_personal), epochs=self.hp.head_epochs)
 
         def loss_fn(net: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             feats = net.features(x)
@@ -175,9 +165,8 @@ class FedPAC(Method):
             ce = torch.stack(exit_ce_losses(logits, y)).sum()
             return ce + self.hp.align_weight * torch.stack(align).sum()
 
-        with frozen(model, self.is_personal):
-            loss = train_epochs(model, data, gen, train, loss_fn,
-                                params=parameters_where(model, self.is_shared))
+        _, loss = train_head_then_body(model, data, gen, train, self.is_personal, self.hp.head_epochs,
+                                       self.hp.head_batchnorm, body_loss=loss_fn)
         stats = feature_statistics(model, data, self.ctx.num_classes, train.batch_size)
         upload = {**extract(model), **{f"{PROTOTYPE}{k}": p.float() for k, p in enumerate(stats.prototypes)},
                   CLASS_COUNTS: stats.counts, VARIANCE: stats.variances}

@@ -11,32 +11,17 @@ here is 0.01.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import torch
 from pydantic import Field
 
 from baselines.fedavg import FedAvg, FedAvgHparams
-from bench.methods.api import LossFn, Message, sum_ce_loss
-from bench.methods.personalization import proximal_term
+from bench.methods.api import LossFn, Message
+from bench.methods.personalization import proximal_objective
 from bench.methods.registry import register
-from bench.models.base import EarlyExitNet
 
 
 class FedProxHparams(FedAvgHparams):
     mu: float = Field(0.01, ge=0, description="proximal coefficient μ (0: plain FedAvg)",
                       json_schema_extra={"search": {"low": 1e-3, "high": 1.0, "log": True}})
-
-
-def proximal_objective(reference: Mapping[str, torch.Tensor], mu: float) -> LossFn:
-    """The FedProx local loss: the exits' summed cross-entropy plus ``μ/2·‖θ − reference‖²``."""
-    if mu == 0:
-        return sum_ce_loss
-
-    def loss(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return sum_ce_loss(model, x, y) + proximal_term(model, reference, mu)
-
-    return loss
 
 
 @register

@@ -17,25 +17,15 @@ losses. Evaluation returns a predictor that adds the personal logits to the gene
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.methods.api import (
-    ClientData,
-    LocalResult,
-    Message,
-    Method,
-    Predictor,
-    extract,
-    head_index,
-    load_state,
-    train_epochs,
-)
-from bench.methods.personalization import PersonalHeadsHparams, average_uploads, personal_keys
+from bench.methods.aggregation import GlobalModelMethod
+from bench.methods.api import ClientData, LocalResult, Message, Predictor, extract, head_index, load_state, train_epochs
+from bench.methods.personalization import PersonalHeadsHparams, personal_keys
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
 
@@ -76,7 +66,7 @@ def combined_logits(model: EarlyExitNet, heads: HeadTensors, x: torch.Tensor) ->
 
 
 @register
-class FedRoD(Method):
+class FedRoD(GlobalModelMethod):
     name = "fedrod"
     family = "pfl"
     Hparams = FedRoDHparams
@@ -84,9 +74,6 @@ class FedRoD(Method):
     def init_client(self, client: int, model: EarlyExitNet, server: dict[str, Any]) -> dict[str, Any]:
         is_personal = personal_keys(self.hp.personal_heads, self.ctx.num_exits)
         return {"heads": {k: torch.zeros_like(v) for k, v in extract(model, is_personal).items()}}
-
-    def payload(self, round: int, client: int, server: dict[str, Any]) -> Message:
-        return Message(server["model"])
 
     def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
                      data: ClientData, gen: torch.Generator) -> LocalResult:
@@ -109,9 +96,6 @@ class FedRoD(Method):
                             params=[*model.parameters(), *heads.values()])
         new_heads = {k: v.detach().clone() for k, v in heads.items()}
         return LocalResult(Message(extract(model)), {"heads": new_heads}, {"train/loss": loss})
-
-    def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
-        return {"model": average_uploads(uploads, self.ctx.client_train_sizes)}
 
     def eval_model(self, model: EarlyExitNet, client: int, server: dict[str, Any], state: dict[str, Any],
                    data: ClientData, gen: torch.Generator) -> Predictor:

@@ -13,8 +13,12 @@ the authors' code) and ``α`` the hyperparameter that keeps the graph from conce
 The closed form is the Euclidean projection ``a_i = Π_simplex(p + s_i/(2α))`` (:func:`collaboration_graph`).
 
 Aggregation and local training. Client i receives ``θ̄_i = Σ_j a_ij θ_j`` and trains from it with the local
-loss plus ``λ·(1 − cos(θ, θ̄_i))`` over the parameters, which keeps the local model's direction close to its
-neighbourhood's (the paper's cosine regulariser towards the aggregated model).
+loss plus ``λ·(1 − cos(θ, t_i))`` over the parameters, towards the regulariser target
+``t_i = Σ_j a_ij θ_j/‖θ_j‖``: the graph's combination of the neighbours' *normalised* parameter vectors (the
+authors' cosine variant), so a neighbour's pull on the direction does not grow with the size of its weights.
+The target is sent with the aggregate (its bytes count as communication); before the first aggregation it is
+the initial model's parameter vector, so the first round's regulariser pulls towards the common starting
+direction. Norms and the target use the parameters (the authors' code also flattens BatchNorm statistics).
 
 Early-exit extension ("-EE"): the whole early-exit network is one model; local training uses the sum of the
 exits' cross-entropy losses plus the regulariser. The evaluated model is the client's personalized aggregate.
@@ -35,8 +39,8 @@ from bench.ground.tensor_ops import (
     normalized_weights,
     project_simplex,
     subtract,
-    weighted_average,
 )
+from bench.methods.aggregation import personalized_aggregates
 from bench.methods.api import (
     ClientData,
     Hparams,
@@ -51,12 +55,14 @@ from bench.methods.api import (
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
 
+TARGET = "regulariser_target"  # payload key of the flattened regulariser target t_i
+
 
 class PFedGraphHparams(Hparams):
     graph_alpha: float = Field(0.8, gt=0,
                                description="α of the graph QP (larger: closer to the data-size prior)",
                                json_schema_extra={"search": {"low": 0.1, "high": 5.0, "log": True}})
-    cosine_reg: float = Field(0.01, ge=0, description="λ of the local regulariser λ·(1 − cos(θ, θ̄_i))",
+    cosine_reg: float = Field(0.01, ge=0, description="λ of the local regulariser λ·(1 − cos(θ, Σ_j a_ij·θ_j/‖θ_j‖))",
                               json_schema_extra={"search": {"low": 0.001, "high": 1.0, "log": True}})
 
 
@@ -76,6 +82,12 @@ def cosine_to(model: EarlyExitNet, reference: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(theta, reference.to(theta.dtype), dim=0)
 
 
+def regulariser_targets(models: torch.Tensor, graph: torch.Tensor) -> torch.Tensor:
+    """Row i: ``Σ_j graph[i, j]·θ_j/‖θ_j‖`` of the flattened models ``θ_j`` (rows of ``models``)."""
+    unit = models.double() / models.double().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return graph.double() @ unit
+
+
 @register
 class PFedGraph(Method):
     name = "pfedgraph"
@@ -84,20 +96,21 @@ class PFedGraph(Method):
 
     def init_server(self, model: EarlyExitNet) -> dict[str, Any]:
         initial = extract(model)
-        return {"initial": {name: initial[name] for name, _ in model.named_parameters()},
-                "aggregates": [initial for _ in range(self.ctx.num_clients)]}
+        parameters = {name: initial[name] for name, _ in model.named_parameters()}
+        start = flatten(parameters, list(parameters)).float()
+        return {"initial": parameters, "aggregates": [initial for _ in range(self.ctx.num_clients)],
+                "targets": [start for _ in range(self.ctx.num_clients)]}
 
     def payload(self, round: int, client: int, server: dict[str, Any]) -> Message:
-        return Message(server["aggregates"][client])
+        return Message({**server["aggregates"][client], TARGET: server["targets"][client]})
 
     def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
                      data: ClientData, gen: torch.Generator) -> LocalResult:
-        load_state(model, payload.tensors)
-        names = [name for name, _ in model.named_parameters()]
-        neighbourhood = flatten(payload.tensors, names).float()
+        load_state(model, {k: v for k, v in payload.tensors.items() if k != TARGET})
+        target = payload.tensors[TARGET]
 
         def loss_fn(net: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return sum_ce_loss(net, x, y) + self.hp.cosine_reg * (1.0 - cosine_to(net, neighbourhood))
+            return sum_ce_loss(net, x, y) + self.hp.cosine_reg * (1.0 - cosine_to(net, target))
 
         loss = train_epochs(model, data, gen, self.ctx.train, loss_fn)
         return LocalResult(Message(extract(model)), state, {"train/loss": loss})
@@ -110,10 +123,12 @@ class PFedGraph(Method):
         updates = torch.stack([flatten(subtract({k: m[k] for k in names}, initial), names) for m in models])
         prior = torch.tensor([self.ctx.client_train_sizes[c] for c in clients], dtype=torch.float64)
         graph = collaboration_graph(updates, prior, self.hp.graph_alpha)
-        aggregates = list(server["aggregates"])
-        for row, client in enumerate(clients):
-            aggregates[client] = weighted_average(models, graph[row])
-        return {"initial": initial, "aggregates": aggregates}
+        targets = list(server["targets"])
+        flat = torch.stack([flatten(m, names) for m in models])
+        for client, target in zip(clients, regulariser_targets(flat, graph), strict=True):
+            targets[client] = target.float()
+        return {"initial": initial, "aggregates": personalized_aggregates(uploads, graph, server["aggregates"]),
+                "targets": targets}
 
     def eval_params(self, client: int, server: dict[str, Any],
                     state: dict[str, Any]) -> Mapping[str, torch.Tensor]:

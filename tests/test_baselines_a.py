@@ -5,7 +5,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-import baselines.fedrep as fedrep_module
+import bench.methods.phases as phases_module
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.federation import Federation, build_federation
@@ -108,8 +108,9 @@ def test_personal_keys_selects_every_head_or_only_the_last():
 
 # -- FedRep --------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("head_batchnorm", ["train", "eval"])
 def test_fedrep_trains_heads_with_the_backbone_fixed_then_the_backbone_with_heads_fixed(tiny_config_data,
-                                                                                       monkeypatch):
+                                                                                       monkeypatch, head_batchnorm):
     phases = []
 
     def recording_train_epochs(model, *args, **kwargs):
@@ -118,8 +119,9 @@ def test_fedrep_trains_heads_with_the_backbone_fixed_then_the_backbone_with_head
         phases.append((before, extract(model)))
         return loss
 
-    monkeypatch.setattr(fedrep_module, "train_epochs", recording_train_epochs)
-    fed = federation(tiny_config_data, "fedrep", "method.hparams.head_epochs=1")
+    monkeypatch.setattr(phases_module, "train_epochs", recording_train_epochs)
+    fed = federation(tiny_config_data, "fedrep", "method.hparams.head_epochs=1",
+                     f"method.hparams.head_batchnorm={head_batchnorm}")
     server = fed.method.init_server(fed.new_model())
     model = fed.new_model()
     result = local_update(fed, 0, server, model=model)
@@ -130,13 +132,49 @@ def test_fedrep_trains_heads_with_the_backbone_fixed_then_the_backbone_with_head
         return {k for k in before if keep(k) and not torch.equal(before[k], after[k])}
 
     backbone = {k for k in head_before if is_backbone(k)}
+    statistics = {k for k in backbone if k.endswith(BUFFER_SUFFIXES)}
     head_keys = {k for k in head_before if is_head(k)}
-    assert changed(head_before, head_after, is_backbone) == set()  # weights and BatchNorm statistics
+    # the backbone's weights never move in the head phase; its BatchNorm statistics do in train mode (the
+    # authors' model.train()), and stay as they were in eval mode
+    assert changed(head_before, head_after, is_backbone) == (statistics if head_batchnorm == "train" else set())
     assert changed(head_before, head_after, is_head) == head_keys
     assert changed(body_before, body_after, is_head) == set()
-    assert changed(body_before, body_after, is_backbone) == backbone
+    assert changed(body_before, body_after, is_backbone) == backbone  # FedAvg: one phase moving everything
     assert all(p.requires_grad for p in model.parameters())  # the freezing is undone
     assert set(result.upload.tensors) == set(head_before) - head_keys
+
+
+def test_head_phase_normalises_with_batch_statistics_in_train_mode(tiny_config_data):
+    fed = federation(tiny_config_data, "fedrep")
+    model = fed.new_model()
+    x, y = next(fed.batches.eval_batches(fed.client_data(0).train_idx, 64))
+    model.train()
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.fill_(5.0)  # stored statistics far from the batch's
+    losses = {mode: float(phases_module.head_loss(mode)(model, x, y)) for mode in ("train", "eval")}
+    model.train()
+    with torch.no_grad():
+        expected = torch.stack([nn.functional.cross_entropy(z, y) for z in model(x)]).sum()
+    assert losses["train"] == pytest.approx(float(expected), rel=1e-5)  # features normalised by the batch
+    assert abs(losses["eval"] - losses["train"]) > 0.1  # the stored statistics give other features
+    with pytest.raises(ValueError, match="head_batchnorm"):
+        phases_module.head_loss("frozen")
+
+
+@pytest.mark.parametrize("method", ["fedrep", "fedbabu"])
+def test_personal_heads_last_shares_and_trains_the_shallow_heads(tiny_config_data, method):
+    fed = federation(tiny_config_data, method, "method.hparams.personal_heads=last")
+    server = fed.method.init_server(fed.new_model())
+    result = local_update(fed, 0, server)
+    assert set(result.state["heads"]) == {"exits.2.weight", "exits.2.bias"}
+    shallow = {k for k in server["shared"] if is_head(k)}
+    assert shallow == {"exits.0.weight", "exits.0.bias", "exits.1.weight", "exits.1.bias"}
+    # the shallow heads are uploaded and trained in the body phase; under "all" they would stay on the client
+    assert all(not torch.equal(result.upload.tensors[k], server["shared"][k]) for k in shallow)
+    if method == "fedbabu":  # the last head stays frozen at its initial value
+        initial = fed.method.init_client(0, fed.new_model(), server)["heads"]
+        assert all(torch.equal(result.state["heads"][k], v) for k, v in initial.items())
 
 
 # -- FedBABU -------------------------------------------------------------------------------------------------
@@ -166,6 +204,21 @@ def test_fedbabu_freezes_heads_in_training_and_fine_tunes_them_at_evaluation(tin
     assert backbone_moved == (finetune == "full")
     assert all(torch.equal(server["shared"][k], v) for k, v in stored[0].items())  # evaluation is pure
     assert all(torch.equal(result.state["heads"][k], v) for k, v in stored[1].items())
+
+
+# -- FedAvg+FT -----------------------------------------------------------------------------------------------
+
+def test_fedavg_fine_tunes_a_copy_of_the_global_model_before_evaluation(tiny_config_data):
+    tuned = {}
+    for epochs in (0, 1):
+        fed = federation(tiny_config_data, "fedavg", f"method.hparams.finetune_epochs={epochs}")
+        server = fed.method.init_server(fed.new_model())
+        stored = clone_dict(server["model"])
+        predictor = fed.method.eval_model(fed.new_model(), 0, server, {}, fed.client_data(0),
+                                          torch_generator(0, "evaluation", 1, 0))
+        tuned[epochs] = distance(extract(predictor), server["model"])
+        assert all(torch.equal(server["model"][k], v) for k, v in stored.items())  # evaluation is pure
+    assert tuned[0] == 0.0 and tuned[1] > 0.1  # plain FedAvg evaluates the global model itself
 
 
 # -- Ditto ---------------------------------------------------------------------------------------------------

@@ -7,15 +7,17 @@ import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
-from baselines.fedamp import attention_weights
-from baselines.fedpac import alignment_loss, combination_weights
+from baselines.fedamp import fedamp_weights, heurfedamp_weights
+from baselines.fedpac import CLASS_COUNTS, PROTOTYPE, VARIANCE, alignment_loss, combination_weights
 from baselines.fedrod import balanced_softmax_loss, combined_logits, log_class_prior
-from baselines.pfedgraph import collaboration_graph
+from baselines.pfedgraph import TARGET, collaboration_graph, cosine_to, regulariser_targets
 from bench.config import apply_overrides, validate_config
 from bench.fed.federation import Federation, build_federation
 from bench.ground.rng import torch_generator
-from bench.ground.tensor_ops import class_prototypes, minimize_quadratic_on_simplex
-from bench.methods.api import Message, load_state
+from bench.ground.tensor_ops import class_prototypes, flatten, subtract
+from bench.methods.aggregation import personalized_aggregates
+from bench.methods.api import Message, extract, is_head, load_state
+from bench.methods.simplex_qp import minimize_on_simplex
 from bench.track.runner import run_experiment
 
 
@@ -47,39 +49,115 @@ def test_class_prototypes_by_hand():
         class_prototypes(features, torch.tensor([0, 0, 5, 0]), num_classes=4)
 
 
-def test_quadratic_on_simplex_matches_closed_forms():
+def test_quadratic_on_simplex_is_solved_exactly_on_hand_solved_cases():
+    # 2a² + 2a(1 − a) + 3(1 − a)² is smallest where 6a − 4 = 0: a = 2/3
+    w = minimize_on_simplex(torch.tensor([[2.0, 1.0], [1.0, 3.0]]))
+    assert torch.allclose(w, torch.tensor([2 / 3, 1 / 3], dtype=torch.float64), atol=1e-12)
     # diagonal M: the minimiser is proportional to 1/M_jj
-    w = minimize_quadratic_on_simplex(torch.diag(torch.tensor([1.0, 2.0, 4.0])))
-    assert torch.allclose(w, torch.tensor([4 / 7, 2 / 7, 1 / 7], dtype=torch.float64), atol=1e-6)
+    w = minimize_on_simplex(torch.diag(torch.tensor([1.0, 2.0, 4.0])))
+    assert torch.allclose(w, torch.tensor([4 / 7, 2 / 7, 1 / 7], dtype=torch.float64), atol=1e-12)
+    # the third coordinate is dominated: on {c = 0} the minimum is (½, ½) with 2Mw = (1, 1, 2) and ν = 1, so the
+    # third multiplier 2 − 1 > 0 keeps it out: exactly zero, not merely small
+    w = minimize_on_simplex(torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 3.0]]))
+    assert torch.allclose(w, torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64), atol=1e-12) and w[2] == 0
     # a free coordinate takes all the mass (a vertex of the simplex)
-    w = minimize_quadratic_on_simplex(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
-    assert torch.allclose(w, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=1e-6)
+    assert torch.equal(minimize_on_simplex(torch.tensor([[1.0, 0.0], [0.0, 0.0]])),
+                       torch.tensor([0.0, 1.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="square"):
+        minimize_on_simplex(torch.zeros(2, 3))
+
+
+def test_quadratic_on_simplex_meets_the_kkt_conditions_on_random_cases():
+    gen = torch.Generator().manual_seed(3)
+    for n in (3, 8, 20):
+        d = torch.randn(n, 12, generator=gen, dtype=torch.float64)
+        m = d @ d.T + torch.diag(torch.rand(n, generator=gen, dtype=torch.float64))
+        w = minimize_on_simplex(m)
+        gradient = 2 * m @ w
+        nu = gradient[w > 0].mean()
+        assert (w >= 0).all() and float(w.sum()) == pytest.approx(1.0, abs=1e-12)
+        assert torch.allclose(gradient[w > 0], nu.expand(int((w > 0).sum())), atol=1e-9)  # equal on the support
+        assert (gradient[w == 0] >= nu - 1e-9).all()  # no better direction outside it
 
 
 # -- FedAMP ----------------------------------------------------------------------------------------------------
 
-def test_fedamp_attention_favours_the_similar_client():
-    weights = attention_weights(two_alike_one_apart(), self_weight=0.4, sigma=10.0)
+def test_fedamp_weights_by_hand():
+    # 1-D models 0, 1, 3: squared distances 1 (0–1), 9 (0–2), 4 (1–2); σ = 2, α_k = σ/(N − 1) = 1
+    weights = fedamp_weights(torch.tensor([[0.0], [1.0], [3.0]]), alpha_k=1.0, sigma=2.0)
+    m01, m02, m12 = math.exp(-0.5) / 2, math.exp(-4.5) / 2, math.exp(-2.0) / 2  # α_k·exp(−d²/σ)/σ
+    assert (m01, m02, m12) == pytest.approx((0.3032653, 0.0055545, 0.0676676), abs=1e-7)
+    expected = torch.tensor([[1 - m01 - m02, m01, m02], [m01, 1 - m01 - m12, m12], [m02, m12, 1 - m02 - m12]],
+                            dtype=torch.float64)
+    assert torch.allclose(weights, expected, atol=1e-12)
+    # under FedAvg every row would be the train-size shares; here the self-weight is what the messages leave
+    assert weights[2, 2].item() == pytest.approx(0.9267779, abs=1e-7)
     assert_rows_on_simplex(weights)
-    assert torch.allclose(weights.diagonal(), torch.full((3,), 0.4, dtype=torch.float64))
-    assert weights[0, 1] > 0.59 and weights[1, 0] > 0.59  # nearly all of the 0.6 left goes to the twin
-    assert weights[0, 2] < 0.01 and weights[1, 2] < 0.01
-    assert weights[2, 0].item() == pytest.approx(weights[2, 1].item(), rel=0.05)  # the outsider: equally far from both
 
 
-def test_fedamp_cloud_models_mix_similar_clients_only(tiny_config_data):
-    fed = federation(tiny_config_data, "method.name=fedamp", "data.clients=3")
+def test_heurfedamp_weights_by_hand():
+    # cos(w0, w1) = cos(w1, w2) = 1/√2, cos(w0, w2) = 0; self-weight 0.5, scale 1
+    weights = heurfedamp_weights(torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]), self_weight=0.5, scale=1.0)
+    near = math.exp(1 / math.sqrt(2))
+    expected = torch.tensor([[0.5, 0.5 * near / (near + 1), 0.5 / (near + 1)], [0.25, 0.5, 0.25],
+                             [0.5 / (near + 1), 0.5 * near / (near + 1), 0.5]], dtype=torch.float64)
+    assert expected[0, 1].item() == pytest.approx(0.3348808, abs=1e-7)
+    assert torch.allclose(weights, expected, atol=1e-12)  # FedAvg: the same train-size shares in every row
+
+
+def test_personalized_aggregates_refuse_weights_of_another_shape():
+    uploads = {3: Message({"w": torch.zeros(2)}), 5: Message({"w": torch.ones(2)})}
+    out = personalized_aggregates(uploads, torch.tensor([[1.0, 0.0], [0.25, 0.75]]), [{"w": torch.full((2,), 9.0)}] * 6)
+    assert torch.equal(out[5]["w"], torch.full((2,), 0.75)) and torch.equal(out[3]["w"], torch.zeros(2))
+    assert torch.equal(out[0]["w"], torch.full((2,), 9.0))  # a client outside the round keeps its aggregate
+    with pytest.raises(ValueError, match="must be 2×2"):
+        personalized_aggregates(uploads, torch.ones(3, 3), [{"w": torch.zeros(2)}] * 6)
+
+
+def test_fedamp_refuses_a_step_that_makes_a_self_weight_negative(tiny_config_data):
+    # 4 clients, σ = 1: α_k may be at most 1/3
+    with pytest.raises(ValueError, match="alpha_k ≤ σ/\\(N − 1\\) = 0.333333"):
+        federation(tiny_config_data, "method.name=fedamp", "method.hparams.sigma=1", "method.hparams.alpha_k=0.5")
+    assert federation(tiny_config_data, "method.name=fedamp", "method.hparams.sigma=1").method.alpha_k == 1 / 3
+
+
+def test_fedamp_cloud_models_follow_the_hand_computed_weights(tiny_config_data):
+    fed = federation(tiny_config_data, "method.name=fedamp", "data.clients=3", "method.hparams.sigma=2")
     method, model = fed.method, fed.new_model()
     server = method.init_server(model)
     uploads = {}
-    for c, offset in enumerate([0.0, 1e-3, 30.0]):  # clients 0 and 1 nearly identical, client 2 far away
+    for c, offset in enumerate([0.0, 1.0, 3.0]):  # one scalar apart: squared distances 1, 9, 4 as above
         state = dict(server["cloud"][c])
-        state["exits.0.bias"] = state["exits.0.bias"] + offset
+        state["exits.0.bias"] = state["exits.0.bias"].clone()
+        state["exits.0.bias"][0] += offset
         uploads[c] = Message(state)
     cloud = method.aggregate(0, uploads, server)["cloud"]
-    bias = [u.tensors["exits.0.bias"] for u in uploads.values()]
-    assert torch.allclose(cloud[0]["exits.0.bias"], 0.5 * bias[0] + 0.5 * bias[1], atol=1e-3)
-    assert torch.allclose(cloud[2]["exits.0.bias"], 0.5 * bias[2] + 0.25 * (bias[0] + bias[1]), atol=1e-3)
+    m01, m02 = math.exp(-0.5) / 2, math.exp(-4.5) / 2
+    base = server["cloud"][0]["exits.0.bias"][0].item()
+    # FedAvg would give every client base + (0 + 1 + 3)·(its train share)
+    assert cloud[0]["exits.0.bias"][0].item() == pytest.approx(base + m01 * 1.0 + m02 * 3.0, abs=1e-6)
+    assert torch.equal(cloud[0]["stages.0.0.weight"], server["cloud"][0]["stages.0.0.weight"])
+
+
+def test_fedamp_trains_the_personal_model_towards_its_cloud_model_and_evaluates_it(tiny_config_data):
+    distances = {}
+    for lam in (0.01, 10.0):
+        fed = federation(tiny_config_data, "method.name=fedamp", f"method.hparams.proximal={lam}")
+        method, model = fed.method, fed.new_model()
+        server = method.init_server(model)
+        state = method.init_client(0, model, server)
+        gen = torch.Generator().manual_seed(0)
+        cloud = {k: v + 0.05 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+                 for k, v in state["model"].items()}  # a cloud model away from the personal one
+        server["cloud"][0] = cloud
+        result = method.local_update(model, 0, method.payload(0, 0, server), state, fed.client_data(0),
+                                     torch_generator(0, "test", 0, 0))
+        assert method.eval_params(0, server, result.state) is result.state["model"]  # the personal model
+        names = [n for n, _ in model.named_parameters()]
+        distances[lam] = float((flatten(result.state["model"], names) - flatten(cloud, names)).norm())
+    # the personal model starts 0.05·√d away; with λ = 10 it ends about a third closer (5.4 against 8.2); a
+    # FedAvg-like step without the proximal term would end equally far for both
+    assert distances[10.0] < 0.75 * distances[0.01]
 
 
 # -- pFedGraph --------------------------------------------------------------------------------------------------
@@ -107,6 +185,61 @@ def test_pfedgraph_closed_form_solves_the_graph_qp():
     candidates = torch.distributions.Dirichlet(torch.ones(5, dtype=torch.float64)).sample((2000,))
     for i in range(5):
         assert objective(graph[i], i) <= objective(candidates, i).min() + 1e-9
+
+
+def test_pfedgraph_regulariser_target_combines_the_normalised_models_by_hand():
+    models = torch.tensor([[3.0, 4.0], [0.0, 2.0]])  # unit vectors (0.6, 0.8) and (0, 1)
+    graph = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+    targets = regulariser_targets(models, graph)
+    # Σ_j a_ij θ_j (the aggregate) would give (1.5, 3) for client 0; the target weighs directions only
+    assert torch.allclose(targets, torch.tensor([[0.3, 0.9], [0.6, 0.8]], dtype=torch.float64))
+
+
+def test_pfedgraph_aggregate_gives_each_client_its_graph_aggregate_and_target(tiny_config_data):
+    fed = federation(tiny_config_data, "method.name=pfedgraph", "data.clients=3")
+    method, model = fed.method, fed.new_model()
+    server = method.init_server(model)
+    gen = torch.Generator().manual_seed(0)
+    directions = [torch.randn(1, generator=gen) for _ in range(2)]
+    uploads = {}
+    for c, sign in enumerate([1.0, 1.0, -1.0]):  # clients 0 and 1 move alike, client 2 the other way
+        state = extract(model)
+        for k, v in state.items():
+            if v.is_floating_point() and not k.endswith(("running_mean", "running_var")):
+                state[k] = v + sign * 0.1 * directions[0] + (0.01 * c) * directions[1]
+        uploads[c] = Message(state)
+    new = method.aggregate(0, uploads, server)
+    names = list(server["initial"])
+    updates = torch.stack([flatten(subtract({k: uploads[c].tensors[k] for k in names}, server["initial"]), names)
+                           for c in range(3)])
+    sizes = torch.tensor([fed.method.ctx.client_train_sizes[c] for c in range(3)], dtype=torch.float64)
+    graph = collaboration_graph(updates, sizes, 0.8)
+    assert graph[0, 2] < graph[0, 1]  # the client moving the other way counts less
+    key = "stages.0.0.weight"
+    expected = sum(graph[0, j] * uploads[j].tensors[key].double() for j in range(3))
+    assert torch.allclose(new["aggregates"][0][key].double(), expected, atol=1e-6)
+    assert not torch.allclose(new["aggregates"][0][key], new["aggregates"][2][key])  # FedAvg: one model for all
+    flat = torch.stack([flatten(uploads[c].tensors, names) for c in range(3)])
+    assert torch.allclose(new["targets"][2].double(), regulariser_targets(flat, graph)[2], atol=1e-6)
+    assert torch.equal(method.payload(1, 2, new).tensors[TARGET], new["targets"][2])
+    assert method.eval_params(2, new, {}) is new["aggregates"][2]  # the client's own aggregate is evaluated
+
+
+def test_pfedgraph_regulariser_turns_the_local_model_towards_its_target(tiny_config_data):
+    cosines = {}
+    for reg in (0.0, 50.0):
+        fed = federation(tiny_config_data, "method.name=pfedgraph", f"method.hparams.cosine_reg={reg}")
+        method, model = fed.method, fed.new_model()
+        server = method.init_server(model)
+        gen = torch.Generator().manual_seed(0)
+        server["targets"][0] = torch.randn(server["targets"][0].shape, generator=gen)  # a direction far away
+        result = method.local_update(model, 0, method.payload(0, 0, server), {}, fed.client_data(0),
+                                     torch_generator(0, "test", 0, 0))
+        load_state(model, result.upload.tensors)
+        with torch.no_grad():
+            cosines[reg] = float(cosine_to(model, server["targets"][0]))
+    # without the regulariser (FedAvg's local step) the trained model stays nearly orthogonal to the target
+    assert abs(cosines[0.0]) < 0.05 and cosines[50.0] > cosines[0.0] + 0.05
 
 
 # -- FedRoD ----------------------------------------------------------------------------------------------------
@@ -145,7 +278,7 @@ def test_fedrod_prediction_is_generic_plus_personal_logits(tiny_config_data, per
         if k in personal_exits:
             expected = expected + F.linear(feats[k], state["heads"][f"exits.{k}.weight"],
                                            state["heads"][f"exits.{k}.bias"])
-        assert torch.equal(predicted[k], expected)
+        assert torch.equal(predicted[k], expected)  # FedAvg's prediction would be the generic logits alone
     assert torch.equal(predicted[0], combined_logits(model, state["heads"], x)[0])
 
 
@@ -216,6 +349,68 @@ def test_fedpac_server_averages_prototypes_by_class_counts(tiny_config_data):
     expected = (protos[0] * counts[0][:, None] + protos[1] * counts[1][:, None]) / total
     assert torch.allclose(new["prototypes"][2].double(), expected, atol=1e-5)
     assert torch.equal(new["class_counts"], (counts[0] + counts[1]).long())
+
+
+def test_fedpac_aggregate_combines_the_heads_by_the_exact_qp(tiny_config_data):
+    fed = federation(tiny_config_data, "method.name=fedpac", "data.clients=3")
+    method, model = fed.method, fed.new_model()
+    server = method.init_server(model)
+    counts = torch.full((method.ctx.num_classes,), 5, dtype=torch.long)
+    uploads = {}
+    for c, shift in enumerate([0.0, 0.0, 10.0]):  # clients 0 and 1 have equal feature statistics, 2 is far away
+        state = {k: v + c if v.is_floating_point() else v for k, v in extract(model).items()}
+        prototypes = {f"{PROTOTYPE}{k}": torch.ones(method.ctx.num_classes, head.in_features) + shift
+                      for k, head in enumerate(model.exits)}
+        uploads[c] = Message({**state, **prototypes, CLASS_COUNTS: counts,
+                              VARIANCE: torch.full((3,), 0.2, dtype=torch.float64)})
+    new = method.aggregate(0, uploads, server)
+    # every client's class prior is uniform (0.1), so h_j = 0.1·prototypes and for client 0 the QP matrix is
+    # diagonal: diag(V) + ‖h_0 − h_j‖², with ‖h_0 − h_2‖² = 10 classes × 64 features × (0.1·10)² = 640; its
+    # minimiser on the simplex is ∝ 1/M_jj = (5, 5, 1/640.2). FedAvg would average all three by train size.
+    far = (1 / 640.2) / (10 + 1 / 640.2)
+    alpha = torch.tensor([(1 - far) / 2, (1 - far) / 2, far], dtype=torch.float64)
+    bias = uploads[0].tensors["exits.2.bias"]
+    assert torch.allclose(new["heads"][0]["exits.2.bias"].double(), bias.double() + alpha[1] + 2 * alpha[2],
+                          atol=1e-6)
+    assert model.exits[2].in_features == 64
+    # client 2: M = [[640.2, 640, 0], [640, 640.2, 0], [0, 0, 0.2]]; by symmetry α = (a, a, 1 − 2a), and
+    # d/da [a²(4·640 + 0.4) + 0.2(1 − 2a)²] = 0 gives a = 0.1/640.3
+    a = 0.1 / 640.3
+    assert torch.allclose(new["heads"][2]["exits.2.bias"].double(), bias.double() + a + 2 * (1 - 2 * a), atol=1e-6)
+    sizes = [method.ctx.client_train_sizes[c] for c in range(3)]
+    shared_shift = sum(c * n for c, n in enumerate(sizes)) / sum(sizes)
+    assert torch.allclose(new["shared"]["stages.0.0.weight"], uploads[0].tensors["stages.0.0.weight"] + shared_shift,
+                          atol=1e-5)
+
+
+@pytest.mark.parametrize("personal_heads", ["all", "last"])
+def test_fedpac_head_phase_trains_only_the_personal_heads_first(tiny_config_data, monkeypatch, personal_heads):
+    import bench.methods.phases as phases
+
+    calls = []
+    real = phases.train_heads
+
+    def recording(model, data, gen, train, heads, epochs, batchnorm):
+        before = extract(model)
+        loss = real(model, data, gen, train, heads, epochs, batchnorm)
+        calls.append((before, extract(model), heads))
+        return loss
+
+    monkeypatch.setattr(phases, "train_heads", recording)
+    fed = federation(tiny_config_data, "method.name=fedpac", f"method.hparams.personal_heads={personal_heads}")
+    method, model = fed.method, fed.new_model()
+    server = method.init_server(model)
+    result = method.local_update(model, 0, method.payload(0, 0, server), {}, fed.client_data(0),
+                                 torch_generator(0, "test", 0, 0))
+    (before, after, heads), = calls
+    personal = {k for k in before if is_head(k) and (personal_heads == "all" or k.startswith("exits.2."))}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    weights = {k for k in changed if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert weights == personal  # FedAvg-style training would move the backbone too
+    assert any(k.endswith("running_mean") for k in changed)  # BatchNorm in train mode, as the authors
+    assert set(server["heads"][0]) == personal
+    if personal_heads == "last":  # the shallow heads are shared: averaged with the backbone
+        assert "exits.0.weight" in server["shared"] and "exits.0.weight" in result.upload.tensors
 
 
 # -- every method, end to end ------------------------------------------------------------------------------------

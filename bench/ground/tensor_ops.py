@@ -105,29 +105,3 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor,
     sums.index_add_(0, labels, features.detach().double())
     return sums / counts.clamp_min(1).unsqueeze(1), counts
 
-
-def minimize_quadratic_on_simplex(matrix: torch.Tensor, iterations: int = 500,
-                                  tol: float = 1e-10) -> torch.Tensor:
-    """``argmin_{w >= 0, sum w = 1} wᵀ M w`` for a symmetric positive semi-definite ``M``.
-
-    Projected gradient descent (step ``1 / (2 λ_max(M))``, which guarantees descent) from the uniform vector,
-    using :func:`project_simplex`; stops after ``iterations`` steps or once a step moves less than ``tol``.
-    """
-    m = matrix.double()
-    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
-        raise ValueError(f"minimize_quadratic_on_simplex expects a non-empty square matrix, "
-                         f"got {tuple(m.shape)}")
-    m = (m + m.T) / 2
-    n = m.shape[0]
-    largest = float(torch.linalg.eigvalsh(m)[-1])
-    w = torch.full((n,), 1.0 / n, dtype=torch.float64)
-    if largest <= 0:
-        return w
-    step = 1.0 / (2.0 * largest)
-    for _ in range(iterations):
-        updated = project_simplex(w - step * 2.0 * (m @ w))
-        moved = float((updated - w).abs().max())
-        w = updated
-        if moved < tol:
-            break
-    return w

@@ -13,7 +13,8 @@ Shared by the federated early-exit baselines (DepthFL, ScaleFL, InclusiveFL):
   ``full[:out_w, :in_w, ...]`` of every entry (:func:`leading_region`);
 * :func:`aggregate_held` averages every entry over exactly the clients that hold it (weighted by train size),
   element-wise for width slices; what nobody in the round holds keeps its previous global value;
-* :class:`CapacityPlan` puts these together for one experiment (and caches one sub-model per (width, depth));
+* :class:`CapacityPlan` puts these together for one experiment (and caches one sub-model per (width, depth),
+  optionally with the activation scaler of :func:`bench.methods.batchnorm.add_activation_scaler`);
   :class:`TieredMethod` is the base class of methods whose server keeps one global model of which every
   client trains its own sub-model.
 """
@@ -21,7 +22,7 @@ Shared by the federated early-exit baselines (DepthFL, ScaleFL, InclusiveFL):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -34,6 +35,7 @@ from bench.ground.tensor_ops import TensorDict, weighted_average
 from bench.methods.api import (
     ClientData,
     Hparams,
+    LossFn,
     Message,
     Method,
     MethodContext,
@@ -41,11 +43,11 @@ from bench.methods.api import (
     load_state,
     train_epochs,
 )
+from bench.methods.batchnorm import add_activation_scaler
 from bench.models.base import EarlyExitNet
 
 FRACTION_TOLERANCE = 1e-6
 Shapes = dict[str, torch.Size]
-LossFn = Callable[[EarlyExitNet, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ def aggregate_held(previous: Mapping[str, torch.Tensor], uploads: Sequence[Mappi
 class CapacityPlan:
     """One experiment's capacity levels: which client holds what, its sub-model, held-entry aggregation."""
 
-    def __init__(self, ctx: MethodContext, levels: Sequence[CapacityLevel]):
+    def __init__(self, ctx: MethodContext, levels: Sequence[CapacityLevel], activation_scaler: bool = False):
         if not levels:
             raise ValueError("at least one capacity level is needed")
         for level in levels:
@@ -186,6 +188,7 @@ class CapacityPlan:
                 raise ValueError(f"capacity level width must be positive, got {level.width}")
         self.ctx = ctx
         self.levels = list(levels)
+        self.activation_scaler = activation_scaler
         self.tier_of = assign_tiers(ctx.seed, ctx.num_clients, [level.fraction for level in levels])
         full = ctx.build_model()
         self.parameter_names = frozenset(name for name, _ in full.named_parameters())
@@ -194,6 +197,10 @@ class CapacityPlan:
             self._shapes[width] = {k: v.shape for k, v in ctx.build_model(width).state_dict().items()}
             check_leading_slices(self._shapes[None], self._shapes[width], f"width {width:g}")
         self._models: dict[tuple[float | None, int], EarlyExitNet] = {}
+
+    def shapes(self, width: float | None = None) -> Shapes:
+        """The state shapes of the model at ``width`` (None: the full model)."""
+        return dict(self._shapes[width])
 
     def level(self, client: int) -> CapacityLevel:
         return self.levels[self.tier_of[client]]
@@ -227,14 +234,18 @@ class CapacityPlan:
         level = self.level(client)
         key = (level.width, level.depth)
         if key not in self._models:
-            self._models[key] = truncate(self.ctx.build_model(level.width), level.depth)
+            sub = truncate(self.ctx.build_model(level.width), level.depth)
+            if self.activation_scaler:
+                add_activation_scaler(sub, self._shapes[None])
+            self._models[key] = sub
         return self._models[key]
 
-    def aggregate(self, previous: Mapping[str, torch.Tensor], uploads: Mapping[int, Message]) -> TensorDict:
-        """:func:`aggregate_held` of the round's uploads, weighted by the clients' train sizes."""
+    def aggregate(self, previous: Mapping[str, torch.Tensor], uploads: Mapping[int, Message],
+                  uniform: bool = False) -> TensorDict:
+        """:func:`aggregate_held` of the round's uploads, weighted by train size (``uniform``: equally)."""
         clients = list(uploads)
-        return aggregate_held(previous, [uploads[c].tensors for c in clients],
-                              [self.ctx.client_train_sizes[c] for c in clients])
+        weights = [1.0 if uniform else self.ctx.client_train_sizes[c] for c in clients]
+        return aggregate_held(previous, [uploads[c].tensors for c in clients], weights)
 
 
 def depth_levels(tiers: Sequence[float] | None, num_exits: int) -> list[CapacityLevel]:
@@ -262,10 +273,14 @@ class TieredMethod(Method):
 
     def __init__(self, hparams: Hparams, ctx: MethodContext):
         super().__init__(hparams, ctx)
-        self.plan = CapacityPlan(ctx, self.capacity_levels())
+        self.plan = CapacityPlan(ctx, self.capacity_levels(), self.uses_activation_scaler())
 
     def capacity_levels(self) -> list[CapacityLevel]:
         raise NotImplementedError
+
+    def uses_activation_scaler(self) -> bool:
+        """Whether narrow sub-models scale their convolutions' outputs by their width rate (ScaleFL)."""
+        return False
 
     def client_exits(self, client: int) -> int:
         return self.plan.level(client).depth

@@ -1,4 +1,4 @@
-"""Building blocks shared by personalized-FL methods: personal heads, proximal terms, frozen parts.
+"""Building blocks shared by personalized-FL methods: personal heads, the proximal term, frozen parts.
 
 * :class:`PersonalHeadsHparams` — the ``personal_heads = "all" | "last"`` option of methods that keep
   "the head" personal: ``"all"`` makes every exit head personal, ``"last"`` only the last one (the shallow
@@ -6,22 +6,23 @@
 * :func:`personal_keys` — the predicate "this parameter/buffer name belongs to the personal heads".
 * :class:`PersonalHeadsMethod` — a method whose server holds the shared part, whose clients keep only their
   personal heads, and which averages the shared part weighted by train size (FedPer, FedRep, FedBABU).
-* :func:`average_uploads` — FedAvg's train-size-weighted average of a round's uploads.
-* :func:`proximal_term` — ``coefficient/2 · ‖θ − θ_ref‖²`` over a model's parameters (FedProx, Ditto, FedAMP).
-* :func:`frozen` and :func:`frozen_backbone_loss` — train one part of the network while the other stays fixed.
+* :func:`proximal_term` — ``coefficient/2 · ‖θ − θ_ref‖²`` over a model's parameters, and
+  :func:`proximal_objective`, the summed exit cross-entropy plus that term (FedProx, Ditto, FedAMP).
+* :func:`frozen` and :func:`parameters_where` — train one part of the network while the other stays fixed
+  (the phases built on them are in :mod:`bench.methods.phases`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
-from bench.ground.tensor_ops import TensorDict, weighted_average
-from bench.methods.api import Hparams, Message, Method, exit_ce_losses, extract, head_index, is_head
+from bench.methods.aggregation import average_uploads
+from bench.methods.api import Hparams, LossFn, Message, Method, extract, head_index, is_head, sum_ce_loss
 from bench.models.base import EarlyExitNet
 
 KeyFilter = Callable[[str], bool]
@@ -43,12 +44,6 @@ def personal_keys(personal_heads: PersonalHeads, num_exits: int) -> KeyFilter:
     if personal_heads == "last":
         return lambda name: is_head(name) and head_index(name) == num_exits - 1
     raise ValueError(f"personal_heads must be 'all' or 'last', got {personal_heads!r}")
-
-
-def average_uploads(uploads: Mapping[int, Message], train_sizes: Sequence[int]) -> TensorDict:
-    """The uploads' tensors averaged with weights proportional to their clients' train sizes (FedAvg)."""
-    clients = list(uploads)
-    return weighted_average([uploads[c].tensors for c in clients], [train_sizes[c] for c in clients])
 
 
 class PersonalHeadsMethod(Method):
@@ -102,6 +97,17 @@ def proximal_term(model: torch.nn.Module, reference: Mapping[str, torch.Tensor],
     return 0.5 * coefficient * torch.stack(terms).sum()
 
 
+def proximal_objective(reference: Mapping[str, torch.Tensor], coefficient: float) -> LossFn:
+    """The exits' summed cross-entropy plus ``coefficient/2 · ‖θ − reference‖²`` (just the former if 0)."""
+    if coefficient == 0:
+        return sum_ce_loss
+
+    def loss(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return sum_ce_loss(model, x, y) + proximal_term(model, reference, coefficient)
+
+    return loss
+
+
 def parameters_where(model: torch.nn.Module, keep: KeyFilter) -> list[torch.nn.Parameter]:
     return [p for name, p in model.named_parameters() if keep(name)]
 
@@ -111,7 +117,7 @@ def frozen(model: torch.nn.Module, keep_fixed: KeyFilter) -> Iterator[None]:
     """Within the block, parameters whose names pass ``keep_fixed`` get no gradients; restored on exit.
 
     Pair it with an optimiser over the other parameters (``train_epochs(..., params=...)``). It does not stop
-    BatchNorm statistics from updating; use :func:`frozen_backbone_loss` to freeze a backbone completely.
+    BatchNorm statistics from updating (see :func:`bench.methods.phases.head_loss`).
     """
     chosen = [(p, p.requires_grad) for name, p in model.named_parameters() if keep_fixed(name)]
     for p, _ in chosen:
@@ -122,17 +128,3 @@ def frozen(model: torch.nn.Module, keep_fixed: KeyFilter) -> Iterator[None]:
         for p, flag in chosen:
             p.requires_grad_(flag)
 
-
-def frozen_backbone_loss(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sum of the exits' cross-entropy losses with the backbone frozen.
-
-    The backbone's features are computed in eval mode without gradients, so neither its weights nor its
-    BatchNorm statistics change; only the heads get gradients.
-    """
-    for name, child in model.named_children():
-        if name != "exits":
-            child.eval()
-    with torch.no_grad():
-        feats = model.features(x)
-    logits = [head(f) for head, f in zip(model.exits, feats, strict=True)]
-    return torch.stack(exit_ce_losses(logits, y)).sum()
