@@ -6,6 +6,8 @@ import argparse
 
 from bench.cli.progress import ProgressBar
 from bench.config import load_config
+from bench.track.links import run_page_url
+from bench.track.mlflow_tracker import tracking_uri
 from bench.track.runner import resume_experiment, run_experiment
 
 
@@ -23,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
         if args.config:
             raise ValueError("--resume takes the config from the run; do not pass a config as well")
         result = resume_experiment(args.resume, args.tracking_uri, [ProgressBar("resume")])
+        uri = tracking_uri(args.tracking_uri)
     else:
         if not args.config:
             raise ValueError("give a config file or preset name, or --resume RUN_ID")
@@ -31,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"run.tracking_uri={args.tracking_uri}")
         config = load_config(args.config, overrides)
         result = run_experiment(config, [ProgressBar(config.method.name)])
+        uri = tracking_uri(config.run.tracking_uri)
     metrics = result.evaluation.metrics
     exits = sorted(k for k in metrics if k.startswith("test/acc/exit_") and not k.endswith("client_std"))
-    print(f"run {result.run_id} finished")
+    print(f"run {result.run_id} finished: {run_page_url(uri, result.run_id)}")
     print("  " + "  ".join(f"{k.removeprefix('test/acc/')}={metrics[k]:.4f}" for k in exits)
           + f"  mean={metrics['test/acc/mean']:.4f}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import subprocess
 import sys
 
+from bench.track.links import all_runs_urls
 from bench.track.mlflow_tracker import tracking_uri
 
 
@@ -22,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cmd = ui_command(tracking_uri(args.tracking_uri), args.port)
-    print(f"MLflow UI at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    uri = tracking_uri(args.tracking_uri)
+    cmd = ui_command(uri, args.port)
+    print(f"MLflow UI at http://127.0.0.1:{args.port} (Ctrl-C to stop); the training runs of each experiment:")
+    for name, url in all_runs_urls(uri, args.port).items():
+        print(f"  {name}: {url}")
     return subprocess.call(cmd)
