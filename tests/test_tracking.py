@@ -43,6 +43,8 @@ def test_failing_run_is_marked_failed_with_the_reason(tracking_uri, tiny_config_
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert run.info.status == "FAILED"
     assert "cifar10" in run.data.tags["error"] and "DataNotFoundError" in run.data.tags["error"]
+    note = run.data.tags["mlflow.note.content"]
+    assert "**Stopped** after round 0 of 3: DataNotFoundError: dataset 'cifar10' not found" in note
 
 
 def free_port() -> int:

@@ -141,7 +141,7 @@ def read_curve(client: MlflowClient, run_id: str, artifact_dir: Path) -> pd.Data
     present = {f.path for f in client.list_artifacts(run_id, CURVE_TABLE.rsplit("/", 1)[0])}
     if CURVE_TABLE in present:
         with download(client, run_id, CURVE_TABLE, artifact_dir).open() as stream:
-            return pd.read_json(stream, orient="split").drop_duplicates("threshold", keep="last")
+            return pd.read_json(stream, orient="split", precise_float=True).drop_duplicates("threshold", keep="last")
     if LEGACY_CURVE_ARTIFACT in present:
         return pd.read_csv(download(client, run_id, LEGACY_CURVE_ARTIFACT, artifact_dir))
     log.warning("run %s has no dynamic-inference curve (%s)", run_id, CURVE_TABLE)
