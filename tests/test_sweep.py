@@ -61,11 +61,22 @@ def test_failed_run_is_reported_the_others_go_on_and_a_rerun_skips_finished(tmp_
     (finished,) = client.search_runs([client.get_experiment_by_name("resume").experiment_id],
                                      "attributes.status = 'FINISHED'")
     assert finished.data.tags["sweep"] == "resume"
+    exp_id = client.get_experiment_by_name("resume").experiment_id
+    assert f"MLflow experiment 'resume': http://127.0.0.1:5000/#/experiments/{exp_id}/runs" in out
+    (parent,) = client.search_runs([exp_id], "tags.`cafebench.parent` = 'sweep:resume'")
+    assert finished.data.tags["mlflow.parentRunId"] == parent.info.run_id and parent.info.status == "FAILED"
+    assert parent.info.run_name == "sweep resume"
+    assert parent.data.tags["mlflow.note.content"] == ("Sweep **resume**: 2 runs; 1 ran, 0 skipped (already "
+                                                       "finished), 1 failed.")
 
     updates: list[SweepProgress] = []
     again = run_sweep(load_sweep(path), progress=updates.append)
     assert (again.done, again.skipped, again.failed) == (0, 1, 1)
     assert again.run_ids == [finished.info.run_id]
+    parents = client.search_runs([exp_id], "tags.`cafebench.parent` = 'sweep:resume'")
+    assert [p.info.run_id for p in parents] == [parent.info.run_id]  # the re-run reopened the same parent
+    failed = client.search_runs([exp_id], "attributes.status = 'FAILED' and tags.sweep = 'resume'")
+    assert {r.data.tags.get("mlflow.parentRunId") for r in failed} == {parent.info.run_id}
     assert updates[0] == SweepProgress(2, 0, 0, 0, 1, updates[0].elapsed_s)
     assert (updates[-1].failed, updates[-1].running, updates[-1].eta_s) == (1, 0, 0.0)
 
