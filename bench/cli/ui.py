@@ -28,4 +28,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"MLflow UI at http://127.0.0.1:{args.port} (Ctrl-C to stop); the training runs of each experiment:")
     for name, url in all_runs_urls(uri, args.port).items():
         print(f"  {name}: {url}")
+    sys.stdout.flush()  # before the server's own output
     return subprocess.call(cmd)
