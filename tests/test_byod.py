@@ -86,6 +86,13 @@ def test_unknown_dataset_and_missing_option_are_config_and_load_errors(tiny_conf
         load_dataset("npz")
 
 
+def test_the_datasets_command_refuses_an_option_without_a_name_and_a_bad_option(capsys):
+    assert main(["datasets", "path=scans"]) == 2
+    assert "'path=scans' is an option; give the dataset's name first" in capsys.readouterr().err
+    assert main(["datasets", "synthetic", "colour=1"]) == 2
+    assert "dataset 'synthetic' takes no option colour" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- imagefolder
 
 

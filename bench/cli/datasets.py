@@ -41,11 +41,12 @@ def describe_entry(entry: DatasetEntry) -> str:
 def run(args: argparse.Namespace) -> int:
     import_plugins(args.plugin)
     if args.name is None:
-        if args.options:
-            raise ValueError("options need a dataset name: cafebench datasets NAME key=value ...")
         for entry in available_datasets().values():
             print(describe_entry(entry))
         return 0
+    if "=" in args.name:
+        raise ValueError(f"{args.name!r} is an option; give the dataset's name first: cafebench datasets NAME "
+                         "key=value ...")
     data = load_dataset(args.name, args.root, **parse_overrides(args.options))
     names = ", ".join(data.class_names[:SHOWN_CLASS_NAMES]) + (", ..." if data.num_classes > SHOWN_CLASS_NAMES else "")
     vocabulary = f" (vocabulary {data.vocab_size:,})" if data.kind == "text" else ""
