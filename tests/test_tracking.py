@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.config import apply_overrides, validate_config
+from bench.track.links import run_page_url
 from bench.track.runner import run_experiment
 
 
@@ -79,6 +80,8 @@ def test_real_mlflow_server_over_http(tmp_path, tiny_config_data):
         assert history[-1]["value"] == pytest.approx(result.evaluation.metrics["test/acc/mean"])
         run = json.load(urllib.request.urlopen(f"{base}/api/2.0/mlflow/runs/get?run_id={result.run_id}"))["run"]
         assert run["info"]["status"] == "FINISHED"
+        exp_id = run["info"]["experiment_id"]  # a run on a server is browsed on that server
+        assert run_page_url(base + "/", result.run_id) == f"{base}/#/experiments/{exp_id}/runs/{result.run_id}"
     finally:
         server.terminate()
         server.wait(timeout=30)
