@@ -17,7 +17,14 @@ from PIL import Image
 
 from bench.cli import main
 from bench.config import ConfigError, apply_overrides, validate_config
-from bench.data.sources import CorruptDataError, DataNotFoundError, available_datasets, load_dataset, registry
+from bench.data.sources import (
+    CorruptDataError,
+    DataNotFoundError,
+    available_datasets,
+    load_dataset,
+    register_dataset,
+    registry,
+)
 from bench.data.sources import imagefolder as imagefolder_source
 from bench.fed.engine import Simulation
 
@@ -77,6 +84,19 @@ def test_an_entry_point_dataset_is_found_and_says_so(tmp_path, monkeypatch):
     assert entry.origin == "entry point ep_squares = ep_squares:load_squares"
     assert entry.size == 240 and entry.shape.input_shape == (1, 12, 12)
     sys.modules.pop("ep_squares")
+
+
+def test_a_taken_or_malformed_name_is_refused():
+    def load_fmnist():
+        """Not Fashion-MNIST."""
+
+    with pytest.raises(ValueError, match=r"dataset name 'fmnist' is taken by bench\.data\.sources\.fmnist\."
+                                         r"load_fmnist \(built in\)"):
+        register_dataset("fmnist")(load_fmnist)
+    with pytest.raises(ValueError, match="dataset name must be a lower-case identifier, got 'My Data'"):
+        register_dataset("My Data")
+    with pytest.raises(ValueError, match="give input_shape and num_classes together"):
+        register_dataset("half", input_shape=(1, 8, 8))
 
 
 def test_unknown_dataset_and_missing_option_are_config_and_load_errors(tiny_config_data):

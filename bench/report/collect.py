@@ -41,7 +41,7 @@ class RunData:
     ``runs``: index ``run_id``; columns method, family, dataset, model, alpha (float), seed (int), start_time.
     ``params`` / ``metrics``: index ``run_id``; one column per param (strings) / final metric value (floats).
     ``history``: long frame run_id, metric, step, value of the metrics in :data:`HISTORY_METRICS`.
-    ``curves``: the runs' ``dynamic_curve.csv`` rows, with a ``run_id`` column.
+    ``curves``: the rows of the runs' dynamic-inference curve tables, with a ``run_id`` column.
     ``heatmaps``: one partition heatmap per (dataset, alpha), from the run with the lowest seed.
     """
 

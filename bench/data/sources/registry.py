@@ -73,7 +73,9 @@ def register_dataset(name: str, *, input_shape: tuple[int, ...] | None = None, n
         if not callable(loader):
             raise TypeError(f"@register_dataset({name!r}) applies to a loader function")
         existing = _REGISTRY.get(name)
-        if existing is not None and existing.loader.__qualname__ != loader.__qualname__:
+        same = existing is not None and (existing.loader.__module__, existing.loader.__qualname__) == (
+            loader.__module__, loader.__qualname__)  # the same loader imported again
+        if existing is not None and not same:
             raise ValueError(f"dataset name {name!r} is taken by {existing.loader.__module__}."
                              f"{existing.loader.__qualname__} ({existing.origin})")
         _REGISTRY[name] = DatasetEntry(name, loader, shape, size, origin_of(loader))
