@@ -56,7 +56,7 @@ def test_the_data_is_a_dataset_input_and_the_description_summarises_the_run(fini
     run = client.get_run(result.run_id)
     (data,) = run.inputs.dataset_inputs
     assert data.dataset.name == "synthetic" and data.dataset.digest == run.data.tags["partition_hash"]
-    assert {t.key: t.value for t in data.tags}["mlflow.data.context"] == "4 clients, α=0.5"
+    assert {t.key: t.value for t in data.tags}["mlflow.data.context"] == "4 clients, alpha=0.5"
     assert json.loads(data.dataset.source)["options"] == {"num_samples": 800, "image_size": 16}
     assert json.loads(data.dataset.profile) == {"samples": 800, "classes": 10, "input_shape": [1, 16, 16],
                                                 "clients": 4, "alpha": 0.5}

@@ -75,4 +75,4 @@ def test_the_printed_runs_url_opens_the_training_runs_table(tmp_path, tiny_confi
     assert set(names) <= set(cells)
     for digest in digests:  # the Dataset column: each run's dataset input, with its context
         assert f"synthetic ({digest})" in cells
-    assert cells.count("4 clients, α=0.5") == 2
+    assert cells.count("4 clients, alpha=0.5") == 2

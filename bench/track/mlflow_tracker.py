@@ -89,14 +89,15 @@ DATASET_CONTEXT_TAG = "mlflow.data.context"
 
 def dataset_input(sim: Simulation) -> DatasetInput:
     """The run's data as an MLflow dataset input: its name, where it comes from (the dataset and its options),
-    the partition hash as digest, and the clients and α as the context the UI shows beside it."""
+    the partition hash as digest, and the clients and α as the context the UI shows beside it (``alpha`` spelled
+    out: the UI capitalises the context's words, and a capital α reads as A)."""
     d, data = sim.config.data, sim.fed.dataset
     source = {"dataset": d.dataset, "options": d.options, "root": d.root}
     profile = {"samples": len(data), "classes": data.num_classes, "input_shape": list(data.input_shape),
                "clients": d.clients, "alpha": d.alpha}
     dataset = MlflowDataset(name=d.dataset, digest=sim.fed.partition.hash, source_type="cafebench",
                             source=json.dumps(source, sort_keys=True), profile=json.dumps(profile))
-    return DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, f"{d.clients} clients, α={d.alpha:g}")])
+    return DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, f"{d.clients} clients, alpha={d.alpha:g}")])
 
 
 PARENT_TAG = "cafebench.parent"  # on the parent run of a sweep or a study: "sweep:NAME" or "study:NAME"
