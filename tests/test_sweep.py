@@ -99,11 +99,14 @@ def test_a_rerun_resumes_an_interrupted_run_from_its_checkpoint_as_the_same_run(
     client = MlflowClient()
     (killed,) = client.search_runs([client.get_experiment_by_name("interrupted").experiment_id])
     assert killed.info.status == "KILLED"
+    assert killed.data.tags["mlflow.note.content"].endswith("**Stopped** after round 2 of 4: interrupted by the user")
 
     result = run_sweep(sweep, threads=2)  # the interrupted run resumes with the 1 thread it had: bitwise-identical
     assert (result.done, result.skipped, result.failed) == (2, 0, 0)
     assert result.run_ids[0] == killed.info.run_id
-    assert client.get_run(killed.info.run_id).info.status == "FINISHED"
+    resumed = client.get_run(killed.info.run_id)
+    assert resumed.info.status == "FINISHED" and "Stopped" not in resumed.data.tags["mlflow.note.content"]
+    assert "Mean client test accuracy (final)" in resumed.data.tags["mlflow.note.content"]
     assert [m.step for m in client.get_metric_history(killed.info.run_id, "test/acc/mean")] == [1, 2, 3, 4]
     reference = run_experiment(sweep.configs[0].model_copy(update={"run": sweep.configs[0].run.model_copy(
         update={"experiment": "reference"})}))
