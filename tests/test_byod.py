@@ -60,7 +60,7 @@ def test_a_plugin_dataset_trains_through_the_process_executor_and_is_listed(tmp_
     plugin = tmp_path / "squares_plugin.py"
     plugin.write_text(PLUGIN)
     data = apply_overrides(tiny_config_data, ["data.dataset=squares", "data.options={}", "train.rounds=1",
-                                              "run.executor=process", "run.workers=2"])
+                                              "run.executor=process", "run.workers=1"])
     data["plugins"] = [str(plugin)]
     sim = Simulation(validate_config(data))
     sim.run()
