@@ -88,7 +88,8 @@ class RunConfig(Section):
 
 class ExperimentConfig(Section):
     seed: int = 0
-    plugins: list[str] = Field(default_factory=list, description="modules or .py files that register methods")
+    plugins: list[str] = Field(default_factory=list,
+                               description="modules or .py files that register methods or datasets")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
@@ -227,6 +228,7 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> str:
 
 def validate_config(data: dict[str, Any]) -> ExperimentConfig:
     """Validate a config dict, including the method's hyperparameters; errors name the key path."""
+    from bench.data.sources import get_dataset
     from bench.methods.registry import get_method
 
     try:
@@ -238,6 +240,10 @@ def validate_config(data: dict[str, Any]) -> ExperimentConfig:
         method = get_method(config.method.name)
     except ValueError as exc:
         raise ConfigError(f"invalid config:\n  method.name: {exc}") from None
+    try:
+        get_dataset(config.data.dataset)
+    except ValueError as exc:
+        raise ConfigError(f"invalid config:\n  data.dataset: {exc}") from None
     try:
         hparams = method.Hparams.model_validate(config.method.hparams)
     except ValidationError as exc:

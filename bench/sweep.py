@@ -23,7 +23,8 @@ again finishes it. A run interrupted by Ctrl-C or SIGTERM (status KILLED) contin
 the same MLflow run. So does a run killed outright (SIGKILL, out of memory) on this machine: it was left RUNNING, and
 as its owner process is gone the sweep first marks it KILLED. A run left RUNNING by a process on another machine, or
 stopped before its first checkpoint, starts again as a new run. A failed run is reported with its reason and the
-others go on.
+others go on. The sweep's runs are nested beneath a parent run named ``sweep NAME`` (tag
+``cafebench.parent=sweep:NAME``), which a re-run reopens; its description counts the runs.
 
 Runs log to the first config's tracking URI (a relative ``sqlite:///`` path is made absolute). On a Ray
 cluster of several machines, use a tracking server or database URL that every node reaches.
@@ -53,7 +54,8 @@ from mlflow.tracking import MlflowClient
 
 from bench.config import ConfigError, ExperimentConfig, parse_overrides, read_source, set_dotted, validate_config
 from bench.track.checkpoint import list_checkpoints
-from bench.track.mlflow_tracker import get_or_create_experiment, search_all_runs, tracking_uri
+from bench.track.description import NOTE_TAG
+from bench.track.mlflow_tracker import get_or_create_experiment, open_parent_run, search_all_runs, tracking_uri
 from bench.track.owner import OWNER_TAG, owner_alive, why_left_running
 from bench.track.runner import CHECKPOINT_TAG, raise_on_sigterm, run_experiment
 
@@ -411,6 +413,11 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         else:
             pending.append(i)
     log.info("sweep %s: %d runs, %d already finished", sweep.name, len(sweep.configs), len(outcomes))
+    client = MlflowClient(tracking_uri=uri)
+    parent_run_id = open_parent_run(client, get_or_create_experiment(client, sweep.experiment),
+                                    f"sweep:{sweep.name}", f"sweep {sweep.name}",
+                                    f"Sweep **{sweep.name}**: {len(sweep.configs)} runs, {len(pending)} to run.")
+    tags = {SWEEP_TAG: sweep.name, "mlflow.parentRunId": parent_run_id}
     started = time.perf_counter()
 
     def report(running: int) -> None:
@@ -432,7 +439,7 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
                 if resume:
                     log.info("sweep %s: resuming the interrupted run %s of %r", sweep.name, resume.run_id,
                              sweep.labels[i])
-                running[launcher.submit(data, {SWEEP_TAG: sweep.name}, resume and resume.run_id)] = i
+                running[launcher.submit(data, tags, resume and resume.run_id)] = i
             finished_now, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in finished_now:
                 i = running.pop(future)
@@ -440,9 +447,16 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
                 if outcomes[i].status == "failed":
                     log.warning("sweep %s: run %r failed: %s", sweep.name, sweep.labels[i], outcomes[i].reason)
             report(len(running))
+    except BaseException as exc:
+        client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         launcher.close()
-    return SweepResult([outcomes[i] for i in range(len(sweep.configs))])
+    result = SweepResult([outcomes[i] for i in range(len(sweep.configs))])
+    client.set_tag(parent_run_id, NOTE_TAG, f"Sweep **{sweep.name}**: {len(sweep.configs)} runs; {result.done} ran, "
+                                            f"{result.skipped} skipped (already finished), {result.failed} failed.")
+    client.set_terminated(parent_run_id, "FAILED" if result.failed else "FINISHED")
+    return result
 
 
 def _runtime_config(config: ExperimentConfig, uri: str, threads: int | None) -> dict[str, Any]:

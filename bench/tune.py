@@ -30,7 +30,8 @@ from bench.config import ConfigError, ExperimentConfig, load_config, validate_co
 from bench.fed.engine import Callback, Simulation
 from bench.methods.api import search_space
 from bench.methods.registry import get_method
-from bench.track.mlflow_tracker import MlflowTracker, get_or_create_experiment, tracking_uri
+from bench.track.description import NOTE_TAG
+from bench.track.mlflow_tracker import PARENT_TAG, MlflowTracker, get_or_create_experiment, tracking_uri
 from bench.track.runner import run_experiment
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,10 @@ def tune(method: str, source: str | Path, trials: int, overrides: list[str] | tu
         raise
     client.log_metric(parent_run_id, f"best/{OBJECTIVE}", result.best_value, step=result.completed + result.pruned)
     client.set_tag(parent_run_id, "best_trial", str(study.best_trial.number))
+    client.set_tag(parent_run_id, NOTE_TAG, f"Optuna study **{name}** of {method}: {result.completed} completed, "
+                                            f"{result.pruned} pruned trials (nested beneath this run); best "
+                                            f"{OBJECTIVE} {result.best_value:.4f} (trial {study.best_trial.number}) "
+                                            "with " + ", ".join(f"{k}={v!r}" for k, v in result.best_params.items()))
     client.log_artifact(parent_run_id, str(result.preset_path))
     client.set_terminated(parent_run_id, "FINISHED")
     return result
@@ -166,7 +171,10 @@ def parent_run(client: MlflowClient, study: optuna.Study, config: ExperimentConf
                         run_id, study.study_name)
     run = client.create_run(get_or_create_experiment(client, config.run.experiment),
                             run_name=f"tune {study.study_name}",
-                            tags={"optuna_study": study.study_name, "method": config.method.name})
+                            tags={"optuna_study": study.study_name, "method": config.method.name,
+                                  PARENT_TAG: f"study:{study.study_name}",
+                                  NOTE_TAG: f"Optuna study **{study.study_name}** of {config.method.name}: every "
+                                            f"trial is a run nested beneath this one."})
     study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
     return run.info.run_id
 

@@ -40,7 +40,9 @@ def test_run_a_config_file_and_report_per_exit_accuracy(tracking_uri, tiny_confi
     out = capsys.readouterr().out
     run_id = re.search(r"run (\w+) finished", out).group(1)
     assert re.search(r"exit_1=0\.\d{4}\s+exit_2=0\.\d{4}\s+exit_3=0\.\d{4}\s+mean=0\.\d{4}", out)
-    assert MlflowClient(tracking_uri).get_run(run_id).data.params["train.rounds"] == "1"
+    run = MlflowClient(tracking_uri).get_run(run_id)
+    assert run.data.params["train.rounds"] == "1"
+    assert f"run {run_id} finished: http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}" in out
 
 
 def test_user_errors_give_exit_status_2_and_a_message(tracking_uri, tiny_config_data, tmp_path, capsys):

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.cli import main
 from bench.config import validate_config
+from bench.measure.summary import CURVE_TABLE
 from bench.report import render_report
 from bench.report.collect import REPORT_TAG, collect_runs
 from bench.report.selection import DEFAULT_LABEL, select_best, switch_labels
@@ -169,11 +170,30 @@ def test_report_run_is_logged_and_left_out_of_later_reports(report, tmp_path):
     assert sorted(data.runs.index) == sorted(report["runs"].values())  # neither the report nor the failed run
 
 
-def test_report_command_renders_into_the_given_folder(report, tmp_path, capsys):
+def curve_value(report, key: tuple, threshold: float, column: str) -> float:
+    """A run's curve table, read back as MLflow stored it."""
+    client, run_id = report["client"], report["runs"][key]
+    path = client.download_artifacts(run_id, CURVE_TABLE, str(report["tmp"] / "curves" / run_id))
+    curve = pd.read_json(path, orient="split", precise_float=True)
+    return float(curve.loc[(curve["threshold"] - threshold).abs() < 1e-9, column].iloc[0])
+
+
+def test_report_command_renders_the_dynamic_table_from_the_curve_tables(report, tmp_path, capsys):
     before = len(report_run_ids(report))
-    assert main(["report", EXPERIMENT, "--out", str(tmp_path / "cli"), "--tracking-uri", report["uri"]]) == 0
-    assert str(tmp_path / "cli" / "report.html") in capsys.readouterr().out
+    run = report["client"].get_run(report["runs"][("fedavg", ALPHA, 0)])
+    assert len([k for k in run.data.metrics if k.startswith("dyn/")]) == 4 * 5  # 0.5 .. 0.9; 0.55 only in the table
+    assert main(["report", EXPERIMENT, "--out", str(tmp_path / "cli"), "--tracking-uri", report["uri"],
+                 "--threshold", "0.55"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "cli" / "report.html") in out
+    exp_id = report["client"].get_experiment_by_name(EXPERIMENT).experiment_id
+    assert f"its runs: http://127.0.0.1:5000/#/experiments/{exp_id}/runs" in out
     assert (tmp_path / "cli" / "tables" / "main_accuracy.csv").is_file()
+    dynamic = pd.read_csv(tmp_path / "cli" / "tables" / "dynamic_at_0.55.csv", index_col=0)
+    expected = sum(curve_value(report, ("local", ALPHA, s), 0.55, "cost_reduction") for s in (0, 1)) / 2
+    assert dynamic.loc["local", "digits/0.5/cost reduction/mean"] == pytest.approx(expected, rel=1e-9)
+    expected = sum(curve_value(report, ("fedavg", ALPHA, s), 0.55, "accuracy") for s in (0, 1)) / 2
+    assert dynamic.loc["fedavg", "digits/0.5/accuracy/mean"] == pytest.approx(expected, rel=1e-9)
     assert len(report_run_ids(report)) == before + 1
 
 

@@ -61,11 +61,23 @@ def test_failed_run_is_reported_the_others_go_on_and_a_rerun_skips_finished(tmp_
     (finished,) = client.search_runs([client.get_experiment_by_name("resume").experiment_id],
                                      "attributes.status = 'FINISHED'")
     assert finished.data.tags["sweep"] == "resume"
+    exp_id = client.get_experiment_by_name("resume").experiment_id
+    assert f"MLflow experiment 'resume': http://127.0.0.1:5000/#/experiments/{exp_id}/runs" in out
+    (parent,) = client.search_runs([exp_id], "tags.`cafebench.parent` = 'sweep:resume'")
+    assert finished.data.tags["mlflow.parentRunId"] == parent.info.run_id and parent.info.status == "FAILED"
+    assert parent.info.run_name == "sweep resume"
+    assert parent.data.tags["mlflow.note.content"] == ("Sweep **resume**: 2 runs; 1 ran, 0 skipped (already "
+                                                       "finished), 1 failed.")
 
     updates: list[SweepProgress] = []
     again = run_sweep(load_sweep(path), progress=updates.append)
     assert (again.done, again.skipped, again.failed) == (0, 1, 1)
     assert again.run_ids == [finished.info.run_id]
+    parents = client.search_runs([exp_id], "tags.`cafebench.parent` = 'sweep:resume'")
+    assert [p.info.run_id for p in parents] == [parent.info.run_id]  # the re-run reopened the same parent
+    # the bad option is found before a run is created: the failed config left no run, only the sweep's note counts it
+    runs = {r.info.run_id for r in client.search_runs([exp_id])}
+    assert runs == {finished.info.run_id, parent.info.run_id}
     assert updates[0] == SweepProgress(2, 0, 0, 0, 1, updates[0].elapsed_s)
     assert (updates[-1].failed, updates[-1].running, updates[-1].eta_s) == (1, 0, 0.0)
 
@@ -88,11 +100,14 @@ def test_a_rerun_resumes_an_interrupted_run_from_its_checkpoint_as_the_same_run(
     client = MlflowClient()
     (killed,) = client.search_runs([client.get_experiment_by_name("interrupted").experiment_id])
     assert killed.info.status == "KILLED"
+    assert killed.data.tags["mlflow.note.content"].endswith("**Stopped** after round 2 of 4: interrupted by the user")
 
     result = run_sweep(sweep, threads=2)  # the interrupted run resumes with the 1 thread it had: bitwise-identical
     assert (result.done, result.skipped, result.failed) == (2, 0, 0)
     assert result.run_ids[0] == killed.info.run_id
-    assert client.get_run(killed.info.run_id).info.status == "FINISHED"
+    resumed = client.get_run(killed.info.run_id)
+    assert resumed.info.status == "FINISHED" and "Stopped" not in resumed.data.tags["mlflow.note.content"]
+    assert "Mean client test accuracy (final)" in resumed.data.tags["mlflow.note.content"]
     assert [m.step for m in client.get_metric_history(killed.info.run_id, "test/acc/mean")] == [1, 2, 3, 4]
     reference = run_experiment(sweep.configs[0].model_copy(update={"run": sweep.configs[0].run.model_copy(
         update={"experiment": "reference"})}))

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Callback
+from bench.track.links import run_page_url
 from bench.track.runner import run_experiment
 
 
@@ -47,6 +48,8 @@ def test_failing_run_is_marked_failed_with_the_reason(tracking_uri, tiny_config_
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: boom in round 2"
+    note = run.data.tags["mlflow.note.content"]
+    assert "**Stopped** after round" in note and "RuntimeError: boom in round 2" in note
     # missing data is found before a run is created: the store holds no second run
     data = apply_overrides(tiny_config_data, ["data.dataset=cifar10", "data.options={}",
                                               f"data.root={tmp_path / 'empty'}"])
@@ -81,6 +84,8 @@ def test_real_mlflow_server_over_http(tmp_path, tiny_config_data):
         assert history[-1]["value"] == pytest.approx(result.evaluation.metrics["test/acc/mean"])
         run = json.load(urllib.request.urlopen(f"{base}/api/2.0/mlflow/runs/get?run_id={result.run_id}"))["run"]
         assert run["info"]["status"] == "FINISHED"
+        exp_id = run["info"]["experiment_id"]  # a run on a server is browsed on that server
+        assert run_page_url(base + "/", result.run_id) == f"{base}/#/experiments/{exp_id}/runs/{result.run_id}"
     finally:
         server.terminate()
         server.wait(timeout=30)

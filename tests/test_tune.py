@@ -35,6 +35,8 @@ def test_study_runs_child_trials_prunes_one_and_writes_a_runnable_best_preset(tm
     runs = client.search_runs([client.get_experiment_by_name("tune").experiment_id])
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["best/val/acc/mean"] == result.best_value
+    assert parent.data.tags["cafebench.parent"] == "study:s"
+    assert parent.data.tags["mlflow.note.content"].startswith("Optuna study **s** of fedavg: 2 completed, 1 pruned")
     trials = {int(r.data.tags["optuna_trial"]): r for r in runs if r.info.run_id != result.parent_run_id}
     assert sorted(trials) == [0, 1, 2] and len(runs) == 4
     assert {r.data.tags["mlflow.parentRunId"] for r in trials.values()} == {result.parent_run_id}

@@ -12,7 +12,8 @@ import sys
 from bench.config import ConfigError
 from bench.track.runner import Terminated, raise_on_sigterm
 
-COMMANDS = ("run", "methods", "partition", "flops", "ui", "demo", "perf", "sweep", "tune", "report", "reproduce")
+COMMANDS = ("run", "methods", "datasets", "partition", "flops", "ui", "demo", "perf", "sweep", "tune", "report",
+            "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,8 @@ from bench.cli.progress import ProgressBar
 from bench.config import load_config
 from bench.methods.registry import available_methods
 from bench.report import default_report_dir, render_report
+from bench.track.links import experiment_runs_url
+from bench.track.mlflow_tracker import tracking_uri
 from bench.track.runner import run_experiment
 
 DEMO_METHODS = ("cafedistill", "fedavg", "local")
@@ -38,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:12s} " + " ".join(f"{a:.4f}" for a in exits) + f"   mean {mean:.4f}   run {run_id}")
     report = render_report(config.run.experiment, default_report_dir(config.run.experiment), config.run.tracking_uri)
     print(f"report: {report}")
-    print(f"done in {time.perf_counter() - started:.0f} s; browse the runs with:  cafebench ui   "
-          f"(then open http://127.0.0.1:5000, experiment '{config.run.experiment}')")
+    print(f"done in {time.perf_counter() - started:.0f} s; browse the runs with:  cafebench ui   (then open "
+          f"{experiment_runs_url(tracking_uri(config.run.tracking_uri), config.run.experiment)})")
     return 0

@@ -6,6 +6,7 @@ import argparse
 
 from bench.report import default_report_dir, render_report
 from bench.report.report import REPORT_THRESHOLD
+from bench.track.links import experiment_runs_url
 from bench.track.mlflow_tracker import tracking_uri
 from bench.track.store import check_store
 
@@ -29,4 +30,5 @@ def run(args: argparse.Namespace) -> int:
     path = render_report(args.experiment, args.out or default_report_dir(args.experiment), args.tracking_uri,
                          args.threshold)
     print(f"report of experiment {args.experiment!r}: {path} (and report.md, tables/, figures/ beside it)")
+    print(f"its runs: {experiment_runs_url(tracking_uri(args.tracking_uri), args.experiment)}")
     return 0

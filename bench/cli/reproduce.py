@@ -13,6 +13,8 @@ from pathlib import Path
 from bench.cli.sweep import ProgressLine
 from bench.report import default_report_dir, render_report
 from bench.sweep import load_sweep, run_sweep
+from bench.track.links import experiment_runs_url
+from bench.track.mlflow_tracker import tracking_uri
 
 SCALES = ("cpu", "paper")
 
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             out = args.out if len(experiments) == 1 else args.out / default_report_dir(experiment).name
         path = render_report(experiment, out, args.tracking_uri)
-        print(f"report of experiment {experiment!r}: {path}")
+        print(f"report of experiment {experiment!r}: {path}; runs: "
+              f"{experiment_runs_url(tracking_uri(args.tracking_uri), experiment)}")
     if failed:
         print(f"{failed} runs failed; their cells show as missing. Run the same command again to retry them.")
     return 1 if failed else 0

@@ -6,6 +6,7 @@ import argparse
 
 from bench.cli.progress import ProgressBar
 from bench.config import load_config
+from bench.track.links import run_page_url
 from bench.track.mlflow_tracker import tracking_uri
 from bench.track.runner import resume_experiment, run_experiment
 from bench.track.store import check_store
@@ -24,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config or args.overrides:
             raise ValueError("--resume takes the config from the run; do not pass a config or overrides as well")
-        check_store(tracking_uri(args.tracking_uri))
+        uri = tracking_uri(args.tracking_uri)
+        check_store(uri)
         result = resume_experiment(args.resume, args.tracking_uri, [ProgressBar("resume")])
     else:
         if not args.config:
@@ -33,11 +35,12 @@ def run(args: argparse.Namespace) -> int:
         if args.tracking_uri:
             overrides.append(f"run.tracking_uri={args.tracking_uri}")
         config = load_config(args.config, overrides)
-        check_store(tracking_uri(config.run.tracking_uri))
+        uri = tracking_uri(config.run.tracking_uri)
+        check_store(uri)
         result = run_experiment(config, [ProgressBar(config.method.name)])
     metrics = result.evaluation.metrics
     exits = sorted(k for k in metrics if k.startswith("test/acc/exit_") and not k.endswith("client_std"))
-    print(f"run {result.run_id} finished")
+    print(f"run {result.run_id} finished: {run_page_url(uri, result.run_id)}")
     print("  " + "  ".join(f"{k.removeprefix('test/acc/')}={metrics[k]:.4f}" for k in exits)
           + f"  mean={metrics['test/acc/mean']:.4f}")
     return 0

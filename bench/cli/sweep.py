@@ -7,7 +7,8 @@ import sys
 from datetime import timedelta
 from typing import TextIO
 
-from bench.sweep import SweepProgress, load_sweep, run_sweep
+from bench.sweep import SweepProgress, absolute_tracking_uri, load_sweep, run_sweep
+from bench.track.links import experiment_runs_url
 from bench.track.mlflow_tracker import tracking_uri
 from bench.track.store import check_store
 
@@ -66,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
         result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads)
     finally:
         line.close()
+    uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
     print(f"sweep {sweep.name}: {result.done} ran, {result.skipped} skipped (already finished), "
-          f"{result.failed} failed; MLflow experiment {sweep.experiment!r}")
+          f"{result.failed} failed; MLflow experiment {sweep.experiment!r}: "
+          f"{experiment_runs_url(uri, sweep.experiment)}")
     for failure in result.failures:
         print(f"  FAILED {failure.label}: {failure.reason}")
     return 1 if result.failed else 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.config import load_config
+from bench.track.links import run_page_url
 from bench.track.mlflow_tracker import tracking_uri
 from bench.track.store import check_store
 from bench.tune import DEFAULT_STORAGE, OBJECTIVE, tune
@@ -37,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     check_store(tracking_uri(load_config(args.preset, [*overrides, f"method.name={args.method}"]).run.tracking_uri))
     result = tune(args.method, args.preset, args.trials, overrides, storage=args.storage,
                   study_name=args.study, output=args.output)
+    parent = run_page_url(tracking_uri(args.tracking_uri), result.parent_run_id)
     print(f"study {result.study_name}: {result.completed} completed, {result.pruned} pruned trials "
-          f"(parent MLflow run {result.parent_run_id})")
+          f"(parent MLflow run {result.parent_run_id}, the trials nested beneath it: {parent})")
     print(f"best {OBJECTIVE} = {result.best_value:.4f} with "
           + ", ".join(f"{k}={v!r}" for k, v in result.best_params.items()))
     print(f"best configuration written to {result.preset_path}; run it with:  cafebench run {result.preset_path}")

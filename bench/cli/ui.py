@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+from bench.track.links import all_runs_urls
 from bench.track.mlflow_tracker import tracking_uri
 from bench.track.store import check_store
 
@@ -44,9 +45,12 @@ def stop_process_group(leader: subprocess.Popen) -> None:
 def run(args: argparse.Namespace) -> int:
     uri = tracking_uri(args.tracking_uri)
     check_store(uri)
+    print(f"MLflow UI at http://127.0.0.1:{args.port} (Ctrl-C to stop); the training runs of each experiment:")
+    for name, url in all_runs_urls(uri, args.port).items():
+        print(f"  {name}: {url}")
+    sys.stdout.flush()  # before the server's own output
     # A process group of its own, so that stopping `cafebench ui` (Ctrl-C, kill) stops all of the server's processes
     server = subprocess.Popen(ui_command(uri, args.port), start_new_session=True)
-    print(f"MLflow UI at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     try:
         return server.wait()
     finally:

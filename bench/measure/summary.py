@@ -5,11 +5,14 @@ and split) and the per-exit cost table, with no further forward passes. Metrics 
 
 * ``macs/exit_{k}``, ``params/exit_{k}``, ``macs/static`` — of the full model (cumulative, earlier heads included);
 * ``dyn/acc_at_{thr}``, ``dyn/macs_at_{thr}``, ``dyn/cost_reduction_at_{thr}``, ``dyn/acc_drop_at_{thr}`` (the
-  architecture page's ``dyn/acc@{thr}``; MLflow does not allow ``@`` in metric names) — mean over
-  clients; MACs of each client are those of its own (sub-)model; ``cost_reduction = 1 − expected MACs /
-  static MACs`` where the static model is the backbone plus the last head; ``acc_drop`` = last-exit accuracy
-  minus dynamic accuracy at that threshold;
+  architecture page's ``dyn/acc@{thr}``; MLflow does not allow ``@`` in metric names) at the thresholds readers
+  compare (:data:`HEADLINE_THRESHOLDS` and ``eval.report_threshold``) — mean over clients; MACs of each client
+  are those of its own (sub-)model; ``cost_reduction = 1 − expected MACs / static MACs`` where the static model
+  is the backbone plus the last head; ``acc_drop`` = last-exit accuracy minus dynamic accuracy at that threshold;
 * ``comm/total_bytes_up``, ``comm/total_bytes_down``.
+
+The whole dynamic-inference curve (every threshold of ``eval.thresholds``: the four figures and the share of
+samples leaving at each exit) is a table, :data:`CURVE_TABLE`, logged with ``mlflow.log_table``.
 """
 
 from __future__ import annotations
@@ -37,15 +40,28 @@ if TYPE_CHECKING:
     from bench.fed.engine import Simulation
 
 
+HEADLINE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+CURVE_TABLE = "dynamic/curve.json"
+# dyn/{name}_at_{thr} metric name -> column of the curve table
+CURVE_COLUMNS = {"acc": "accuracy", "macs": "expected_macs", "cost_reduction": "cost_reduction",
+                 "acc_drop": "acc_drop"}
+
+
 @dataclass
 class FinalMeasures:
     metrics: dict[str, float]
     artifacts: list[tuple[Path, str]] = field(default_factory=list)  # (file, MLflow artifact directory)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # MLflow table artifact file -> table
 
 
 def dyn_metric(name: str, threshold: float) -> str:
     """MLflow name of a dynamic-inference figure: ``dyn/{name}_at_{threshold}`` (MLflow refuses ``@``)."""
     return f"dyn/{name}_at_{threshold:g}"
+
+
+def is_headline(threshold: float, report_threshold: float) -> bool:
+    """Whether the threshold's dynamic-inference figures are logged as metrics (the rest are in the table)."""
+    return any(abs(threshold - t) < 1e-9 for t in (*HEADLINE_THRESHOLDS, report_threshold))
 
 
 def padded(point: DynamicPoint, num_exits: int) -> DynamicPoint:
@@ -110,14 +126,11 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
         reductions = [1 - curves[c][i].expected_macs / tables[c].static_macs_upto(
             fed.method.client_exits(c)) for c in curves]
         drops = [float(ev.test[c].correct[:, -1].mean()) - curves[c][i].accuracy for c in curves]
-        metrics[dyn_metric("acc", point.threshold)] = point.accuracy
-        metrics[dyn_metric("macs", point.threshold)] = point.expected_macs
-        metrics[dyn_metric("cost_reduction", point.threshold)] = float(np.mean(reductions))
-        metrics[dyn_metric("acc_drop", point.threshold)] = float(np.mean(drops))
-        curve_rows.append({"threshold": point.threshold, "accuracy": point.accuracy,
-                           "expected_macs": point.expected_macs, "cost_reduction": float(np.mean(reductions)),
-                           "acc_drop": float(np.mean(drops)),
-                           **{f"exit_{k + 1}_fraction": f for k, f in enumerate(point.exit_fractions)}})
+        row = {"threshold": point.threshold, "accuracy": point.accuracy, "expected_macs": point.expected_macs,
+               "cost_reduction": float(np.mean(reductions)), "acc_drop": float(np.mean(drops))}
+        if is_headline(point.threshold, cfg.eval.report_threshold):
+            metrics.update({dyn_metric(name, point.threshold): row[column] for name, column in CURVE_COLUMNS.items()})
+        curve_rows.append({**row, **{f"exit_{k + 1}_fraction": f for k, f in enumerate(point.exit_fractions)}})
     curve = pd.DataFrame(curve_rows)
 
     budgets = [e.macs for e in full.exits]
@@ -131,7 +144,7 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
     metrics["comm/total_bytes_down"] = float(sum(sim.state.comm.down))
 
     files = write_artifacts(out_dir, full, per_client, curve, pd.DataFrame(budget_rows), hist, cfg.data.alpha)
-    return FinalMeasures(metrics, files)
+    return FinalMeasures(metrics, files, {CURVE_TABLE: curve})
 
 
 def write_artifacts(out_dir: Path, costs: CostTable, per_client: pd.DataFrame, curve: pd.DataFrame,
@@ -147,7 +160,6 @@ def write_artifacts(out_dir: Path, costs: CostTable, per_client: pd.DataFrame, c
     unsupported = pd.DataFrame(sorted(costs.unsupported_ops.items()), columns=["operator", "count"])
     save_csv(unsupported, "unsupported_ops.csv", "costs")
     save_csv(per_client, "per_client.csv", "results")
-    save_csv(curve, "dynamic_curve.csv", "dynamic")
     save_csv(budgets, "budgeted_accuracy.csv", "dynamic")
     save_csv(pd.DataFrame(hist, columns=[f"class_{k}" for k in range(hist.shape[1])]).rename_axis("client")
              .reset_index(), "partition_histogram.csv", "partition")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import pkgutil
-from importlib.metadata import entry_points
 from typing import TypeVar
 
+from bench.ground.plugins import load_entry_points
 from bench.methods.api import FAMILIES, Method
 
-log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "cafebench.methods"
 BUILTIN_PACKAGES = ("baselines",)  # every module in these packages is imported (each registers its method)
 BUILTIN_MODULES = ("bench.methods.cafedistill",)
@@ -47,12 +45,7 @@ def _discover() -> None:
     for module in BUILTIN_MODULES:
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = ep.load()
-        except Exception as exc:  # a broken third-party plugin must not break the harness
-            log.warning("could not load method plugin %s (%s): %s", ep.name, ep.value, exc)
-            continue
+    for _, loaded in load_entry_points(ENTRY_POINT_GROUP):
         if isinstance(loaded, type) and issubclass(loaded, Method) and loaded.name not in _REGISTRY:
             register(loaded)
 

@@ -1,8 +1,11 @@
 """Read an experiment's finished runs out of MLflow into pandas frames: the report's only input.
 
 Only FINISHED runs that carry the run-layout tags (``method``, ``family``, ``dataset``, ``alpha``, ``seed``)
-count; report runs (tag ``cafebench.report=true``) and anything else without those tags (e.g. a sweep's
-parent run) are left out. Artifacts are downloaded into a caller-supplied directory.
+count; report runs (tag ``cafebench.report=true``), the parent runs of sweeps and studies (tag
+``cafebench.parent``) and anything else without those tags are left out. Artifacts are downloaded into a
+caller-supplied directory. Each run's dynamic-inference curve is read from its table (``dynamic/curve.json``;
+the ``dynamic_curve.csv`` of runs logged before the table existed), and the ``dyn/*`` figures at every threshold of
+the curve fill the metrics frame wherever a run did not log them as metrics.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from bench.track.mlflow_tracker import search_all_runs, tracking_uri
+from bench.measure.summary import CURVE_COLUMNS, CURVE_TABLE, dyn_metric
+from bench.track.mlflow_tracker import PARENT_TAG, search_all_runs, tracking_uri
 
 log = logging.getLogger(__name__)
 
 REPORT_TAG = "cafebench.report"
 REQUIRED_TAGS = ("method", "family", "dataset", "alpha", "seed")
 HISTORY_METRICS = ("test/acc/mean", "comm/bytes_up", "comm/bytes_down")
-CURVE_ARTIFACT = "dynamic/dynamic_curve.csv"
+LEGACY_CURVE_ARTIFACT = "dynamic/dynamic_curve.csv"
 HEATMAP_ARTIFACT = "partition/partition_heatmap.png"
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
@@ -37,7 +41,7 @@ class RunData:
     ``runs``: index ``run_id``; columns method, family, dataset, model, alpha (float), seed (int), start_time.
     ``params`` / ``metrics``: index ``run_id``; one column per param (strings) / final metric value (floats).
     ``history``: long frame run_id, metric, step, value of the metrics in :data:`HISTORY_METRICS`.
-    ``curves``: the runs' ``dynamic_curve.csv`` rows, with a ``run_id`` column.
+    ``curves``: the rows of the runs' dynamic-inference curve tables, with a ``run_id`` column.
     ``heatmaps``: one partition heatmap per (dataset, alpha), from the run with the lowest seed.
     """
 
@@ -74,7 +78,7 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
     kept, skipped = [], 0
     for run in finished_runs(client, exp_id):
         tags = run.data.tags
-        if tags.get(REPORT_TAG) == "true":
+        if tags.get(REPORT_TAG) == "true" or PARENT_TAG in tags:
             continue
         if all(t in tags for t in REQUIRED_TAGS):
             kept.append(run)
@@ -93,9 +97,10 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
     params = pd.DataFrame({r.info.run_id: r.data.params for r in kept}).T.reindex(runs.index)
     metrics = pd.DataFrame({r.info.run_id: r.data.metrics for r in kept}).T.reindex(runs.index).astype(float)
     artifact_dir.mkdir(parents=True, exist_ok=True)
-    return RunData(experiment, runs, params, metrics, metric_histories(client, runs.index),
-                   dynamic_curves(client, runs.index, artifact_dir),
-                   partition_heatmaps(client, runs, artifact_dir), skipped)
+    curves = dynamic_curves(client, runs.index, artifact_dir)
+    return RunData(experiment, runs, params, metrics.combine_first(curve_metrics(curves)).reindex(runs.index),
+                   metric_histories(client, runs.index), curves, partition_heatmaps(client, runs, artifact_dir),
+                   skipped)
 
 
 def metric_histories(client: MlflowClient, run_ids: pd.Index) -> pd.DataFrame:
@@ -130,15 +135,36 @@ def download(client: MlflowClient, run_id: str, artifact: str, artifact_dir: Pat
         return None
 
 
+def read_curve(client: MlflowClient, run_id: str, artifact_dir: Path) -> pd.DataFrame | None:
+    """A run's dynamic-inference curve: its table (written by ``mlflow.log_table``, JSON in pandas' split
+    orientation; a threshold logged twice keeps its last row), else the CSV of older runs, else None."""
+    present = {f.path for f in client.list_artifacts(run_id, CURVE_TABLE.rsplit("/", 1)[0])}
+    if CURVE_TABLE in present:
+        with download(client, run_id, CURVE_TABLE, artifact_dir).open() as stream:
+            return pd.read_json(stream, orient="split", precise_float=True).drop_duplicates("threshold", keep="last")
+    if LEGACY_CURVE_ARTIFACT in present:
+        return pd.read_csv(download(client, run_id, LEGACY_CURVE_ARTIFACT, artifact_dir))
+    log.warning("run %s has no dynamic-inference curve (%s)", run_id, CURVE_TABLE)
+    return None
+
+
 def dynamic_curves(client: MlflowClient, run_ids: pd.Index, artifact_dir: Path) -> pd.DataFrame:
-    frames = []
-    for run_id in run_ids:
-        path = download(client, run_id, CURVE_ARTIFACT, artifact_dir)
-        if path is not None:
-            frames.append(pd.read_csv(path).assign(run_id=run_id))
+    frames = [curve.assign(run_id=run_id) for run_id in run_ids
+              if (curve := read_curve(client, run_id, artifact_dir)) is not None]
     if not frames:
-        return pd.DataFrame(columns=["run_id", "threshold", "accuracy", "expected_macs"])
+        return pd.DataFrame(columns=["run_id", "threshold", *CURVE_COLUMNS.values()])
     return pd.concat(frames, ignore_index=True)
+
+
+def curve_metrics(curves: pd.DataFrame) -> pd.DataFrame:
+    """The ``dyn/{name}_at_{threshold}`` figures of every curve point, one row per run."""
+    if curves.empty:
+        return pd.DataFrame()
+    long = curves.melt(id_vars=["run_id", "threshold"], value_vars=[c for c in CURVE_COLUMNS.values() if c in curves],
+                       var_name="column")
+    name_of = {column: name for name, column in CURVE_COLUMNS.items()}
+    long["metric"] = [dyn_metric(name_of[c], t) for c, t in zip(long["column"], long["threshold"], strict=True)]
+    return long.pivot_table(index="run_id", columns="metric", values="value", aggfunc="last").astype(float)
 
 
 def partition_heatmaps(client: MlflowClient, runs: pd.DataFrame, artifact_dir: Path) -> dict[tuple[str, float], Path]:

@@ -2,11 +2,14 @@
 
 Run layout (see the architecture page): params are the flattened config; tags name the method, its family,
 dataset, alpha, seed, the config and partition hashes and the code version; metrics use the round as step.
-Rounds already logged (a resumed run replays rounds after its last checkpoint) are not logged twice.
+Rounds already logged (a resumed run replays rounds after its last checkpoint) are not logged twice. Each run
+also logs its data as an MLflow dataset input (the partition hash as digest, α and clients as context), the
+dynamic-inference curve as a table, and a Markdown description that says how far it got.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -18,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Dataset as MlflowDataset
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.config import ExperimentConfig
 from bench.fed.engine import Callback, Simulation
+from bench.track.description import NOTE_TAG, run_description
 from bench.track.owner import OWNER_TAG, describe, owner_alive, this_process, why_left_running
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,35 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
 
 
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+
+
+def dataset_input(sim: Simulation) -> DatasetInput:
+    """The run's data as an MLflow dataset input: its name, where it comes from (the dataset and its options),
+    the partition hash as digest, and the clients and α as the context the UI shows beside it (``alpha`` spelled
+    out: the UI capitalises the context's words, and a capital α reads as A)."""
+    d, data = sim.config.data, sim.fed.dataset
+    source = {"dataset": d.dataset, "options": d.options, "root": d.root}
+    profile = {"samples": len(data), "classes": data.num_classes, "input_shape": list(data.input_shape),
+               "clients": d.clients, "alpha": d.alpha}
+    dataset = MlflowDataset(name=d.dataset, digest=sim.fed.partition.hash, source_type="cafebench",
+                            source=json.dumps(source, sort_keys=True), profile=json.dumps(profile))
+    return DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, f"{d.clients} clients, alpha={d.alpha:g}")])
+
+
+PARENT_TAG = "cafebench.parent"  # on the parent run of a sweep or a study: "sweep:NAME" or "study:NAME"
+
+
+def open_parent_run(client: MlflowClient, experiment_id: str, key: str, run_name: str, note: str) -> str:
+    """The parent run tagged ``cafebench.parent=key`` in the experiment, reopened as RUNNING, or a new one; runs
+    that name it in their ``mlflow.parentRunId`` tag are shown nested beneath it."""
+    for run in search_all_runs(client, experiment_id, f"tags.`{PARENT_TAG}` = '{key}'"):
+        client.update_run(run.info.run_id, status="RUNNING")
+        client.set_tag(run.info.run_id, NOTE_TAG, note)
+        return run.info.run_id
+    return client.create_run(experiment_id, run_name=run_name, tags={PARENT_TAG: key, NOTE_TAG: note}).info.run_id
+
+
 class RunInUseError(RuntimeError):
     """The run to reopen is still RUNNING in a live process."""
 
@@ -109,6 +143,7 @@ class MlflowTracker(Callback):
         self.parent_run_id = parent_run_id
         self.run_id = run_id
         self.last_logged_step = 0
+        self.latest: dict[str, float] = {}  # the latest round's metrics, then the summary: the description's figures
         if run_id is None:
             self.run_id = self._create_run()
         else:
@@ -151,6 +186,7 @@ class MlflowTracker(Callback):
         run = self.client.create_run(exp_id, run_name=cfg.run.run_name or f"{cfg.method.name}-{cfg.data.dataset}"
                                      f"-a{cfg.data.alpha}-s{cfg.seed}", tags=tags)
         run_id = run.info.run_id
+        tags[NOTE_TAG] = run_description(cfg, {}, 0)
         params = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in cfg.flat().items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i:i + 100])
@@ -164,8 +200,10 @@ class MlflowTracker(Callback):
     # -- callback hooks ------------------------------------------------------------------------------------------
     def on_start(self, sim: Simulation) -> None:
         self.set_tags({"partition_hash": sim.fed.partition.hash})
+        self.client.log_inputs(self.run_id, [dataset_input(sim)])
 
     def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None:
+        self.latest.update(metrics)
         if round <= self.last_logged_step:
             return  # replayed after a resume: identical values are already logged
         self.log_metrics(metrics, step=round)
@@ -179,6 +217,10 @@ class MlflowTracker(Callback):
             self.log_metrics(measures.metrics, step=sim.rounds)
             for path, artifact_dir in measures.artifacts:
                 self.client.log_artifact(self.run_id, str(path), artifact_dir)
+        for artifact_file, table in measures.tables.items():
+            self.client.log_table(self.run_id, table, artifact_file)
+        self.latest.update(measures.metrics)
+        self.describe()
 
     # -- primitives ----------------------------------------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -193,13 +235,19 @@ class MlflowTracker(Callback):
     def log_text(self, text: str, artifact_file: str, run_id: str | None = None) -> None:
         self.client.log_text(run_id or self.run_id, text, artifact_file)
 
+    def describe(self, stopped: str | None = None) -> None:
+        """Set the run's description to where it stands now."""
+        self.set_tags({NOTE_TAG: run_description(self.config, self.latest, self.last_logged_step, stopped)})
+
     def finish(self) -> None:
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def fail(self, reason: str) -> None:
         self.set_tags({"error": reason[:5000]})
+        self.describe(reason[:1000])
         self.client.set_terminated(self.run_id, "FAILED")
 
     def kill(self, reason: str) -> None:
         self.set_tags({"error": reason})
+        self.describe(reason)
         self.client.set_terminated(self.run_id, "KILLED")
