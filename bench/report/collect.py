@@ -27,6 +27,8 @@ REQUIRED_TAGS = ("method", "family", "dataset", "alpha", "seed")
 HISTORY_METRICS = ("test/acc/mean", "comm/bytes_up", "comm/bytes_down")
 CURVE_ARTIFACT = "dynamic/dynamic_curve.csv"
 HEATMAP_ARTIFACT = "partition/partition_heatmap.png"
+PER_CLIENT_ARTIFACT = "results/per_client.csv"
+CLIENT_COLUMNS = ["run_id", "client", "accuracy"]
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
@@ -38,6 +40,8 @@ class RunData:
     ``params`` / ``metrics``: index ``run_id``; one column per param (strings) / final metric value (floats).
     ``history``: long frame run_id, metric, step, value of the metrics in :data:`HISTORY_METRICS`.
     ``curves``: the runs' ``dynamic_curve.csv`` rows, with a ``run_id`` column.
+    ``clients``: run_id, client, accuracy: each client's test accuracy averaged over the exits it holds, from
+    the runs' ``results/per_client.csv``.
     ``heatmaps``: one partition heatmap per (dataset, alpha), from the run with the lowest seed.
     """
 
@@ -49,6 +53,7 @@ class RunData:
     curves: pd.DataFrame
     heatmaps: dict[tuple[str, float], Path] = field(default_factory=dict)
     skipped: int = 0  # finished runs left out for missing layout tags (report runs not counted)
+    clients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLIENT_COLUMNS))
 
 
 def experiment_id(client: MlflowClient, experiment: str) -> str:
@@ -94,8 +99,8 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
     metrics = pd.DataFrame({r.info.run_id: r.data.metrics for r in kept}).T.reindex(runs.index).astype(float)
     artifact_dir.mkdir(parents=True, exist_ok=True)
     return RunData(experiment, runs, params, metrics, metric_histories(client, runs.index),
-                   dynamic_curves(client, runs.index, artifact_dir),
-                   partition_heatmaps(client, runs, artifact_dir), skipped)
+                   dynamic_curves(client, runs.index, artifact_dir), partition_heatmaps(client, runs, artifact_dir),
+                   skipped, client_accuracies(client, runs.index, artifact_dir))
 
 
 def metric_histories(client: MlflowClient, run_ids: pd.Index) -> pd.DataFrame:
@@ -138,6 +143,19 @@ def dynamic_curves(client: MlflowClient, run_ids: pd.Index, artifact_dir: Path) 
             frames.append(pd.read_csv(path).assign(run_id=run_id))
     if not frames:
         return pd.DataFrame(columns=["run_id", "threshold", "accuracy", "expected_macs"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def client_accuracies(client: MlflowClient, run_ids: pd.Index, artifact_dir: Path) -> pd.DataFrame:
+    frames = []
+    for run_id in run_ids:
+        path = download(client, run_id, PER_CLIENT_ARTIFACT, artifact_dir)
+        if path is not None:
+            table = pd.read_csv(path)
+            exits = table.filter(regex=r"^test_acc_exit_\d+$")
+            frames.append(pd.DataFrame({"run_id": run_id, "client": table["client"], "accuracy": exits.mean(axis=1)}))
+    if not frames:
+        return pd.DataFrame(columns=CLIENT_COLUMNS)
     return pd.concat(frames, ignore_index=True)
 
 

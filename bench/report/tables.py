@@ -1,4 +1,5 @@
-"""The report's tables, in the shape of the paper's: the numbers (mean and std over seeds) and how to show them.
+"""The report's tables, in the shape of the paper's: the numbers (mean, std and 95% interval over seeds) and how to
+show them.
 
 Values keep MLflow's units (accuracies and cost reductions as fractions, MACs, bytes); ``scale`` converts them
 for display only. A cell with no run holds NaN and shows as "—", never as zero.
@@ -18,14 +19,16 @@ from bench.report.context import OURS, Context, alpha_label, column_of
 from bench.report.selection import DEFAULT_LABEL, select_best
 
 ABLATION_METHOD = "cafedistill"
+INTERVAL = "95% Student-t interval"
 COLUMN_LEVELS = ["dataset", "alpha"]
 
 
 @dataclass
 class Table:
-    """Rows × columns of means (and std over seeds). ``better`` says per column whether the best cell is the
-    largest ("max") or the smallest ("min") mean, or that none is marked (""); ``groups`` maps rows to the
-    group they are listed under."""
+    """Rows × columns of means, with the sample std and the half-width of the 95% Student-t interval over seeds
+    (``ci``; shown as ``mean ± ci``). ``better`` says per column whether the best cell is the largest ("max") or
+    the smallest ("min") mean, or that none is marked (""); ``groups`` maps rows to the group they are listed
+    under; ``text``, where given, holds each cell's display string (empty: missing) in place of the numbers."""
 
     name: str
     title: str
@@ -36,6 +39,8 @@ class Table:
     fmt: str = ".2f"
     groups: pd.Series | None = None
     note: str = ""
+    ci: pd.DataFrame | None = None
+    text: pd.DataFrame | None = None
 
     def best(self) -> pd.DataFrame:
         """True where a cell holds the best mean of its column (all of them on ties)."""
@@ -63,16 +68,17 @@ def cell_table(name: str, title: str, stats: pd.DataFrame, rows: list[str], colu
     stats = stats.assign(alpha=stats["alpha"].map(alpha_label))
     mean = grid(stats, row_key, rows, columns, column_keys, "mean")
     std = grid(stats, row_key, rows, columns, column_keys, "std") if "std" in stats else mean * math.nan
+    ci = grid(stats, row_key, rows, columns, column_keys, "ci") if "ci" in stats else mean * math.nan
     directions = [better] * len(columns) if isinstance(better, str) else better
-    return Table(name, title, mean, std, pd.Series(directions, index=mean.columns), **display)
+    return Table(name, title, mean, std, pd.Series(directions, index=mean.columns), ci=ci, **display)
 
 
 def main_table(ctx: Context) -> Table:
     stats = seed_stats(ctx.main, ctx.data.metrics["test/acc/mean"], CELL)
     return cell_table("main_accuracy", "Mean-over-exits test accuracy (%)", stats, ctx.methods, ctx.columns,
                       COLUMN_LEVELS, groups=ctx.groups(),
-                      note="Mean over clients of each client's accuracy averaged over exits; mean ± sample std "
-                           "over seeds (the mean alone with one seed). Best per column in bold.")
+                      note="Mean over clients of each client's accuracy averaged over exits; mean ± half-width "
+                           f"of the {INTERVAL} over seeds (the mean alone with one seed). Best per column in bold.")
 
 
 def per_exit_table(ctx: Context) -> Table:
@@ -88,7 +94,7 @@ def per_exit_table(ctx: Context) -> Table:
     stats = pd.concat(frames, ignore_index=True)
     return cell_table("per_exit_accuracy", "Test accuracy per exit (%)", stats, ctx.methods, columns,
                       [*COLUMN_LEVELS, "exit"], groups=ctx.groups(),
-                      note="Exit k answers every sample; mean ± sample std over seeds. Best per column in bold.")
+                      note=f"Exit k answers every sample; mean ± {INTERVAL} over seeds. Best per column in bold.")
 
 
 DYNAMIC_QUANTITIES = (("acc", "accuracy", "max"), ("acc_drop", "acc. drop", "min"),
@@ -155,7 +161,7 @@ def communication_table(ctx: Context) -> Table:
     return cell_table("communication", "Communication per round (MB, all clients)", pd.concat(frames), ctx.methods,
                       columns, [*COLUMN_LEVELS, "direction"], "", scale=1e-6, fmt=".3f", groups=ctx.groups(),
                       note="Bytes of every payload (down) and upload (up) in a round, summed over the clients "
-                           "and averaged over rounds; mean ± sample std over seeds.")
+                           f"and averaged over rounds; mean ± {INTERVAL} over seeds.")
 
 
 def seeds_table(ctx: Context) -> Table:
