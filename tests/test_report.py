@@ -81,15 +81,16 @@ def test_report_files_are_written(report):
     out = report["out"]
     assert report["html"] == out / "report.html"
     for name in ("main_accuracy", "per_exit_accuracy", "dynamic_at_0.6", "macs_to_best_baseline",
-                 "communication", "seeds"):
+                 "communication", "seeds", "claims"):
         assert (out / "tables" / f"{name}.csv").is_file() and (out / "tables" / f"{name}.tex").is_file()
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    assert figures == ["accuracy_macs.png", "convergence.png", "partition_digits_alpha0.1.png",
+    assert figures == ["accuracy_macs.png", "client_spread.png", "convergence.png", "partition_digits_alpha0.1.png",
                        "partition_digits_alpha0.5.png"]
+    assert not (out / "tables" / "paired_comparison.csv").exists()  # no cafedistill runs to compare
     assert not (out / "tables" / "ablation.csv").exists()  # no cafedistill runs
 
 
-def test_main_table_is_mean_and_sample_std_over_seeds(report):
+def test_main_table_is_mean_and_student_t_interval_over_seeds(report):
     table = csv(report, "main_accuracy")
     for method in ("fedavg", "local"):
         a, b = (metric(report, (method, ALPHA, s), "test/acc/mean") for s in (0, 1))
@@ -97,9 +98,11 @@ def test_main_table_is_mean_and_sample_std_over_seeds(report):
         std = math.sqrt(((a - mean) ** 2 + (b - mean) ** 2) / (2 - 1))
         assert table.loc[method, "digits/0.5/mean"] == pytest.approx(mean, rel=1e-12)
         assert table.loc[method, "digits/0.5/std"] == pytest.approx(std, rel=1e-12)
+        half = 12.706204736174698 * std / math.sqrt(2)  # t(0.975, 1 degree of freedom)
+        assert table.loc[method, "digits/0.5/ci95"] == pytest.approx(half, rel=1e-9)
         assert std > 0
         cells = markdown_row(report, "Mean-over-exits test accuracy", method)
-        assert cells[1].strip("*") == f"{100 * mean:.2f} ± {100 * std:.2f}"
+        assert cells[1].strip("*") == f"{100 * mean:.2f} ± {100 * half:.2f}"
     assert table.loc["fedavg", "group"] == table.loc["local", "group"] == "PFL-EE baselines"
 
 
@@ -197,7 +200,7 @@ def test_cpu_preset_follows_the_paper_protocol_on_fmnist():
 def test_html_is_self_contained(report):
     html = report["html"].read_text()
     sources = re.findall(r'src="([^"]*)"', html)
-    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http://" not in html and "https://" not in html and "<script" not in html and "<link" not in html
 
 

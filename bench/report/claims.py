@@ -148,9 +148,9 @@ def accuracy_claim(ctx: Context, comparisons: pd.DataFrame, column: Column) -> C
                               + ([f"any baseline at {column_name(column)}"] if not baselines else []))
         return row
     found = comparisons[(comparisons["dataset"] == column[0]) & (comparisons["alpha"] == column[1])]
-    short = [lacking_pairs(ABLATION_METHOD, ours, b, runs[runs["method"] == b], column)
-             for b in baselines if b not in set(found.loc[found["n"] >= 2, "baseline"])]
-    row.lacks = "; ".join(s for s in short if s)
+    lacks = [lacking_pairs(ABLATION_METHOD, ours, b, runs[runs["method"] == b], column) for b in baselines]
+    row.lacks = "; ".join(s for s in lacks if s)
+    short = set(baselines) - set(found.loc[found["n"] >= 2, "baseline"])  # no interval against these
     if found.empty:
         return row
     strongest = found.loc[found["mean"].idxmin()]  # the baseline closest to (or above) ours
