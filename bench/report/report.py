@@ -29,6 +29,7 @@ from bench.report.tables import (
     ablation_table,
     communication_table,
     dynamic_table,
+    eval_point_table,
     macs_table,
     main_table,
     per_exit_table,
@@ -59,7 +60,8 @@ def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_TH
     sections = [
         Section("Accuracy", "Each client's personalized model on its own test split, averaged over clients. "
                 "Each cell reports the method with its default switches; where several settings of it ran (e.g. "
-                "values of μ), the one with the best validation accuracy.", [main_table(ctx), per_exit_table(ctx)]),
+                "values of μ), the one with the best validation accuracy.",
+                [main_table(ctx), per_exit_table(ctx), *filter(None, [eval_point_table(ctx)])]),
         Section("Dynamic inference", "Early exit at the first exit whose top softmax probability reaches the "
                 "threshold; costs in multiply-accumulates (MACs) per sample.",
                 [dynamic_table(ctx, threshold), macs_table(ctx)],

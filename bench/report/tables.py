@@ -81,6 +81,26 @@ def main_table(ctx: Context) -> Table:
                            f"of the {INTERVAL} over seeds (the mean alone with one seed). Best per column in bold.")
 
 
+EVAL_POINTS = (("aggregated", "test/acc/mean"), ("local", "local/test/acc/mean"))
+
+
+def eval_point_table(ctx: Context) -> Table | None:
+    """Mean-over-exits test accuracy after aggregation and right after local training (``eval.point``), side by
+    side; None when no run logged the local point."""
+    metrics = ctx.data.metrics
+    if EVAL_POINTS[1][1] not in metrics or metrics.loc[ctx.main.index, EVAL_POINTS[1][1]].isna().all():
+        return None
+    frames = [seed_stats(ctx.main, metrics[key], CELL).assign(point=point) for point, key in EVAL_POINTS
+              if key in metrics]
+    columns = [(*column, point) for column in ctx.columns for point, _ in EVAL_POINTS]
+    return cell_table("eval_point", "Mean-over-exits test accuracy by evaluation point (%)",
+                      pd.concat(frames, ignore_index=True), ctx.methods, columns, [*COLUMN_LEVELS, "point"],
+                      groups=ctx.groups(),
+                      note="aggregated: the model after the round's aggregation (the main table); local: the model "
+                           f"each client holds right after its local training in the last round; mean ± {INTERVAL} "
+                           "over seeds; — where a run did not log that point (eval.point).")
+
+
 def per_exit_table(ctx: Context) -> Table:
     metrics = ctx.data.metrics
     frames, columns = [], []
