@@ -1,8 +1,8 @@
 """Read an experiment's finished runs out of MLflow into pandas frames: the report's only input.
 
 Only FINISHED runs that carry the run-layout tags (``method``, ``family``, ``dataset``, ``alpha``, ``seed``)
-count; report runs (tag ``cafebench.report=true``) and anything else without those tags (e.g. a sweep's
-parent run) are left out. Artifacts are downloaded into a caller-supplied directory.
+count; report runs (tag ``cafebench.report=true``), tuning runs (tag ``optuna_study``: a study's parent run and its
+trials) and anything else without those tags are left out. Artifacts are downloaded into a caller-supplied directory.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from bench.track.mlflow_tracker import search_all_runs, tracking_uri
 log = logging.getLogger(__name__)
 
 REPORT_TAG = "cafebench.report"
+STUDY_TAG = "optuna_study"
+TUNED_TAG = "tuned"  # the best parameters of a tuned sweep's run (JSON), set by bench.sweep
 REQUIRED_TAGS = ("method", "family", "dataset", "alpha", "seed")
 HISTORY_METRICS = ("test/acc/mean", "comm/bytes_up", "comm/bytes_down")
 CURVE_ARTIFACT = "dynamic/dynamic_curve.csv"
@@ -36,7 +38,8 @@ PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 class RunData:
     """Everything the tables and figures read, one experiment's worth.
 
-    ``runs``: index ``run_id``; columns method, family, dataset, model, alpha (float), seed (int), start_time.
+    ``runs``: index ``run_id``; columns method, family, dataset, model, alpha (float), seed (int), start_time,
+    tuned (the JSON of the parameters a tune stage chose for the run; empty when none did).
     ``params`` / ``metrics``: index ``run_id``; one column per param (strings) / final metric value (floats).
     ``history``: long frame run_id, metric, step, value of the metrics in :data:`HISTORY_METRICS`.
     ``curves``: the runs' ``dynamic_curve.csv`` rows, with a ``run_id`` column.
@@ -79,7 +82,7 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
     kept, skipped = [], 0
     for run in finished_runs(client, exp_id):
         tags = run.data.tags
-        if tags.get(REPORT_TAG) == "true":
+        if tags.get(REPORT_TAG) == "true" or STUDY_TAG in tags:
             continue
         if all(t in tags for t in REQUIRED_TAGS):
             kept.append(run)
@@ -94,6 +97,7 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
         "run_id": r.info.run_id, "method": r.data.tags["method"], "family": r.data.tags["family"],
         "dataset": r.data.tags["dataset"], "model": r.data.tags.get("model", ""),
         "alpha": float(r.data.tags["alpha"]), "seed": int(r.data.tags["seed"]), "start_time": r.info.start_time,
+        "tuned": r.data.tags.get(TUNED_TAG, ""),
     } for r in kept]).set_index("run_id")
     params = pd.DataFrame({r.info.run_id: r.data.params for r in kept}).T.reindex(runs.index)
     metrics = pd.DataFrame({r.info.run_id: r.data.metrics for r in kept}).T.reindex(runs.index).astype(float)

@@ -27,6 +27,7 @@ from bench.report.render import FigureFile, Section, write_report
 from bench.report.tables import (
     ABLATION_METHOD,
     ablation_table,
+    chosen_settings_table,
     communication_table,
     dynamic_table,
     eval_point_table,
@@ -91,7 +92,7 @@ def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_TH
         heatmaps.append(FigureFile(path.stem, f"Label distribution over clients: {dataset}, α={alpha:g}", path))
     sections.append(Section("Partitions", "Samples of each class (columns) held by each client (rows).",
                             figures=heatmaps))
-    sections.append(Section("Runs", tables=[seeds_table(ctx)]))
+    sections.append(Section("Runs", tables=[*filter(None, [chosen_settings_table(ctx)]), seeds_table(ctx)]))
     return sections
 
 

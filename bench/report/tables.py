@@ -7,6 +7,7 @@ for display only. A cell with no run holds NaN and shows as "—", never as zero
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -182,6 +183,26 @@ def communication_table(ctx: Context) -> Table:
                       columns, [*COLUMN_LEVELS, "direction"], "", scale=1e-6, fmt=".3f", groups=ctx.groups(),
                       note="Bytes of every payload (down) and upload (up) in a round, summed over the clients "
                            f"and averaged over rounds; mean ± {INTERVAL} over seeds.")
+
+
+def setting_text(params: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def chosen_settings_table(ctx: Context) -> Table | None:
+    """The parameters the sweep's tune stage chose behind each main-table cell; None when no run was tuned."""
+    tuned = ctx.main[ctx.main["tuned"].astype(bool)] if "tuned" in ctx.main else ctx.main.iloc[:0]
+    if tuned.empty:
+        return None
+    index = pd.MultiIndex.from_tuples(ctx.columns, names=COLUMN_LEVELS)
+    text = pd.DataFrame("", index=pd.Index(ctx.methods, name="method"), columns=index)
+    for run in tuned.itertuples():
+        text.at[run.method, (run.dataset, alpha_label(run.alpha))] = setting_text(json.loads(run.tuned)) or "(none)"
+    empty = pd.DataFrame(math.nan, index=text.index, columns=index)
+    return Table("chosen_settings", "Settings chosen by the tune stage", empty, empty, pd.Series("", index=index),
+                 groups=ctx.groups(), text=text,
+                 note="Best trial of each setting's Optuna study (same number of trials for every method, mean "
+                      "final validation accuracy over the tuning seeds); the test runs behind each cell use it.")
 
 
 def seeds_table(ctx: Context) -> Table:
