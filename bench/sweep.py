@@ -568,6 +568,15 @@ def study_specs(sweep: Sweep, uri: str, threads: int | None) -> tuple[list[Study
     return list(specs.values()), names
 
 
+def tune_summary(sweep: Sweep) -> str:
+    """E.g. ``a tune stage of 36 studies x 4 trials (144 runs) on seeds [100]``."""
+    assert sweep.tune is not None
+    specs, _ = study_specs(sweep, "", None)
+    runs = len(specs) * sweep.tune.trials * len(sweep.tune.seeds)
+    return (f"a tune stage of {len(specs)} studies x {sweep.tune.trials} trials ({runs} runs) on seeds "
+            f"{sweep.tune.seeds}")
+
+
 def run_study_spec(spec: StudySpec) -> dict[str, Any]:
     """Run one study of the tune stage to its trial budget (in a worker process or here); its best parameters."""
     study = run_study(validate_config(spec.config), spec.space, spec.trials, storage=spec.storage,

@@ -270,16 +270,15 @@ def test_download_is_backbone_plus_one_teacher_head_or_n_heads_in_mixture_mode()
     backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("exits.")}
     head = state_nbytes({k: v for k, v in model.state_dict().items() if k.startswith("exits.2.")})
     averaged = make_method(n=5, selection="all")
-    message = averaged.payload(1, 2, averaged.init_server(model))  # round 0 is the KD warm-up
+    message = averaged.payload(0, 2, averaged.init_server(model))
     assert message.nbytes == state_nbytes(backbone) + head
     assert set(message.tensors) - set(backbone) == {"teacher.weight", "teacher.bias"}
     mixture = make_method(n=5, selection="all", teacher_mode="mixture")
-    assert mixture.payload(1, 2, mixture.init_server(model)).nbytes == state_nbytes(backbone) + 5 * head + 5 * 4
+    assert mixture.payload(0, 2, mixture.init_server(model)).nbytes == state_nbytes(backbone) + 5 * head + 5 * 4
 
 
 def test_one_engine_round_counts_backbone_plus_head_both_ways(tiny_config_data):
-    # t = T: all students active; no KD warm-up, so the teacher head goes down in round 1
-    sim = Simulation(tiny_federation(tiny_config_data, "train.rounds=1", "method.hparams.kd_warmup=0").config)
+    sim = Simulation(tiny_federation(tiny_config_data, "train.rounds=1").config)  # t = T: all students active
     sim.run()
     model = sim.fed.new_model()
     per_client = state_nbytes({k: v for k, v in model.state_dict().items()
