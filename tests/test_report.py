@@ -243,3 +243,13 @@ def test_macs_to_reach_uses_the_best_baseline_curve_and_is_missing_when_never_re
     assert targets.iloc[0][["target", "by"]].tolist() == [0.8, "base"]
     got = reach.set_index("method")["mean"]
     assert got["ours"] == 21 and got["base"] == 30 and math.isnan(got["weak"])
+
+
+def test_claims_section_names_the_runs_it_lacks(report):
+    """No cafedistill run at all: every claim is missing its runs and says which."""
+    claims = csv(report, "claims")
+    assert set(claims["verdict/text"]) == {"missing runs"}
+    assert claims.loc["(d) digits α=0.5", "runs it lacks/text"] == (
+        "cafedistill (default) at digits α=0.5; cafedistill cross_client=False at digits α=0.5")
+    text = (report["out"] / "report.md").read_text()
+    assert "Runs the claims lack — (a) digits α=0.1: cafedistill (default) at digits α=0.1" in text
