@@ -32,6 +32,9 @@ def test_local_point_tests_each_client_s_freshly_trained_model(tiny_config_data)
 def test_local_training_is_the_same_model_at_both_points_and_local_alone_logs_only_local(tiny_config_data):
     logged = simulate(tiny_config_data, "eval.point=both", "method.name=local").history[0]
     assert logged["local/test/acc/mean"] == logged["test/acc/mean"]
+    # after round 1, a FedAvg client's local model is local training's model: both start from the same weights
+    fedavg = simulate(tiny_config_data, "eval.point=both").history[0]
+    assert fedavg["local/test/acc/mean"] == logged["test/acc/mean"] != fedavg["test/acc/mean"]
     sim = simulate(tiny_config_data, "eval.point=local")
     assert "local/test/acc/mean" in sim.history[0] and "test/acc/mean" not in sim.history[0]
     assert sim.last_eval.round == 1 and "test/acc/mean" in sim.last_eval.metrics  # for the end-of-run measures
