@@ -108,7 +108,9 @@ class Sweep:
     experiment: str
     configs: list[ExperimentConfig]
     labels: list[str]  # per config: the grid point and row that made it, e.g. "method.name=local seed=1"
-    fixed: list[set[str]] = field(default_factory=list)  # per config: keys its grid point and row set
+    # per config: the keys its grid point, row and ``set`` fix (method hyperparameters without their prefix); a tune
+    # stage does not search them
+    fixed: list[set[str]] = field(default_factory=list)
     tune: TuneStage | None = None
     tags: list[dict[str, str]] = field(default_factory=list)  # per config: extra MLflow tags of its run
 

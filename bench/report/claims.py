@@ -106,8 +106,8 @@ def paired_row(row: ClaimRow, full: pd.DataFrame, other: pd.DataFrame, other_nam
     if len(pairs) < 2:
         row.lacks = lacking_pairs(f"{ABLATION_METHOD} (default)", full, other_name, other, column)
         if len(pairs) == 1:
-            row.measured, row.verdict = with_interval(pairs["a"][0] - pairs["b"][0], math.nan, math.nan, 1, True), \
-                INCONCLUSIVE
+            row.measured = with_interval(pairs["a"][0] - pairs["b"][0], math.nan, math.nan, 1, signed=True)
+            row.verdict = INCONCLUSIVE
         return row
     diff = paired_difference(pairs["a"], pairs["b"])
     row.measured = with_interval(diff.mean, diff.low, diff.high, diff.n, signed=True)
@@ -190,7 +190,7 @@ def mu_claim(ctx: Context, column: Column, values: pd.Series) -> ClaimRow:
     best = float(stats["mean"].idxmax())
     by_mu = {m: runs[runs["mu"] == m] for m in mus}
     interior = best not in (mus[0], mus[-1])
-    rivals = [mus[0], mus[-1]] if interior else [m for m in mus[1:-1]]
+    rivals = [mus[0], mus[-1]] if interior else mus[1:-1]
     diffs = [paired_difference(*paired_values(by_mu[best], by_mu[m], values)[["a", "b"]].T.values) for m in rivals]
     lowest = min(diffs, key=lambda d: d.low if not math.isnan(d.low) else -math.inf)
     row.measured = (f"best μ = {best:g} of {', '.join(f'{m:g}' for m in mus)}; margin over "
