@@ -253,3 +253,5 @@ def test_claims_section_names_the_runs_it_lacks(report):
         "cafedistill (default) at digits α=0.5; cafedistill cross_client=False at digits α=0.5")
     text = (report["out"] / "report.md").read_text()
     assert "Runs the claims lack — (a) digits α=0.1: cafedistill (default) at digits α=0.1" in text
+    assert r"cafedistill cross\_client=False at digits" in (report["out"] / "tables" / "claims.tex").read_text()
+    assert '<td class="text">missing runs</td>' in report["html"].read_text()

@@ -144,6 +144,7 @@ td.row, th.row { text-align: left; }
 thead th { border-bottom: 2px solid #444; text-align: center; }
 tr.group th { text-align: left; font-style: italic; background: #f3f3f3; }
 td.missing { color: #999; }
+td.text { text-align: left; white-space: normal; min-width: 6em; max-width: 28em; }
 p.note, figcaption { color: #555; font-size: 0.86em; }
 .scroll { overflow-x: auto; }
 img { max-width: 100%; }
@@ -175,8 +176,9 @@ def table_html(table: Table) -> str:
                 if parts is None:
                     cells.append(f'<td class="missing">{MISSING}</td>')
                     continue
-                text = parts[0] + ("" if parts[1] is None else f" ± {parts[1]}")
-                cells.append(f"<td><b>{text}</b></td>" if best.at[row, column] else f"<td>{text}</td>")
+                text = html.escape(parts[0] + ("" if parts[1] is None else f" ± {parts[1]}"))
+                kind = ' class="text"' if table.text is not None else ""
+                cells.append(f"<td{kind}><b>{text}</b></td>" if best.at[row, column] else f"<td{kind}>{text}</td>")
             body.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<div class="scroll"><table id="{html.escape(table.name)}"><thead>{"".join(head)}</thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
@@ -249,7 +251,8 @@ def table_tex(table: Table) -> str:
                 if parts is None:
                     cells.append("---")
                     continue
-                text = parts[0] + ("" if parts[1] is None else rf" $\pm$ {parts[1]}")
+                text = (tex_escape(parts[0]) if table.text is not None
+                        else parts[0] + ("" if parts[1] is None else rf" $\pm$ {parts[1]}"))
                 cells.append(rf"\textbf{{{text}}}" if best.at[row, column] else text)
             lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
