@@ -33,8 +33,7 @@ from bench.models.base import EarlyExitNet
 
 
 class FedAvgHparams(Hparams):
-    finetune_epochs: int = Field(0, ge=0, description="local fine-tuning epochs before evaluation (FedAvg+FT)",
-                                 json_schema_extra={"search": {"choices": [0, 1, 2]}})
+    finetune_epochs: int = Field(0, ge=0, description="local fine-tuning epochs before evaluation (FedAvg+FT)")
 
 
 @register

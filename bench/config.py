@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -69,6 +69,10 @@ class EvalConfig(Section):
     batch_size: int = Field(512, ge=1)
     thresholds: list[float] = Field(default_factory=lambda: [round(0.05 * i, 2) for i in range(21)])
     report_threshold: float = Field(0.6, description="threshold of the headline dyn/* summary metrics")
+    point: Literal["aggregated", "local", "both"] = Field(
+        "aggregated", description="which model of a client is tested each evaluated round: after aggregation "
+                                  "(the new server state with the client's own part; test/..., val/...), right "
+                                  "after its local training (local/test/..., local/val/...), or both")
 
 
 class RunConfig(Section):
@@ -96,6 +100,13 @@ class ExperimentConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _local_point_needs_every_client(self) -> ExperimentConfig:
+        if self.eval.point != "aggregated" and self.train.participation < 1:
+            raise ValueError("eval.point: 'local' and 'both' test the model each client holds after training in "
+                             "the round, so every client must train: set train.participation=1")
+        return self
 
     def method_hparams(self):
         from bench.methods.registry import get_method

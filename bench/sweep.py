@@ -10,6 +10,13 @@ A sweep preset is a YAML file (shipped ones live in ``bench/presets/sweeps/``)::
       seed: [0, 1]
     runs:                      # optional extra rows, each expanded against the grid axes it does not set
       - {method.name: cafedistill, method.hparams.cross_client: false}
+    tune:                      # optional: equal tuning of every setting before the runs (see below)
+      trials: 12               # Optuna trials per study, the same for every method
+      seeds: [100]             # tuning seeds; none of them may be a run's seed
+      ranges:                  # shared ranges searched for every method (dotted config keys)
+        train.lr: {low: 0.005, high: 0.2, log: true}
+        train.local_epochs: {choices: [1, 2]}
+      storage: sqlite:///optuna.db   # Optuna storage (default), any RDB URL
 
 Every grid point is one run. Each ``runs`` row adds the product of the grid axes the row leaves alone, with the
 row's values on top, so one preset can hold a main table and its ablations; without ``grid`` only the rows run.
@@ -29,6 +36,17 @@ others go on. The sweep's runs are nested beneath a parent run named ``sweep NAM
 Runs log to the first config's tracking URI (a relative ``sqlite:///`` path is made absolute). On a Ray
 cluster of several machines, use a tracking server or database URL that every node reaches.
 
+The tune stage (``tune:``) makes the comparison fair: every distinct setting of the sweep (a config less its seed:
+a method at a dataset and α, an ablation variant) gets its own Optuna study with the same number of trials, over
+its method's declared ranges plus the shared ``ranges``, less what the grid point or row sets explicitly (a row
+``method.hparams.mu: 0.1`` holds μ fixed). A trial runs the setting on every tuning seed and scores the mean final
+validation accuracy (``val/acc/mean``); nothing is pruned, so every study gets the same complete trials. Then each
+run of the sweep uses its setting's best parameters (tag ``tuned``: their JSON) on its own (test) seed. Each study is
+a parent MLflow run (tag ``optuna_study``, best parameters in tag ``best_params``) with its trial runs as children;
+reports leave these tuning runs out. Studies live in the Optuna storage under names made from the sweep and the
+setting, so running the sweep again continues unfinished studies, then skips the finished runs. Studies run
+``workers`` at a time in local processes (also with the Ray backend).
+
 Determinism: a run gives bitwise-identical metrics for the same config and the same ``run.threads``; the
 sweep sets ``run.threads`` (outside the config hash) to the machine's cores divided by the concurrent runs. A
 resumed run keeps the threads it started with, whatever ``--workers`` the re-run sweep has.
@@ -39,29 +57,51 @@ from __future__ import annotations
 import concurrent.futures as cf
 import importlib.resources
 import itertools
+import json
 import logging
 import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench.config import ConfigError, ExperimentConfig, parse_overrides, read_source, set_dotted, validate_config
+from bench.config import (
+    ConfigError,
+    ExperimentConfig,
+    TrainConfig,
+    parse_overrides,
+    read_source,
+    set_dotted,
+    validate_config,
+)
 from bench.track.checkpoint import list_checkpoints
 from bench.track.description import NOTE_TAG
 from bench.track.mlflow_tracker import get_or_create_experiment, open_parent_run, search_all_runs, tracking_uri
 from bench.track.owner import OWNER_TAG, owner_alive, why_left_running
 from bench.track.runner import CHECKPOINT_TAG, raise_on_sigterm, run_experiment
+from bench.tune import check_validation_split, finish_study, run_study, tunable_space, with_params
 
 log = logging.getLogger(__name__)
-SWEEP_KEYS = ("base", "experiment", "set", "grid", "runs")
+SWEEP_KEYS = ("base", "experiment", "set", "grid", "runs", "tune")
+TUNE_KEYS = ("trials", "seeds", "ranges", "storage")
 SWEEP_TAG = "sweep"
+TUNED_TAG = "tuned"
+
+
+@dataclass(frozen=True)
+class TuneStage:
+    """The ``tune:`` stage of a sweep preset (see the module doc)."""
+
+    trials: int
+    seeds: list[int]
+    ranges: dict[str, dict[str, Any]]
+    storage: str | None = None
 
 
 @dataclass
@@ -70,6 +110,11 @@ class Sweep:
     experiment: str
     configs: list[ExperimentConfig]
     labels: list[str]  # per config: the grid point and row that made it, e.g. "method.name=local seed=1"
+    # per config: the keys its grid point, row and ``set`` fix (method hyperparameters without their prefix); a tune
+    # stage does not search them
+    fixed: list[set[str]] = field(default_factory=list)
+    tune: TuneStage | None = None
+    tags: list[dict[str, str]] = field(default_factory=list)  # per config: extra MLflow tags of its run
 
 
 @dataclass(frozen=True)
@@ -221,7 +266,7 @@ def load_sweep(source: str | Path, overrides: Sequence[str] = ()) -> Sweep:
             settings[key] = value
     for key, value in settings.items():
         set_dotted(base, key, value)
-    configs, labels, seen = [], [], {}
+    configs, labels, fixed, seen = [], [], [], {}
     for point in expand_points(grid, rows):
         label = " ".join(f"{k}={v}" for k, v in point.items()) or name
         data = yaml.safe_load(yaml.safe_dump(base))  # a deep copy
@@ -239,7 +284,43 @@ def load_sweep(source: str | Path, overrides: Sequence[str] = ()) -> Sweep:
         seen[digest] = label
         configs.append(config)
         labels.append(label)
-    return Sweep(name, experiment, configs, labels)
+        fixed.append({k.removeprefix("method.hparams.") for k in (*point, *settings)})
+    stage = tune_stage(spec.get("tune"), configs, name)
+    return Sweep(name, experiment, configs, labels, fixed, stage, [{} for _ in configs])
+
+
+def tune_stage(spec: Any, configs: list[ExperimentConfig], name: str) -> TuneStage | None:
+    """The validated ``tune:`` mapping (None without one)."""
+    if spec is None:
+        return None
+    what = f"sweep {name}: tune"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{what} must be a mapping with keys {', '.join(TUNE_KEYS)}")
+    unknown = sorted(set(spec) - set(TUNE_KEYS))
+    if unknown:
+        raise ConfigError(f"{what}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(TUNE_KEYS)}")
+    trials, seeds = spec.get("trials"), spec.get("seeds")
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise ConfigError(f"{what}.trials must be a positive integer, not {trials!r}")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds):
+        raise ConfigError(f"{what}.seeds must be a non-empty list of integer seeds, not {seeds!r}")
+    shared = sorted(set(seeds) & {c.seed for c in configs})
+    if shared:
+        raise ConfigError(f"{what}.seeds {shared} are also seeds of the sweep's runs: tuning seeds must differ "
+                          "from the test seeds")
+    ranges = _dotted_mapping(spec.get("ranges"), f"{what}.ranges")
+    for key, bounds in ranges.items():
+        section, _, field_name = key.partition(".")
+        if section != "train" or field_name not in TrainConfig.model_fields:
+            raise ConfigError(f"{what}.ranges: {key!r} is not a train.* config key")
+        if not isinstance(bounds, dict) or not ("choices" in bounds or {"low", "high"} <= set(bounds)):
+            raise ConfigError(f"{what}.ranges.{key} must be {{choices: [...]}} or {{low: .., high: .., log: ..}}")
+    for config in configs:
+        check_validation_split(config)
+    storage = spec.get("storage")
+    if storage is not None and not isinstance(storage, str):
+        raise ConfigError(f"{what}.storage must be an Optuna storage URL, not {storage!r}")
+    return TuneStage(trials, list(seeds), ranges, storage)
 
 
 # -- running -----------------------------------------------------------------------------------------------------
@@ -389,7 +470,8 @@ def make_launcher(backend: str, workers: int, address: str | None) -> Launcher:
 def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers: int = 1,
               address: str | None = None, progress: Callable[[SweepProgress], None] | None = None,
               threads: int | None = None) -> SweepResult:
-    """Run the sweep's unfinished configs, ``workers`` at a time; failures are collected, not raised.
+    """Run the sweep's tune stage, if it has one, then its unfinished configs, ``workers`` at a time; failures
+    of runs are collected, not raised (a study that fails raises).
 
     ``threads`` (torch threads per run) defaults to the local cores // ``workers`` on the local backend and to
     each config's ``run.threads`` on Ray. ``address`` is the Ray cluster's (default: start a local one).
@@ -402,6 +484,7 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         raise ValueError("an address is only for the ray backend (add --backend ray)")
     if backend == "local" and threads is None:
         threads = max(1, local_cores() // workers)
+    sweep = run_tune_stage(sweep, workers, threads or max(1, local_cores() // workers))
     uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
     prior = prior_runs(uri, sweep.experiment)
     digests = [config.content_hash() for config in sweep.configs]
@@ -439,7 +522,8 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
                 if resume:
                     log.info("sweep %s: resuming the interrupted run %s of %r", sweep.name, resume.run_id,
                              sweep.labels[i])
-                running[launcher.submit(data, tags, resume and resume.run_id)] = i
+                run_tags = {**(sweep.tags[i] if sweep.tags else {}), **tags}
+                running[launcher.submit(data, run_tags, resume and resume.run_id)] = i
             finished_now, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in finished_now:
                 i = running.pop(future)
@@ -457,6 +541,87 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
                                             f"{result.skipped} skipped (already finished), {result.failed} failed.")
     client.set_terminated(parent_run_id, "FAILED" if result.failed else "FINISHED")
     return result
+
+
+# -- the tune stage --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StudySpec:
+    """One study of the tune stage: a setting of the sweep (a config less its seed) and what to search."""
+
+    name: str
+    sweep: str
+    config: dict[str, Any]  # runtime config data of the setting (its seed: the first tuning seed)
+    space: dict[str, dict[str, Any]]
+    trials: int
+    seeds: list[int]
+    storage: str | None
+
+
+def setting_digest(config: ExperimentConfig) -> str:
+    """Equal for configs that differ in their seed only."""
+    return config.model_copy(update={"seed": 0}).content_hash()
+
+
+def study_specs(sweep: Sweep, uri: str, threads: int | None) -> tuple[list[StudySpec], list[str | None]]:
+    """The studies of the sweep's tune stage and, per config, the name of its study (None: nothing to search)."""
+    stage = sweep.tune
+    assert stage is not None
+    specs: dict[str, StudySpec] = {}
+    names: list[str | None] = []
+    for config, fixed in zip(sweep.configs, sweep.fixed, strict=True):
+        space = {**tunable_space(config, fixed), **{k: v for k, v in stage.ranges.items() if k not in fixed}}
+        if not space:
+            names.append(None)
+            continue
+        name = f"{sweep.name}/{config.method.name}/{setting_digest(config)[:12]}"
+        if name not in specs:
+            data = _runtime_config(config, uri, threads)
+            data["seed"] = stage.seeds[0]
+            specs[name] = StudySpec(name, sweep.name, data, space, stage.trials, stage.seeds, stage.storage)
+        names.append(name)
+    return list(specs.values()), names
+
+
+def tune_summary(sweep: Sweep) -> str:
+    """E.g. ``a tune stage of 36 studies x 4 trials (144 runs) on seeds [100]``."""
+    assert sweep.tune is not None
+    specs, _ = study_specs(sweep, "", None)
+    runs = len(specs) * sweep.tune.trials * len(sweep.tune.seeds)
+    return (f"a tune stage of {len(specs)} studies x {sweep.tune.trials} trials ({runs} runs) on seeds "
+            f"{sweep.tune.seeds}")
+
+
+def run_study_spec(spec: StudySpec) -> dict[str, Any]:
+    """Run one study of the tune stage to its trial budget (in a worker process or here); its best parameters."""
+    study = run_study(validate_config(spec.config), spec.space, spec.trials, storage=spec.storage,
+                      study_name=spec.name, seeds=spec.seeds, tags={SWEEP_TAG: spec.sweep})
+    finish_study(study)
+    return dict(study.study.best_params)
+
+
+def run_tune_stage(sweep: Sweep, workers: int = 1, threads: int | None = None) -> Sweep:
+    """Tune every setting of the sweep (``workers`` studies at a time), then return the sweep whose configs use
+    their setting's best parameters, each run tagged ``tuned`` with them. A sweep without a tune stage is
+    returned as it is."""
+    if sweep.tune is None:
+        return sweep
+    uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
+    specs, names = study_specs(sweep, uri, threads)
+    log.info("sweep %s: tune stage of %d studies, %d trials each on seeds %s", sweep.name, len(specs),
+             sweep.tune.trials, sweep.tune.seeds)
+    if workers > 1 and len(specs) > 1:
+        with cf.ProcessPoolExecutor(min(workers, len(specs)), mp_context=mp.get_context("spawn"),
+                                    initializer=raise_on_sigterm) as pool:
+            best = dict(zip((s.name for s in specs), pool.map(run_study_spec, specs), strict=True))
+    else:
+        best = {spec.name: run_study_spec(spec) for spec in specs}
+    configs, tags = [], []
+    for config, name, extra in zip(sweep.configs, names, sweep.tags, strict=True):
+        params = best.get(name, {}) if name else {}
+        configs.append(with_params(config, params, config.run.run_name) if params else config)
+        tags.append({**extra, TUNED_TAG: json.dumps(params, sort_keys=True)} if name else extra)
+    return replace(sweep, configs=configs, tags=tags)
 
 
 def _runtime_config(config: ExperimentConfig, uri: str, threads: int | None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ that join later explore differently. The best parameters are written as an exper
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from bench.config import ConfigError, ExperimentConfig, load_config, validate_config
+from bench.config import ConfigError, ExperimentConfig, load_config, set_dotted, validate_config
 from bench.fed.engine import Callback, Simulation
 from bench.methods.api import search_space
 from bench.methods.registry import get_method
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 OBJECTIVE = "val/acc/mean"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
+BEST_PARAMS_TAG = "best_params"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -78,27 +80,50 @@ def suggest(trial: optuna.Trial, name: str, spec: dict[str, Any], integer: bool)
     return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
 
 
-def with_hparams(config: ExperimentConfig, hparams: dict[str, Any], run_name: str | None) -> ExperimentConfig:
+def with_params(config: ExperimentConfig, params: dict[str, Any], run_name: str | None,
+                seed: int | None = None) -> ExperimentConfig:
+    """``config`` with trial parameters applied: dotted names (``train.lr``) are config keys, the others method
+    hyperparameters; ``seed`` replaces the config's seed when given."""
     data = config.model_dump(mode="json")
-    data["method"]["hparams"].update(hparams)
+    for name, value in params.items():
+        if "." in name:
+            set_dotted(data, name, value)
+        else:
+            data["method"]["hparams"][name] = value
     data["run"]["run_name"] = run_name
+    if seed is not None:
+        data["seed"] = seed
     return validate_config(data)
 
 
-def tunable_space(config: ExperimentConfig, overrides: list[str]) -> dict[str, dict[str, Any]]:
-    """The method's declared ranges, less the hyperparameters fixed by ``method.hparams.X=`` overrides."""
-    fixed = {item.split("=", 1)[0].strip().removeprefix("method.hparams.") for item in overrides
-             if item.startswith("method.hparams.")}
-    space = {k: v for k, v in search_space(get_method(config.method.name).Hparams).items() if k not in fixed}
-    if not space:
-        raise ConfigError(f"method {config.method.name!r} has no hyperparameter ranges left to tune "
-                          "(see `cafebench methods` for the declared ranges)")
-    return space
+def is_integer(config: ExperimentConfig, name: str) -> bool:
+    """Whether a searched parameter (method hyperparameter or dotted config key) takes integers."""
+    if "." in name:
+        section, key = name.split(".", 1)
+        return type(getattr(getattr(config, section), key)) is int
+    return get_method(config.method.name).Hparams.model_fields[name].annotation is int
+
+
+def tunable_space(config: ExperimentConfig, fixed: set[str] | list[str] = ()) -> dict[str, dict[str, Any]]:
+    """The method's declared ranges, less the hyperparameters in ``fixed``."""
+    return {k: v for k, v in search_space(get_method(config.method.name).Hparams).items() if k not in fixed}
+
+
+def fixed_by_overrides(overrides: list[str]) -> set[str]:
+    """The hyperparameters that ``method.hparams.X=`` overrides hold fixed."""
+    return {item.split("=", 1)[0].strip().removeprefix("method.hparams.") for item in overrides
+            if item.startswith("method.hparams.")}
 
 
 def default_study_name(config: ExperimentConfig, source: str | Path) -> str:
     """The same for the same command, so workers started alike share a study."""
     return f"{config.method.name}-{Path(str(source)).stem}-{config.content_hash()[:8]}"
+
+
+def check_validation_split(config: ExperimentConfig) -> None:
+    if config.data.split[1] <= 0:
+        raise ConfigError("tuning maximizes validation accuracy, but data.split holds no validation fraction: "
+                          "set e.g. data.split=[0.7,0.1,0.2]")
 
 
 def tune(method: str, source: str | Path, trials: int, overrides: list[str] | tuple[str, ...] = (),
@@ -108,55 +133,99 @@ def tune(method: str, source: str | Path, trials: int, overrides: list[str] | tu
 
     ``output`` defaults to ``tuned/<study name>.yaml``.
     """
-    if trials < 1:
-        raise ValueError("trials must be at least 1")
     overrides = list(overrides)
     base = load_config(source, [*overrides, f"method.name={method}"])
-    if base.data.split[1] <= 0:
-        raise ConfigError("tuning maximizes validation accuracy, but data.split holds no validation fraction: "
-                          "set e.g. data.split=[0.7,0.1,0.2]")
-    space = tunable_space(base, overrides)
-    integer = {name: get_method(method).Hparams.model_fields[name].annotation is int for name in space}
+    space = tunable_space(base, fixed_by_overrides(overrides))
+    if not space:
+        raise ConfigError(f"method {base.method.name!r} has no hyperparameter ranges left to tune "
+                          "(see `cafebench methods` for the declared ranges)")
     name = study_name or default_study_name(base, source)
-    study = optuna.create_study(study_name=name, storage=storage or DEFAULT_STORAGE, direction="maximize",
-                                pruner=pruner or optuna.pruners.MedianPruner(5, base.train.rounds // 4),
-                                load_if_exists=True)
+    study = run_study(base, space, trials, storage=storage, study_name=name,
+                      pruner=pruner or optuna.pruners.MedianPruner(5, base.train.rounds // 4))
+    return best_result(study.study, base, output or Path("tuned") / f"{name}.yaml", study.parent_run_id)
+
+
+@dataclass
+class Study:
+    study: optuna.Study
+    parent_run_id: str
+    client: MlflowClient
+
+
+def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: int, *, storage: str | None,
+              study_name: str, seeds: list[int] | None = None, pruner: optuna.pruners.BasePruner | None = None,
+              tags: dict[str, str] | None = None) -> Study:
+    """Run an Optuna study over ``space`` until it holds ``trials`` finished trials; every run of a trial is a
+    child of the study's parent MLflow run, which is left RUNNING for the caller to close (:func:`finish_study`).
+
+    A trial's value is the final ``val/acc/mean`` averaged over ``seeds`` (default: the config's seed). With one
+    seed the trial reports each evaluated round to ``pruner``; with several, trials run to the end.
+    """
+    if trials < 1:
+        raise ValueError("trials must be at least 1")
+    check_validation_split(base)
+    seeds = [base.seed] if seeds is None else list(seeds)
+    integer = {name: is_integer(base, name) for name in space}
+    study = optuna.create_study(study_name=study_name, storage=storage or DEFAULT_STORAGE, direction="maximize",
+                                pruner=pruner or optuna.pruners.NopPruner(), load_if_exists=True)
     study.sampler = optuna.samplers.TPESampler(seed=base.seed + len(study.trials))
     client = MlflowClient(tracking_uri=tracking_uri(base.run.tracking_uri))
     parent_run_id = parent_run(client, study, base)
 
     def objective(trial: optuna.Trial) -> float:
         params = {k: suggest(trial, k, spec, integer[k]) for k, spec in space.items()}
-        config = with_hparams(base, params, f"{name}/trial-{trial.number}")
-        pruning = PruningCallback(trial)
-        try:
-            result = run_experiment(config, [pruning], parent_run_id=parent_run_id,
-                                    tags={"optuna_study": name, "optuna_trial": str(trial.number)})
-        except optuna.TrialPruned:
-            mark_pruned(client, pruning.run_id)
-            raise
-        trial.set_user_attr("mlflow_run_id", result.run_id)
-        return result.evaluation.metrics[OBJECTIVE]
+        values = []
+        for seed in seeds:
+            config = with_params(base, params, f"{study_name}/trial-{trial.number}"
+                                 + (f"/seed-{seed}" if len(seeds) > 1 else ""), seed)
+            pruning = [PruningCallback(trial)] if len(seeds) == 1 else []
+            try:
+                result = run_experiment(config, pruning, parent_run_id=parent_run_id,
+                                        tags={**(tags or {}), "optuna_study": study_name,
+                                              "optuna_trial": str(trial.number)})
+            except optuna.TrialPruned:
+                mark_pruned(client, pruning[0].run_id)
+                raise
+            trial.set_user_attr(f"mlflow_run_id/{seed}", result.run_id)
+            values.append(result.evaluation.metrics[OBJECTIVE])
+        return sum(values) / len(values)
 
     try:
         remaining = trials - len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
         if remaining > 0:
             study.optimize(objective, n_trials=remaining,
                            callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED_STATES)])
-        result = best_result(study, base, output or Path("tuned") / f"{name}.yaml", parent_run_id)
+        completed, pruned = trial_counts(study)
+        if not completed:
+            raise RuntimeError(f"no trial of study {study_name!r} completed ({pruned} pruned); "
+                               "run more trials or relax the pruner")
     except BaseException as exc:
         client.set_tag(parent_run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-    client.log_metric(parent_run_id, f"best/{OBJECTIVE}", result.best_value, step=result.completed + result.pruned)
+    client.log_metric(parent_run_id, f"best/{OBJECTIVE}", study.best_value,
+                      step=len(study.get_trials(deepcopy=False, states=FINISHED_STATES)))
     client.set_tag(parent_run_id, "best_trial", str(study.best_trial.number))
-    client.set_tag(parent_run_id, NOTE_TAG, f"Optuna study **{name}** of {method}: {result.completed} completed, "
-                                            f"{result.pruned} pruned trials (nested beneath this run); best "
-                                            f"{OBJECTIVE} {result.best_value:.4f} (trial {study.best_trial.number}) "
-                                            "with " + ", ".join(f"{k}={v!r}" for k, v in result.best_params.items()))
-    client.log_artifact(parent_run_id, str(result.preset_path))
-    client.set_terminated(parent_run_id, "FINISHED")
-    return result
+    client.set_tag(parent_run_id, BEST_PARAMS_TAG, json.dumps(study.best_params, sort_keys=True))
+    completed, pruned = trial_counts(study)
+    client.set_tag(parent_run_id, NOTE_TAG, f"Optuna study **{study_name}** of {base.method.name}: {completed} "
+                                            f"completed, {pruned} pruned trials (nested beneath this run); best "
+                                            f"{OBJECTIVE} {study.best_value:.4f} (trial {study.best_trial.number}) "
+                                            "with " + ", ".join(f"{k}={v!r}" for k, v in study.best_params.items()))
+    return Study(study, parent_run_id, client)
+
+
+def trial_counts(study: optuna.Study) -> tuple[int, int]:
+    """The numbers of completed and of pruned trials."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
+
+
+def finish_study(study: Study, artifact: Path | None = None) -> None:
+    """Close the study's parent MLflow run (FINISHED), with ``artifact`` logged to it."""
+    if artifact is not None:
+        study.client.log_artifact(study.parent_run_id, str(artifact))
+    study.client.set_terminated(study.parent_run_id, "FINISHED")
 
 
 def parent_run(client: MlflowClient, study: optuna.Study, config: ExperimentConfig) -> str:
@@ -189,16 +258,14 @@ def mark_pruned(client: MlflowClient, run_id: str | None) -> None:
 
 
 def best_result(study: optuna.Study, base: ExperimentConfig, path: Path, parent_run_id: str) -> TuneResult:
-    """Write the best trial's configuration as an experiment preset and summarise the study."""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    completed, pruned = states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
-    if not completed:
-        raise RuntimeError(f"no trial of study {study.study_name!r} completed ({pruned} pruned); "
-                           "run more trials or relax the pruner")
+    """Write the best trial's configuration as an experiment preset, close the parent run, summarise the study."""
+    completed, pruned = trial_counts(study)
     best = study.best_trial
-    config = with_hparams(base, best.params, None)
+    config = with_params(base, best.params, None)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# Best of Optuna study {study.study_name!r}: trial {best.number}, {OBJECTIVE}={best.value:.4f}\n"
               f"# ({completed} completed, {pruned} pruned trials). Run it with: cafebench run {path}\n")
     path.write_text(header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    client = MlflowClient(tracking_uri=tracking_uri(base.run.tracking_uri))
+    finish_study(Study(study, parent_run_id, client), path)
     return TuneResult(study.study_name, float(best.value), dict(best.params), path, parent_run_id, completed, pruned)

@@ -321,3 +321,30 @@ def test_learns_real_digits_far_above_chance(tmp_path):
     assert metrics["test/acc/mean"] > 0.6  # 10 classes: chance is 0.1
     assert metrics["test/acc/exit_3"] > 0.8
     assert [h["train/active_students"] for h in sim.history] == [1.0, 2.0, 2.0, 2.0]
+
+
+def test_kd_warmup_sends_no_teacher_and_trains_students_on_cross_entropy_alone():
+    method = make_method(n=4, selection="all", kd_warmup=2)
+    model = tiny_model()
+    server = method.init_server(model)
+    for round, distil in ((0, False), (1, False), (2, True)):
+        payload = method.payload(round, 1, server)
+        assert payload.meta == {"students": [0, 1], "distil": distil}
+        assert ("teacher.weight" in payload.tensors) is distil
+    students, teacher = [0, 1], method.teacher(method.payload(2, 1, server).tensors, {})
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    model.eval()
+    logits = model(x)
+    ce = sum(F.cross_entropy(z, y) for z in logits)
+    assert torch.allclose(method.objective(students, [], None)(model, x, y), ce)
+    with_kd = method.objective(students, [], teacher)(model, x, y)
+    assert with_kd > ce + 1e-3  # λ·τ²·KL from the teacher on top of the same CE terms
+
+
+def test_without_cross_client_kd_the_last_head_is_not_uploaded(tiny_config_data):
+    sim = Simulation(tiny_federation(tiny_config_data, "train.rounds=1", "method.hparams.cross_client=false").config)
+    sim.run()
+    model = sim.fed.new_model()
+    backbone = state_nbytes({k: v for k, v in model.state_dict().items() if not k.startswith("exits.")})
+    assert sim.history[0]["comm/bytes_up"] == 4 * backbone == sim.history[0]["comm/bytes_down"]
+    assert "heads" not in sim.state.server

@@ -13,7 +13,7 @@ def test_methods_lists_builtins_with_hyperparameters(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^fedavg\s+\[base\]", out, re.M)
-    assert "finetune_epochs = 0" in out and "tune: {'choices': [0, 1, 2]}" in out
+    assert "finetune_epochs = 0" in out and "mu = 0.01  tune: {'low': 0.001, 'high': 1.0, 'log': True}" in out
 
 
 def test_partition_prints_histogram_and_writes_heatmap(tmp_path, capsys):

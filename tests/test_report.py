@@ -82,15 +82,16 @@ def test_report_files_are_written(report):
     out = report["out"]
     assert report["html"] == out / "report.html"
     for name in ("main_accuracy", "per_exit_accuracy", "dynamic_at_0.6", "macs_to_best_baseline",
-                 "communication", "seeds"):
+                 "communication", "seeds", "claims"):
         assert (out / "tables" / f"{name}.csv").is_file() and (out / "tables" / f"{name}.tex").is_file()
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    assert figures == ["accuracy_macs.png", "convergence.png", "partition_digits_alpha0.1.png",
+    assert figures == ["accuracy_macs.png", "client_spread.png", "convergence.png", "partition_digits_alpha0.1.png",
                        "partition_digits_alpha0.5.png"]
+    assert not (out / "tables" / "paired_comparison.csv").exists()  # no cafedistill runs to compare
     assert not (out / "tables" / "ablation.csv").exists()  # no cafedistill runs
 
 
-def test_main_table_is_mean_and_sample_std_over_seeds(report):
+def test_main_table_is_mean_and_student_t_interval_over_seeds(report):
     table = csv(report, "main_accuracy")
     for method in ("fedavg", "local"):
         a, b = (metric(report, (method, ALPHA, s), "test/acc/mean") for s in (0, 1))
@@ -98,9 +99,11 @@ def test_main_table_is_mean_and_sample_std_over_seeds(report):
         std = math.sqrt(((a - mean) ** 2 + (b - mean) ** 2) / (2 - 1))
         assert table.loc[method, "digits/0.5/mean"] == pytest.approx(mean, rel=1e-12)
         assert table.loc[method, "digits/0.5/std"] == pytest.approx(std, rel=1e-12)
+        half = 12.706204736174698 * std / math.sqrt(2)  # t(0.975, 1 degree of freedom)
+        assert table.loc[method, "digits/0.5/ci95"] == pytest.approx(half, rel=1e-9)
         assert std > 0
         cells = markdown_row(report, "Mean-over-exits test accuracy", method)
-        assert cells[1].strip("*") == f"{100 * mean:.2f} ± {100 * std:.2f}"
+        assert cells[1].strip("*") == f"{100 * mean:.2f} ± {100 * half:.2f}"
     assert table.loc["fedavg", "group"] == table.loc["local", "group"] == "PFL-EE baselines"
 
 
@@ -197,17 +200,20 @@ def test_report_command_renders_the_dynamic_table_from_the_curve_tables(report, 
     assert len(report_run_ids(report)) == before + 1
 
 
-@pytest.mark.parametrize(("scale", "runs"), [("cpu", 34), ("paper", 402)])
-def test_reproduce_presets_hold_the_documented_runs(scale, runs, capsys):
+@pytest.mark.parametrize(("scale", "runs", "studies", "trials"), [("quick", 48, 16, 2), ("cpu", 108, 36, 4),
+                                                                   ("paper", 402, 134, 12)])
+def test_reproduce_presets_hold_the_documented_runs(scale, runs, studies, trials, capsys):
     assert main(["reproduce", scale, "--dry-run"]) == 0
-    assert f"sweep {scale}/tables: {runs} runs into MLflow experiment 'reproduce-{scale}'" in capsys.readouterr().out
+    assert (f"sweep {scale}/tables: {runs} runs into MLflow experiment 'reproduce-{scale}', after a tune stage of "
+            f"{studies} studies x {trials} trials ({studies * trials} runs) on seeds [100]") in capsys.readouterr().out
 
 
 def test_cpu_preset_follows_the_paper_protocol_on_fmnist():
     sweep = load_sweep("cpu/tables")
     assert {(c.data.dataset, c.model.name, c.data.clients, c.train.participation) for c in sweep.configs} == {
         ("fmnist", "conv3", 20, 1.0)}
-    assert {c.data.alpha for c in sweep.configs} == {0.1, 0.3}
+    assert {c.data.alpha for c in sweep.configs} == {0.1, 0.3} and {c.seed for c in sweep.configs} == {0, 1, 2}
+    assert len({c.method.name for c in sweep.configs}) == 15
     ablations = {(c.method.hparams["cross_client"], c.method.hparams["selection"], c.method.hparams["mu"])
                  for c in sweep.configs if c.method.name == "cafedistill"}
     assert ablations == {(True, "progressive", 1.0), (False, "progressive", 1.0), (True, "all", 1.0),
@@ -217,7 +223,7 @@ def test_cpu_preset_follows_the_paper_protocol_on_fmnist():
 def test_html_is_self_contained(report):
     html = report["html"].read_text()
     sources = re.findall(r'src="([^"]*)"', html)
-    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http://" not in html and "https://" not in html and "<script" not in html and "<link" not in html
 
 
@@ -257,3 +263,15 @@ def test_macs_to_reach_uses_the_best_baseline_curve_and_is_missing_when_never_re
     assert targets.iloc[0][["target", "by"]].tolist() == [0.8, "base"]
     got = reach.set_index("method")["mean"]
     assert got["ours"] == 21 and got["base"] == 30 and math.isnan(got["weak"])
+
+
+def test_claims_section_names_the_runs_it_lacks(report):
+    """No cafedistill run at all: every claim is missing its runs and says which."""
+    claims = csv(report, "claims")
+    assert set(claims["verdict/text"]) == {"missing runs"}
+    assert claims.loc["(d) digits α=0.5", "runs it lacks/text"] == (
+        "cafedistill (default) at digits α=0.5; cafedistill cross_client=False at digits α=0.5")
+    text = (report["out"] / "report.md").read_text()
+    assert "Runs the claims lack — (a) digits α=0.1: cafedistill (default) at digits α=0.1" in text
+    assert r"cafedistill cross\_client=False at digits" in (report["out"] / "tables" / "claims.tex").read_text()
+    assert '<td class="text">missing runs</td>' in report["html"].read_text()

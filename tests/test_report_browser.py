@@ -51,9 +51,10 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not instal
 
 def synthetic_runs(tmp: Path) -> RunData:
     """Two baselines, one FEE baseline and CAFEDistill (defaults at three μ, two ablation variants) on one
-    dataset at two alphas, two seeds each, with histories, dynamic curves and partition heatmaps."""
+    dataset at two alphas, two seeds each, with histories, dynamic curves, per-client accuracies and partition
+    heatmaps."""
     rng = np.random.default_rng(0)
-    rows, params, metrics, history, curves = [], {}, {}, [], []
+    rows, params, metrics, history, curves, clients = [], {}, {}, [], [], []
     variants = [("fedavg", "base", {}), ("fedper", "pfl", {}), ("depthfl", "fee", {})]
     variants += [("cafedistill", "ours", {"mu": mu, "cross_client": "True", "selection": "progressive"})
                  for mu in ("0.1", "1.0", "10.0")]
@@ -76,6 +77,7 @@ def synthetic_runs(tmp: Path) -> RunData:
                     history += [(run_id, "test/acc/mean", step, acc * step / 3),
                                 (run_id, "comm/bytes_up", step, 1e5 * (v + 1)),
                                 (run_id, "comm/bytes_down", step, 2e5 * (v + 1))]
+                clients += [(run_id, c, acc + 0.1 * rng.standard_normal()) for c in range(20)]
                 for t in np.linspace(0, 1, 11):
                     curves.append({"run_id": run_id, "threshold": t, "accuracy": acc * (0.6 + 0.4 * t),
                                    "expected_macs": 1e6 * (1 + 2 * t)})
@@ -85,7 +87,8 @@ def synthetic_runs(tmp: Path) -> RunData:
     return RunData("browser-test", runs, pd.DataFrame(params).T.reindex(runs.index),
                    pd.DataFrame(metrics).T.reindex(runs.index),
                    pd.DataFrame(history, columns=["run_id", "metric", "step", "value"]),
-                   pd.DataFrame(curves), heatmaps)
+                   pd.DataFrame(curves), heatmaps,
+                   clients=pd.DataFrame(clients, columns=["run_id", "client", "accuracy"]))
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +111,8 @@ def test_every_figure_loads_without_console_errors(report_html, tmp_path):
     found = re.search(r'<pre id="__probe">(.*?)</pre>', done.stdout, re.S)
     assert found, f"the probe did not run; chromium said: {done.stderr[-2000:]}"
     probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
-    # accuracy-MACs, convergence, μ sensitivity and two partition heatmaps
-    assert len(probe["widths"]) == 5 and all(w > 0 for w in probe["widths"]), probe
+    # accuracy-MACs, per-client spread, convergence, μ sensitivity and two partition heatmaps
+    assert len(probe["widths"]) == 6 and all(w > 0 for w in probe["widths"]), probe
     assert probe["errors"] == []
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []

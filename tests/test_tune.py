@@ -28,7 +28,7 @@ def preset(tmp_path) -> str:
 def test_study_runs_child_trials_prunes_one_and_writes_a_runnable_best_preset(tmp_path, tracking_uri, preset):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     output = tmp_path / "best.yaml"
-    result = tune("fedavg", preset, 3, storage=storage, study_name="s", output=output, pruner=PruneTrialOne())
+    result = tune("fedprox", preset, 3, storage=storage, study_name="s", output=output, pruner=PruneTrialOne())
     assert (result.completed, result.pruned) == (2, 1)
 
     client = MlflowClient()
@@ -36,7 +36,7 @@ def test_study_runs_child_trials_prunes_one_and_writes_a_runnable_best_preset(tm
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["best/val/acc/mean"] == result.best_value
     assert parent.data.tags["cafebench.parent"] == "study:s"
-    assert parent.data.tags["mlflow.note.content"].startswith("Optuna study **s** of fedavg: 2 completed, 1 pruned")
+    assert parent.data.tags["mlflow.note.content"].startswith("Optuna study **s** of fedprox: 2 completed, 1 pruned")
     trials = {int(r.data.tags["optuna_trial"]): r for r in runs if r.info.run_id != result.parent_run_id}
     assert sorted(trials) == [0, 1, 2] and len(runs) == 4
     assert {r.data.tags["mlflow.parentRunId"] for r in trials.values()} == {result.parent_run_id}
@@ -47,19 +47,20 @@ def test_study_runs_child_trials_prunes_one_and_writes_a_runnable_best_preset(tm
     assert result.best_value == max(r.data.metrics["val/acc/mean"] for r in finished)  # validation, not test
 
     config = validate_config(yaml.safe_load(output.read_text()))
-    assert config.method.name == "fedavg"
-    assert config.method.hparams["finetune_epochs"] == result.best_params["finetune_epochs"]
+    assert config.method.name == "fedprox" and set(result.best_params) == {"mu"}
+    assert config.method.hparams["mu"] == result.best_params["mu"]
     assert Simulation(config).run().metrics["val/acc/mean"] == result.best_value
 
-    again = tune("fedavg", preset, 3, storage=storage, study_name="s", output=output)
+    again = tune("fedprox", preset, 3, storage=storage, study_name="s", output=output)
     assert (again.completed, again.best_value, again.parent_run_id) == (2, result.best_value, result.parent_run_id)
     assert len(client.search_runs([client.get_experiment_by_name("tune").experiment_id])) == 4  # nothing re-run
 
 
 @pytest.mark.parametrize("method, overrides, message", [
     ("local", [], "'local' has no hyperparameter ranges left to tune"),
-    ("fedavg", ["method.hparams.finetune_epochs=1"], "'fedavg' has no hyperparameter ranges left"),
-    ("fedavg", ["data.split=[0.8,0,0.2]"], "no validation fraction"),
+    ("fedavg", [], "'fedavg' has no hyperparameter ranges left"),  # fine-tuning makes FedAvg+FT: not tuned
+    ("fedprox", ["method.hparams.mu=0.1"], "'fedprox' has no hyperparameter ranges left"),
+    ("fedprox", ["data.split=[0.8,0,0.2]"], "no validation fraction"),
 ])
 def test_nothing_to_tune_or_no_validation_split_is_an_error(tmp_path, preset, method, overrides, message):
     with pytest.raises(ConfigError, match=message):

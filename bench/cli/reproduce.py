@@ -1,6 +1,7 @@
-"""``cafebench reproduce cpu|paper``: run a scale's sweep presets, then render the report of their experiment(s).
+"""``cafebench reproduce quick|cpu|paper``: run a scale's sweep presets (their tune stages first), then render the
+report of their experiment(s).
 
-The presets live in ``bench/presets/sweeps/{cpu,paper}/``; runs already FINISHED are skipped, so running the
+The presets live in ``bench/presets/sweeps/{quick,cpu,paper}/``; runs already FINISHED are skipped, so running the
 command again resumes an interrupted reproduction and re-renders the report.
 """
 
@@ -12,11 +13,11 @@ from pathlib import Path
 
 from bench.cli.sweep import ProgressLine
 from bench.report import default_report_dir, render_report
-from bench.sweep import load_sweep, run_sweep
+from bench.sweep import load_sweep, run_sweep, tune_summary
 from bench.track.links import experiment_runs_url
 from bench.track.mlflow_tracker import tracking_uri
 
-SCALES = ("cpu", "paper")
+SCALES = ("quick", "cpu", "paper")
 
 
 def scale_presets(scale: str) -> list[str]:
@@ -31,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                          "render the report",
                        description="Run every sweep preset of bench/presets/sweeps/SCALE/ (finished runs are "
                                    "skipped) and render the report of each MLflow experiment they write to.")
-    p.add_argument("scale", choices=SCALES, help="cpu: Fashion-MNIST, about an hour on 2 cores; paper: the "
-                                                 "paper's datasets and models, for GPUs")
+    p.add_argument("scale", choices=SCALES, help="quick: Fashion-MNIST, five methods, about an hour on 2 cores; "
+                                                 "cpu: Fashion-MNIST, every method, overnight on 2 cores; paper: "
+                                                 "the paper's datasets and models, for GPUs")
     p.add_argument("overrides", nargs="*", help="key.path=value applied to every sweep (a grid axis is replaced)")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     sweeps = [load_sweep(name, overrides) for name in presets]  # validates every config before any run
     experiments = list(dict.fromkeys(s.experiment for s in sweeps))
     for sweep in sweeps:
-        print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}")
+        print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}"
+              + (f", after {tune_summary(sweep)}" if sweep.tune else ""))
     if args.dry_run:
         return 0
     failed = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from bench.measure.accuracy import exit_records, summarize_exits
 from bench.measure.dynamic import ClientRecords
 
 log = logging.getLogger(__name__)
+LOCAL_PREFIX = "local/"  # metrics of the models clients hold right after local training (eval.point)
 
 
 @dataclass
@@ -130,6 +132,7 @@ class Simulation:
             down += job.payload.nbytes
             up += result.upload.nbytes
         uploads = {job.client: result.upload for job, result in zip(jobs, results, strict=True)}
+        received = state.server
         state.server = method.aggregate(round, uploads, state.server)
         state.next_round = round + 1
         metrics: dict[str, float] = {"comm/bytes_down": float(down), "comm/bytes_up": float(up),
@@ -144,16 +147,27 @@ class Simulation:
         metrics["time/train_s"] = time.perf_counter() - started
         if state.next_round % cfg.eval.every == 0 or state.next_round == self.rounds:
             t0 = time.perf_counter()
-            self.last_eval = self.evaluate(state.next_round)
-            metrics.update(self.last_eval.metrics)
+            if cfg.eval.point != "local":
+                self.last_eval = self.evaluate(state.next_round)
+                metrics.update(self.last_eval.metrics)
+            if cfg.eval.point != "aggregated":
+                # the server state as if the client alone had uploaded: its own trained model, for every method
+                # whose aggregate averages the uploads (an average of one upload is that upload)
+                local = self.evaluate(state.next_round, lambda c: method.aggregate(round, {c: uploads[c]}, received),
+                                      LOCAL_PREFIX)
+                metrics.update(local.metrics)
             metrics["time/eval_s"] = time.perf_counter() - t0
         self.history.append({"round": float(state.next_round), **metrics})
         for cb in self.callbacks:
             cb.on_round_end(self, state.next_round, metrics)
         return metrics
 
-    def evaluate(self, round: int) -> Evaluation:
-        """Every client's model, per exit, on its own val and test splits (one forward pass per batch)."""
+    def evaluate(self, round: int, server_of: Callable[[int], dict[str, Any]] | None = None,
+                 prefix: str = "") -> Evaluation:
+        """Every client's model, per exit, on its own val and test splits (one forward pass per batch).
+
+        ``server_of(client)`` gives the server state a client's model is built from (default: the current one);
+        metric names start with ``prefix``."""
         method, state, bs = self.fed.method, self.state, self.config.eval.batch_size
         clients, sizes = range(self.fed.num_clients), self.fed.partition.sizes()
         exits = [method.client_exits(c) for c in clients]
@@ -162,12 +176,13 @@ class Simulation:
         for c in clients:
             data = self.fed.client_data(c)
             gen = torch_generator(self.config.seed, "evaluation", round, c)
-            predict = method.eval_model(self.eval_model, c, state.server, state.clients[c], data, gen)
+            server = state.server if server_of is None else server_of(c)
+            predict = method.eval_model(self.eval_model, c, server, state.clients[c], data, gen)
             exit_records(predict, self.fed.batches, data.test_idx, bs, out=test[c])
             if c in val:
                 exit_records(predict, self.fed.batches, data.val_idx, bs, out=val[c])
         m = self.fed.method.ctx.num_exits
-        metrics = summarize_exits(test, m, "test")
+        metrics = summarize_exits(test, m, f"{prefix}test")
         if val:
-            metrics.update(summarize_exits(val, m, "val"))
+            metrics.update(summarize_exits(val, m, f"{prefix}val"))
         return Evaluation(round, val, test, metrics)

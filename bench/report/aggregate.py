@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.report.stats import t_half_width
+
 CELL = ["method", "dataset", "alpha"]
 
 
 def seed_stats(runs: pd.DataFrame, values: pd.Series, by: list[str]) -> pd.DataFrame:
-    """Per ``by`` group of ``runs``: ``mean``, ``std`` (sample std, ddof=1; NaN with one seed) and ``n`` of the
-    runs' ``values`` (a Series indexed by run id; runs without a value are not counted)."""
+    """Per ``by`` group of ``runs``: ``mean``, ``std`` (sample std, ddof=1; NaN with one seed), ``n`` and ``ci``
+    (half-width of the 95% Student-t interval of the mean; NaN with one seed) of the runs' ``values`` (a Series
+    indexed by run id; runs without a value are not counted)."""
     frame = runs[by].assign(value=values.reindex(runs.index))
     stats = frame.groupby(by, dropna=False)["value"].agg(["mean", "std", "count"])
-    return stats.rename(columns={"count": "n"}).reset_index()
+    stats = stats.rename(columns={"count": "n"}).reset_index()
+    stats["ci"] = [t_half_width(std, n) for std, n in zip(stats["std"], stats["n"], strict=True)]
+    return stats
 
 
 def mean_curves(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:

@@ -2,10 +2,11 @@
 
 Only FINISHED runs that carry the run-layout tags (``method``, ``family``, ``dataset``, ``alpha``, ``seed``)
 count; report runs (tag ``cafebench.report=true``), the parent runs of sweeps and studies (tag
-``cafebench.parent``) and anything else without those tags are left out. Artifacts are downloaded into a
-caller-supplied directory. Each run's dynamic-inference curve is read from its table (``dynamic/curve.json``;
-the ``dynamic_curve.csv`` of runs logged before the table existed), and the ``dyn/*`` figures at every threshold of
-the curve fill the metrics frame wherever a run did not log them as metrics.
+``cafebench.parent``), tuning runs (tag ``optuna_study``: a study's parent run and its trials) and anything else
+without those tags are left out. Artifacts are downloaded into a caller-supplied directory. Each run's
+dynamic-inference curve is read from its table (``dynamic/curve.json``; the ``dynamic_curve.csv`` of runs logged
+before the table existed), and the ``dyn/*`` figures at every threshold of the curve fill the metrics frame wherever
+a run did not log them as metrics.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ from bench.track.mlflow_tracker import PARENT_TAG, search_all_runs, tracking_uri
 log = logging.getLogger(__name__)
 
 REPORT_TAG = "cafebench.report"
+STUDY_TAG = "optuna_study"
+TUNED_TAG = "tuned"  # the best parameters of a tuned sweep's run (JSON), set by bench.sweep
 REQUIRED_TAGS = ("method", "family", "dataset", "alpha", "seed")
 HISTORY_METRICS = ("test/acc/mean", "comm/bytes_up", "comm/bytes_down")
 LEGACY_CURVE_ARTIFACT = "dynamic/dynamic_curve.csv"
 HEATMAP_ARTIFACT = "partition/partition_heatmap.png"
+PER_CLIENT_ARTIFACT = "results/per_client.csv"
+CLIENT_COLUMNS = ["run_id", "client", "accuracy"]
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
@@ -38,10 +43,13 @@ PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 class RunData:
     """Everything the tables and figures read, one experiment's worth.
 
-    ``runs``: index ``run_id``; columns method, family, dataset, model, alpha (float), seed (int), start_time.
+    ``runs``: index ``run_id``; columns method, family, dataset, model, alpha (float), seed (int), start_time,
+    tuned (the JSON of the parameters a tune stage chose for the run; empty when none did).
     ``params`` / ``metrics``: index ``run_id``; one column per param (strings) / final metric value (floats).
     ``history``: long frame run_id, metric, step, value of the metrics in :data:`HISTORY_METRICS`.
     ``curves``: the rows of the runs' dynamic-inference curve tables, with a ``run_id`` column.
+    ``clients``: run_id, client, accuracy: each client's test accuracy averaged over the exits it holds, from
+    the runs' ``results/per_client.csv``.
     ``heatmaps``: one partition heatmap per (dataset, alpha), from the run with the lowest seed.
     """
 
@@ -53,6 +61,7 @@ class RunData:
     curves: pd.DataFrame
     heatmaps: dict[tuple[str, float], Path] = field(default_factory=dict)
     skipped: int = 0  # finished runs left out for missing layout tags (report runs not counted)
+    clients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLIENT_COLUMNS))
 
 
 def experiment_id(client: MlflowClient, experiment: str) -> str:
@@ -78,7 +87,7 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
     kept, skipped = [], 0
     for run in finished_runs(client, exp_id):
         tags = run.data.tags
-        if tags.get(REPORT_TAG) == "true" or PARENT_TAG in tags:
+        if tags.get(REPORT_TAG) == "true" or PARENT_TAG in tags or STUDY_TAG in tags:
             continue
         if all(t in tags for t in REQUIRED_TAGS):
             kept.append(run)
@@ -93,6 +102,7 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
         "run_id": r.info.run_id, "method": r.data.tags["method"], "family": r.data.tags["family"],
         "dataset": r.data.tags["dataset"], "model": r.data.tags.get("model", ""),
         "alpha": float(r.data.tags["alpha"]), "seed": int(r.data.tags["seed"]), "start_time": r.info.start_time,
+        "tuned": r.data.tags.get(TUNED_TAG, ""),
     } for r in kept]).set_index("run_id")
     params = pd.DataFrame({r.info.run_id: r.data.params for r in kept}).T.reindex(runs.index)
     metrics = pd.DataFrame({r.info.run_id: r.data.metrics for r in kept}).T.reindex(runs.index).astype(float)
@@ -100,7 +110,7 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
     curves = dynamic_curves(client, runs.index, artifact_dir)
     return RunData(experiment, runs, params, metrics.combine_first(curve_metrics(curves)).reindex(runs.index),
                    metric_histories(client, runs.index), curves, partition_heatmaps(client, runs, artifact_dir),
-                   skipped)
+                   skipped, client_accuracies(client, runs.index, artifact_dir))
 
 
 def metric_histories(client: MlflowClient, run_ids: pd.Index) -> pd.DataFrame:
@@ -165,6 +175,19 @@ def curve_metrics(curves: pd.DataFrame) -> pd.DataFrame:
     name_of = {column: name for name, column in CURVE_COLUMNS.items()}
     long["metric"] = [dyn_metric(name_of[c], t) for c, t in zip(long["column"], long["threshold"], strict=True)]
     return long.pivot_table(index="run_id", columns="metric", values="value", aggfunc="last").astype(float)
+
+
+def client_accuracies(client: MlflowClient, run_ids: pd.Index, artifact_dir: Path) -> pd.DataFrame:
+    frames = []
+    for run_id in run_ids:
+        path = download(client, run_id, PER_CLIENT_ARTIFACT, artifact_dir)
+        if path is not None:
+            table = pd.read_csv(path)
+            exits = table.filter(regex=r"^test_acc_exit_\d+$")
+            frames.append(pd.DataFrame({"run_id": run_id, "client": table["client"], "accuracy": exits.mean(axis=1)}))
+    if not frames:
+        return pd.DataFrame(columns=CLIENT_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
 
 
 def partition_heatmaps(client: MlflowClient, runs: pd.DataFrame, artifact_dir: Path) -> dict[tuple[str, float], Path]:

@@ -89,23 +89,45 @@ def convergence_figure(ctx: Context) -> Figure:
     return panels(ctx, draw, "round", "mean test accuracy (%)")
 
 
+def client_spread_figure(ctx: Context) -> Figure | None:
+    """Per (dataset, α), one box per method: the test accuracy of each client (averaged over the exits it
+    holds) pooled over the seeds of the main-table runs; None without per-client results."""
+    clients = ctx.data.clients.merge(ctx.main[["method", "dataset", "alpha"]], left_on="run_id", right_index=True)
+    if clients.empty:
+        return None
+    styles = method_styles(ctx)
+
+    def draw(ax: Axes, column: Column) -> None:
+        rows = column_of(clients, column)
+        shown = [m for m in ctx.methods if (rows["method"] == m).any()]
+        if not shown:
+            return
+        boxes = ax.boxplot([100 * rows.loc[rows["method"] == m, "accuracy"].to_numpy() for m in shown],
+                           patch_artist=True, widths=0.6, medianprops={"color": "black"})
+        for patch, method in zip(boxes["boxes"], shown, strict=True):
+            patch.set_facecolor(styles[method]["color"])
+            patch.set_alpha(0.6)
+        ax.set_xticks(range(1, len(shown) + 1), shown, rotation=60, fontsize=7)
+    return panels(ctx, draw, "", "client test accuracy (%)")
+
+
 def sensitivity_stats(ctx: Context) -> pd.DataFrame:
     """CAFEDistill's mean-over-exits accuracy per μ (default switches; best validation setting per μ)."""
     runs = ctx.runs[(ctx.runs["method"] == ABLATION_METHOD) & ctx.runs["is_default"].astype(bool)]
     if runs.empty or SENSITIVITY_PARAM not in ctx.data.params:
-        return pd.DataFrame(columns=["dataset", "alpha", "mu", "mean", "std", "n"])
+        return pd.DataFrame(columns=["dataset", "alpha", "mu", "mean", "std", "n", "ci"])
     runs = runs.assign(mu=pd.to_numeric(ctx.data.params.loc[runs.index, SENSITIVITY_PARAM], errors="coerce"))
     chosen = select_best(runs.dropna(subset=["mu"]), ["dataset", "alpha", "mu"])
     return seed_stats(chosen, ctx.data.metrics["test/acc/mean"], ["dataset", "alpha", "mu"])
 
 
 def sensitivity_figure(stats: pd.DataFrame) -> Figure:
-    """Accuracy against μ, one line per (dataset, α), error bars = sample std over seeds."""
+    """Accuracy against μ, one line per (dataset, α), error bars = the 95% Student-t interval over seeds."""
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     for (dataset, alpha), rows in stats.groupby(["dataset", "alpha"]):
         rows = rows.sort_values("mu")
-        ax.errorbar(rows["mu"], 100 * rows["mean"], yerr=100 * rows["std"].fillna(0), marker="o", capsize=3,
+        ax.errorbar(rows["mu"], 100 * rows["mean"], yerr=100 * rows["ci"].fillna(0), marker="o", capsize=3,
                     label=f"{dataset}, α={alpha_label(alpha)}")
     if (stats["mu"] > 0).all():
         ax.set_xscale("log")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,11 +53,16 @@ def header_spans(columns: pd.MultiIndex) -> list[list[tuple[str, int]]]:
 
 
 def cell_parts(table: Table, row: object, column: object) -> tuple[str, str | None] | None:
-    """(mean, std or None) as display strings, or None for a missing cell."""
-    mean, std = table.mean.at[row, column], table.std.at[row, column]
+    """(mean, interval half-width or None) as display strings (the table's text, where given), or None for a
+    missing cell."""
+    if table.text is not None:
+        text = table.text.at[row, column]
+        return (str(text), None) if isinstance(text, str) and text else None
+    mean = table.mean.at[row, column]
+    half = math.nan if table.ci is None else table.ci.at[row, column]
     if pd.isna(mean):
         return None
-    return format(mean * table.scale, table.fmt), None if pd.isna(std) else format(std * table.scale, table.fmt)
+    return format(mean * table.scale, table.fmt), None if pd.isna(half) else format(half * table.scale, table.fmt)
 
 
 def row_blocks(table: Table) -> list[tuple[str | None, list]]:
@@ -73,7 +79,8 @@ def row_blocks(table: Table) -> list[tuple[str | None, list]]:
 # -- CSV ---------------------------------------------------------------------------------------------------------
 
 def table_csv(table: Table) -> pd.DataFrame:
-    """Wide CSV: one ``DATASET/ALPHA[/SUB]/mean`` and ``.../std`` column pair per table column; missing = empty."""
+    """Wide CSV: ``DATASET/ALPHA[/SUB]/mean``, ``.../std`` and ``.../ci95`` (half-width of the 95% interval)
+    columns per table column, and ``.../text`` where the table has display text; missing = empty."""
     out = pd.DataFrame(index=table.mean.index)
     if table.groups is not None:
         out["group"] = table.groups.reindex(out.index)
@@ -81,6 +88,10 @@ def table_csv(table: Table) -> pd.DataFrame:
         label = "/".join(str(v) for v in column)
         out[f"{label}/mean"] = table.mean[column]
         out[f"{label}/std"] = table.std[column]
+        if table.ci is not None:
+            out[f"{label}/ci95"] = table.ci[column]
+        if table.text is not None:
+            out[f"{label}/text"] = table.text[column]
     return out
 
 
@@ -133,6 +144,7 @@ td.row, th.row { text-align: left; }
 thead th { border-bottom: 2px solid #444; text-align: center; }
 tr.group th { text-align: left; font-style: italic; background: #f3f3f3; }
 td.missing { color: #999; }
+td.text { text-align: left; white-space: normal; min-width: 6em; max-width: 28em; }
 p.note, figcaption { color: #555; font-size: 0.86em; }
 .scroll { overflow-x: auto; }
 img { max-width: 100%; }
@@ -164,8 +176,9 @@ def table_html(table: Table) -> str:
                 if parts is None:
                     cells.append(f'<td class="missing">{MISSING}</td>')
                     continue
-                text = parts[0] + ("" if parts[1] is None else f" ± {parts[1]}")
-                cells.append(f"<td><b>{text}</b></td>" if best.at[row, column] else f"<td>{text}</td>")
+                text = html.escape(parts[0] + ("" if parts[1] is None else f" ± {parts[1]}"))
+                kind = ' class="text"' if table.text is not None else ""
+                cells.append(f"<td{kind}><b>{text}</b></td>" if best.at[row, column] else f"<td{kind}>{text}</td>")
             body.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<div class="scroll"><table id="{html.escape(table.name)}"><thead>{"".join(head)}</thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
@@ -238,7 +251,8 @@ def table_tex(table: Table) -> str:
                 if parts is None:
                     cells.append("---")
                     continue
-                text = parts[0] + ("" if parts[1] is None else rf" $\pm$ {parts[1]}")
+                text = (tex_escape(parts[0]) if table.text is not None
+                        else parts[0] + ("" if parts[1] is None else rf" $\pm$ {parts[1]}"))
                 cells.append(rf"\textbf{{{text}}}" if best.at[row, column] else text)
             lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]

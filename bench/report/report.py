@@ -8,18 +8,29 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
+from bench.report.claims import claim_rows, claims_table, lacking_text
 from bench.report.collect import REPORT_TAG, collect_runs, experiment_id
+from bench.report.compare import paired_comparisons, paired_table, tally
 from bench.report.context import Context, make_context
-from bench.report.figures import accuracy_macs_figure, convergence_figure, sensitivity_figure, sensitivity_stats
+from bench.report.figures import (
+    accuracy_macs_figure,
+    client_spread_figure,
+    convergence_figure,
+    sensitivity_figure,
+    sensitivity_stats,
+)
 from bench.report.render import FigureFile, Section, write_report
 from bench.report.tables import (
     ABLATION_METHOD,
     ablation_table,
+    chosen_settings_table,
     communication_table,
     dynamic_table,
+    eval_point_table,
     macs_table,
     main_table,
     per_exit_table,
@@ -46,16 +57,20 @@ def save_figure(fig: Figure, figures_dir: Path, name: str, caption: str) -> Figu
 def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_THRESHOLD) -> list[Section]:
     """The report's sections, figures saved into ``figures_dir`` on the way."""
     figures_dir.mkdir(parents=True, exist_ok=True)
+    comparisons = paired_comparisons(ctx)
     sections = [
         Section("Accuracy", "Each client's personalized model on its own test split, averaged over clients. "
                 "Each cell reports the method with its default switches; where several settings of it ran (e.g. "
-                "values of μ), the one with the best validation accuracy.", [main_table(ctx), per_exit_table(ctx)]),
+                "values of μ), the one with the best validation accuracy.",
+                [main_table(ctx), per_exit_table(ctx), *filter(None, [eval_point_table(ctx)])]),
         Section("Dynamic inference", "Early exit at the first exit whose top softmax probability reaches the "
                 "threshold; costs in multiply-accumulates (MACs) per sample.",
                 [dynamic_table(ctx, threshold), macs_table(ctx)],
                 [save_figure(accuracy_macs_figure(ctx, threshold), figures_dir, "accuracy_macs",
                              f"Dynamic inference: accuracy against expected MACs as the exit threshold goes from "
                              f"0 to 1, averaged over seeds; dots mark threshold {threshold:g}")]),
+        comparison_section(ctx, comparisons, figures_dir),
+        claims_section(ctx, comparisons, threshold),
         Section("Convergence", figures=[save_figure(convergence_figure(ctx), figures_dir, "convergence",
                                                     "Mean-over-exits test accuracy per round, averaged over seeds")]),
     ]
@@ -66,7 +81,8 @@ def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_TH
     else:
         figures = [] if sensitivity.empty else [save_figure(
             sensitivity_figure(sensitivity), figures_dir, "mu_sensitivity",
-            f"{ABLATION_METHOD}: mean-over-exits test accuracy against μ (default switches), ± sample std")]
+            f"{ABLATION_METHOD}: mean-over-exits test accuracy against μ (default switches), with the 95% "
+            "Student-t interval over seeds")]
         sections.append(Section(f"{ABLATION_METHOD} ablation and sensitivity", "", [ablation], figures))
     sections.append(Section("Communication", tables=[communication_table(ctx)]))
     heatmaps = []
@@ -76,8 +92,24 @@ def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_TH
         heatmaps.append(FigureFile(path.stem, f"Label distribution over clients: {dataset}, α={alpha:g}", path))
     sections.append(Section("Partitions", "Samples of each class (columns) held by each client (rows).",
                             figures=heatmaps))
-    sections.append(Section("Runs", tables=[seeds_table(ctx)]))
+    sections.append(Section("Runs", tables=[*filter(None, [chosen_settings_table(ctx)]), seeds_table(ctx)]))
     return sections
+
+
+def comparison_section(ctx: Context, comparisons: pd.DataFrame, figures_dir: Path) -> Section:
+    """The paired comparison of ours with every baseline, its wins / ties / losses and the per-client spread."""
+    spread = client_spread_figure(ctx)
+    figures = [] if spread is None else [save_figure(
+        spread, figures_dir, "client_spread", "Per-client test accuracy (mean over the exits each client holds) of "
+        "the main-table runs, clients of all seeds pooled: box = quartiles, whiskers = 1.5 IQR")]
+    return Section("Paired comparison", tally(comparisons), [paired_table(ctx, comparisons)] if len(comparisons)
+                   else [], figures)
+
+
+def claims_section(ctx: Context, comparisons: pd.DataFrame, threshold: float) -> Section:
+    """The paper's claims checked (rows are named with the runs they lack)."""
+    rows = claim_rows(ctx, comparisons, threshold)
+    return Section("The paper's claims", lacking_text(rows), [claims_table(rows)])
 
 
 def log_report_run(client: MlflowClient, experiment: str, out_dir: Path) -> str:
@@ -107,8 +139,9 @@ def render_report(experiment: str, out_dir: str | Path, tracking_uri: str | None
         sections = build_sections(ctx, out / "figures", threshold)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     intro = (f"Experiment '{experiment}' ({uri}): {len(ctx.runs)} finished runs of {len(ctx.methods)} methods "
-             f"on {len(ctx.columns)} (dataset, α) settings; rendered {stamp}. Accuracies in %, mean ± sample std "
-             "over seeds (the mean alone where one seed ran); — marks a cell without a finished run.")
+             f"on {len(ctx.columns)} (dataset, α) settings; rendered {stamp}. Accuracies in %, mean ± half-width "
+             "of the 95% Student-t interval over seeds (the mean alone where one seed ran); — marks a cell without a "
+             "finished run.")
     html_path = write_report(out, f"cafebench report: {experiment}", intro, sections)
     run_id = log_report_run(MlflowClient(tracking_uri=uri), experiment, out)
     log.info("report of %s written to %s and logged as run %s", experiment, out, run_id)

@@ -1,4 +1,5 @@
-"""The report's tables, in the shape of the paper's: the numbers (mean and std over seeds) and how to show them.
+"""The report's tables, in the shape of the paper's: the numbers (mean, std and 95% interval over seeds) and how to
+show them.
 
 Values keep MLflow's units (accuracies and cost reductions as fractions, MACs, bytes); ``scale`` converts them
 for display only. A cell with no run holds NaN and shows as "—", never as zero.
@@ -6,6 +7,7 @@ for display only. A cell with no run holds NaN and shows as "—", never as zero
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -18,14 +20,16 @@ from bench.report.context import OURS, Context, alpha_label, column_of
 from bench.report.selection import DEFAULT_LABEL, select_best
 
 ABLATION_METHOD = "cafedistill"
+INTERVAL = "95% Student-t interval"
 COLUMN_LEVELS = ["dataset", "alpha"]
 
 
 @dataclass
 class Table:
-    """Rows × columns of means (and std over seeds). ``better`` says per column whether the best cell is the
-    largest ("max") or the smallest ("min") mean, or that none is marked (""); ``groups`` maps rows to the
-    group they are listed under."""
+    """Rows × columns of means, with the sample std and the half-width of the 95% Student-t interval over seeds
+    (``ci``; shown as ``mean ± ci``). ``better`` says per column whether the best cell is the largest ("max") or
+    the smallest ("min") mean, or that none is marked (""); ``groups`` maps rows to the group they are listed
+    under; ``text``, where given, holds each cell's display string (empty: missing) in place of the numbers."""
 
     name: str
     title: str
@@ -36,6 +40,8 @@ class Table:
     fmt: str = ".2f"
     groups: pd.Series | None = None
     note: str = ""
+    ci: pd.DataFrame | None = None
+    text: pd.DataFrame | None = None
 
     def best(self) -> pd.DataFrame:
         """True where a cell holds the best mean of its column (all of them on ties)."""
@@ -63,16 +69,37 @@ def cell_table(name: str, title: str, stats: pd.DataFrame, rows: list[str], colu
     stats = stats.assign(alpha=stats["alpha"].map(alpha_label))
     mean = grid(stats, row_key, rows, columns, column_keys, "mean")
     std = grid(stats, row_key, rows, columns, column_keys, "std") if "std" in stats else mean * math.nan
+    ci = grid(stats, row_key, rows, columns, column_keys, "ci") if "ci" in stats else mean * math.nan
     directions = [better] * len(columns) if isinstance(better, str) else better
-    return Table(name, title, mean, std, pd.Series(directions, index=mean.columns), **display)
+    return Table(name, title, mean, std, pd.Series(directions, index=mean.columns), ci=ci, **display)
 
 
 def main_table(ctx: Context) -> Table:
     stats = seed_stats(ctx.main, ctx.data.metrics["test/acc/mean"], CELL)
     return cell_table("main_accuracy", "Mean-over-exits test accuracy (%)", stats, ctx.methods, ctx.columns,
                       COLUMN_LEVELS, groups=ctx.groups(),
-                      note="Mean over clients of each client's accuracy averaged over exits; mean ± sample std "
-                           "over seeds (the mean alone with one seed). Best per column in bold.")
+                      note="Mean over clients of each client's accuracy averaged over exits; mean ± half-width "
+                           f"of the {INTERVAL} over seeds (the mean alone with one seed). Best per column in bold.")
+
+
+EVAL_POINTS = (("aggregated", "test/acc/mean"), ("local", "local/test/acc/mean"))
+
+
+def eval_point_table(ctx: Context) -> Table | None:
+    """Mean-over-exits test accuracy after aggregation and right after local training (``eval.point``), side by
+    side; None when no run logged the local point."""
+    metrics = ctx.data.metrics
+    if EVAL_POINTS[1][1] not in metrics or metrics.loc[ctx.main.index, EVAL_POINTS[1][1]].isna().all():
+        return None
+    frames = [seed_stats(ctx.main, metrics[key], CELL).assign(point=point) for point, key in EVAL_POINTS
+              if key in metrics]
+    columns = [(*column, point) for column in ctx.columns for point, _ in EVAL_POINTS]
+    return cell_table("eval_point", "Mean-over-exits test accuracy by evaluation point (%)",
+                      pd.concat(frames, ignore_index=True), ctx.methods, columns, [*COLUMN_LEVELS, "point"],
+                      groups=ctx.groups(),
+                      note="aggregated: the model after the round's aggregation (the main table); local: the model "
+                           f"each client holds right after its local training in the last round; mean ± {INTERVAL} "
+                           "over seeds; — where a run did not log that point (eval.point).")
 
 
 def per_exit_table(ctx: Context) -> Table:
@@ -88,7 +115,7 @@ def per_exit_table(ctx: Context) -> Table:
     stats = pd.concat(frames, ignore_index=True)
     return cell_table("per_exit_accuracy", "Test accuracy per exit (%)", stats, ctx.methods, columns,
                       [*COLUMN_LEVELS, "exit"], groups=ctx.groups(),
-                      note="Exit k answers every sample; mean ± sample std over seeds. Best per column in bold.")
+                      note=f"Exit k answers every sample; mean ± {INTERVAL} over seeds. Best per column in bold.")
 
 
 DYNAMIC_QUANTITIES = (("acc", "accuracy", "max"), ("acc_drop", "acc. drop", "min"),
@@ -155,7 +182,27 @@ def communication_table(ctx: Context) -> Table:
     return cell_table("communication", "Communication per round (MB, all clients)", pd.concat(frames), ctx.methods,
                       columns, [*COLUMN_LEVELS, "direction"], "", scale=1e-6, fmt=".3f", groups=ctx.groups(),
                       note="Bytes of every payload (down) and upload (up) in a round, summed over the clients "
-                           "and averaged over rounds; mean ± sample std over seeds.")
+                           f"and averaged over rounds; mean ± {INTERVAL} over seeds.")
+
+
+def setting_text(params: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def chosen_settings_table(ctx: Context) -> Table | None:
+    """The parameters the sweep's tune stage chose behind each main-table cell; None when no run was tuned."""
+    tuned = ctx.main[ctx.main["tuned"].astype(bool)] if "tuned" in ctx.main else ctx.main.iloc[:0]
+    if tuned.empty:
+        return None
+    index = pd.MultiIndex.from_tuples(ctx.columns, names=COLUMN_LEVELS)
+    text = pd.DataFrame("", index=pd.Index(ctx.methods, name="method"), columns=index)
+    for run in tuned.itertuples():
+        text.at[run.method, (run.dataset, alpha_label(run.alpha))] = setting_text(json.loads(run.tuned)) or "(none)"
+    empty = pd.DataFrame(math.nan, index=text.index, columns=index)
+    return Table("chosen_settings", "Settings chosen by the tune stage", empty, empty, pd.Series("", index=index),
+                 groups=ctx.groups(), text=text,
+                 note="Best trial of each setting's Optuna study (same number of trials for every method, mean "
+                      "final validation accuracy over the tuning seeds); the test runs behind each cell use it.")
 
 
 def seeds_table(ctx: Context) -> Table:

@@ -18,10 +18,10 @@ Assumptions, each a hyperparameter (``method.hparams.<option>``) or an experimen
 | assumption | default | option that controls it |
 |---|---|---|
 | A-1 BatchNorm in the backbone is averaged with it | shared | ``bn_mode``: shared / local (FedBN) |
-| A-2 teacher weights ``w_i = Π_Δ(p + s_i/(2μ))`` | μ = 1.0 | ``mu`` (tuned over 0.01, 0.1, 1, 10) |
+| A-2 teacher weights ``w_i = Π_Δ(p + s_i/(2μ))`` | μ = 1.0 | ``mu`` (tuned log-uniformly over 0.03–10) |
 | A-3 one averaged teacher head (Eq. 9) | averaged_head | ``teacher_mode``: averaged_head / mixture |
 | A-4 heads: one linear layer on pooled features | linear | the model (other heads are refused) |
-| A-5 students: CE + λ·τ²·KL; last exit: CE only | τ=3, λ=1, CE on | ``tau``, ``lam``, ``student_ce`` |
+| A-5 students: CE + λ·τ²·KL; last exit: CE only | τ=3, λ=1, CE on | ``tau`` (1–6), ``lam`` (0.1–3), ``student_ce`` |
 | A-5 students outside ``S_i(t)`` get no loss | no_loss | ``inactive_students``: no_loss / ce_only |
 | A-6 tier-2 score (see below) | update_alignment | ``tier2_score``: update_alignment / random / data_size |
 | A-7 shallow student depths first | shallow_first | ``depth_order``: shallow_first / deep_first |
@@ -30,6 +30,7 @@ Assumptions, each a hyperparameter (``method.hparams.<option>``) or an experimen
 | A-8 exits after every stage; 20 clients, all join | conv3: 3 exits | ``model.name``, ``data.clients``, |
 | | | ``train.participation`` |
 | A-9 accuracy per exit, unweighted client mean | — | the harness (``test/acc/exit_k``, ``.../mean``) |
+| A-10 distillation from round 1 (untrained teachers) | 0 rounds | ``kd_warmup`` |
 
 ``s_ij`` is the cosine similarity of the flattened last-exit heads of clients ``i`` and ``j``, ``p`` the data
 fractions. The A-6 score of client ``j`` is the cosine between its latest backbone update (the stages up to
@@ -47,7 +48,11 @@ Details that the spec leaves open, decided here:
   so the server stores n×(m−1) scores instead of n backbone updates. ``tier2_score=random`` and
   ``selection=random`` draw from the (seed, "selection", round) stream.
 * ``cross_client=false`` (local KD) uses the client's own last exit as it was at the start of the round —
-  the limit ``μ → 0`` of cross-client KD — and downloads no teacher.
+  the limit ``μ → 0`` of cross-client KD — downloads no teacher and uploads the backbone only (the last-exit head
+  feeds no other client's teacher).
+* ``kd_warmup=k``: in rounds ``t ≤ k`` no student is distilled and no teacher is sent; the active students (the
+  schedule is unchanged) keep their cross-entropy term. The default 0 was kept after a small validation ablation
+  found no difference (README).
 """
 
 from bench.methods.cafedistill.method import CAFEDistill, CAFEDistillHparams

@@ -51,14 +51,20 @@ from bench.models.base import EarlyExitNet
 TEACHER = "teacher."  # payload keys of the teacher head(s): ``teacher.weight`` or ``teacher.{j}.weight``
 MIXTURE_WEIGHTS = "teacher.mix"
 TeacherProbs = Callable[[torch.Tensor], torch.Tensor]
+KD_WARMUP_DEFAULT = 0  # measured: no difference on validation accuracy (README, "CAFEDistill's assumptions")
 
 
 class CAFEDistillHparams(Hparams):
     mu: float = Field(1.0, gt=0, description="μ of the teacher-weight QP [A-2]: small → own last exit only, "
                                              "large → weights follow the data fractions",
-                      json_schema_extra={"search": {"choices": [0.01, 0.1, 1.0, 10.0]}})
-    tau: float = Field(3.0, gt=0, description="distillation temperature τ")
-    lam: float = Field(1.0, ge=0, description="weight λ of the τ²·KL distillation term")
+                      json_schema_extra={"search": {"low": 0.03, "high": 10.0, "log": True}})
+    tau: float = Field(3.0, gt=0, description="distillation temperature τ",
+                       json_schema_extra={"search": {"low": 1.0, "high": 6.0}})
+    lam: float = Field(1.0, ge=0, description="weight λ of the τ²·KL distillation term",
+                       json_schema_extra={"search": {"low": 0.1, "high": 3.0, "log": True}})
+    kd_warmup: int = Field(KD_WARMUP_DEFAULT, ge=0,
+                           description="[A-10] rounds without distillation, until the teacher heads have been "
+                                       "trained that many rounds (active students keep their CE term)")
     cross_client: bool = Field(True, description="distil from other clients' last exits (false: local KD, "
                                                  "the teacher is the client's own last exit)")
     teacher_mode: Literal["averaged_head", "mixture"] = Field(
@@ -104,16 +110,18 @@ class CAFEDistill(Method):
     # -- server side -------------------------------------------------------------------------------------
     def init_server(self, model: EarlyExitNet) -> dict[str, Any]:
         initial = extract(model)
-        heads = [{k: initial[k].clone() for k in self.layout.last_head} for _ in range(self.ctx.num_clients)]
+        heads = ([{k: initial[k].clone() for k in self.layout.last_head} for _ in range(self.ctx.num_clients)]
+                 if self.hp.cross_client else [])
         no_scores = torch.full((self.ctx.num_clients, self.last), float("nan"), dtype=torch.float64)
         return self.server_state({k: initial[k] for k in self.layout.shared}, heads, no_scores)
 
     def server_state(self, backbone: TensorDict, heads: list[TensorDict],
                      alignment: torch.Tensor) -> dict[str, Any]:
-        """Server state: the shared backbone, each client's latest last-exit head, the tier-2 scores and (with
-        cross-client KD) the teacher weights ``w`` (row i: client i's weights over the n teachers)."""
-        state = {"backbone": backbone, "heads": heads, "alignment": alignment}
+        """Server state: the shared backbone, the tier-2 scores and, with cross-client KD, each client's latest
+        last-exit head and the teacher weights ``w`` (row i: client i's weights over the n teachers)."""
+        state = {"backbone": backbone, "alignment": alignment}
         if self.hp.cross_client:
+            state["heads"] = heads
             state["teacher_weights"] = teacher_weights(head_similarity(heads), self.fractions, self.hp.mu)
         return state
 
@@ -121,12 +129,14 @@ class CAFEDistill(Method):
         return {"personal": extract(model, lambda k: k in self.layout.personal)}
 
     def payload(self, round: int, client: int, server: dict[str, Any]) -> Message:
-        """The backbone, the client's active students and, when it has any, its teacher head(s)."""
+        """The backbone, the client's active students and, when it has any and the KD warm-up is over, its
+        teacher head(s)."""
         students = self.students(round, server)[client]
+        distil = bool(students) and round >= self.hp.kd_warmup
         tensors = dict(server["backbone"])
-        if students and self.hp.cross_client:
+        if distil and self.hp.cross_client:
             tensors.update(self.teacher_tensors(client, server))
-        return Message(tensors, {"students": students})
+        return Message(tensors, {"students": students, "distil": distil})
 
     def teacher_tensors(self, client: int, server: dict[str, Any]) -> TensorDict:
         """Client ``client``'s teacher: ``h̄_i = Σ_j w_ij h_j`` (Eq. 9), or every head and ``w_i`` (mixture)."""
@@ -166,9 +176,10 @@ class CAFEDistill(Method):
         clients = list(uploads)
         sizes = [self.ctx.client_train_sizes[c] for c in clients]
         backbone = weighted_average([uploads[c].tensors for c in clients], sizes, keys=self.layout.shared)
-        heads = list(server["heads"])
-        for c in clients:
-            heads[c] = {k: uploads[c].tensors[k] for k in self.layout.last_head}
+        heads = list(server.get("heads", []))
+        if self.hp.cross_client:
+            for c in clients:
+                heads[c] = {k: uploads[c].tensors[k] for k in self.layout.last_head}
         alignment = server["alignment"].clone()
         if self.scores_updates:
             sent = server["backbone"]
@@ -186,11 +197,13 @@ class CAFEDistill(Method):
         ce_only = ([k for k in range(self.last) if k not in students]
                    if self.hp.inactive_students == "ce_only" else [])
         trained = {self.last, *students, *ce_only}
-        teacher = self.teacher(payload.tensors, personal) if students else None
+        teacher = self.teacher(payload.tensors, personal) if payload.meta["distil"] else None
         params = parameters_where(model, lambda k: not is_head(k) or head_index(k) in trained)
         loss = train_epochs(model, data, gen, self.ctx.train, self.objective(students, ce_only, teacher),
                             params=params)
-        upload = extract(model, lambda k: k in self.layout.shared or k in self.layout.last_head)
+        # the last-exit head only feeds the teachers of cross-client KD
+        upload = extract(model, lambda k: k in self.layout.shared or (self.hp.cross_client and
+                                                                      k in self.layout.last_head))
         return LocalResult(Message(upload), {"personal": extract(model, lambda k: k in self.layout.personal)},
                            {"train/loss": loss, "train/active_students": float(len(students))})
 
@@ -210,19 +223,22 @@ class CAFEDistill(Method):
         return partial(mixture_teacher_probs, weights, biases, tensors[MIXTURE_WEIGHTS], tau=tau)
 
     def objective(self, students: list[int], ce_only: list[int], teacher: TeacherProbs | None) -> LossFn:
-        """The section-4 loss: CE on the last exit; each active student CE + λ·τ²·KL(teacher ‖ student)."""
+        """The section-4 loss: CE on the last exit; each active student CE + λ·τ²·KL(teacher ‖ student) (no KL
+        term without a teacher: during the KD warm-up)."""
         last, hp = self.last, self.hp
 
         def loss_fn(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             feats = model.features(x)
             loss = F.cross_entropy(model.exits[last](feats[last]), y)
-            if students:
+            target = None
+            if teacher is not None:
                 with torch.no_grad():
                     target = teacher(feats[last].detach())
-                for k in students:
-                    logits = model.exits[k](feats[k])
-                    if hp.student_ce:
-                        loss = loss + F.cross_entropy(logits, y)
+            for k in students:
+                logits = model.exits[k](feats[k])
+                if hp.student_ce:
+                    loss = loss + F.cross_entropy(logits, y)
+                if target is not None:
                     loss = loss + hp.lam * distillation_loss(logits, target, hp.tau)
             for k in ce_only:
                 loss = loss + F.cross_entropy(model.exits[k](feats[k]), y)

@@ -1,0 +1,74 @@
+"""The tune stage of a sweep: the same trial budget for every method on tuning seeds, the best settings carried into
+the test runs, studies as parent MLflow runs, resumable; the report's table of chosen settings."""
+
+import json
+
+import optuna
+import pytest
+from helpers import tiny_base, write_sweep
+from mlflow.tracking import MlflowClient
+
+from bench.config import ConfigError
+from bench.report.collect import collect_runs
+from bench.report.context import make_context
+from bench.report.tables import chosen_settings_table
+from bench.sweep import TUNED_TAG, load_sweep, run_sweep
+
+
+def tuned_sweep(tmp_path, **tune) -> str:
+    base = tiny_base(tmp_path)
+    base["train"]["rounds"] = 1
+    return write_sweep(tmp_path, "fair", base, experiment="fair",
+                       grid={"method.name": ["fedprox", "local"], "seed": [0]},
+                       tune={"trials": 2, "seeds": [7], "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+                             "ranges": {"train.lr": {"low": 0.01, "high": 0.2, "log": True}}, **tune})
+
+
+def test_every_method_gets_the_same_trials_and_the_test_runs_use_the_best_setting(tmp_path, tracking_uri):
+    sweep = load_sweep(tuned_sweep(tmp_path))
+    result = run_sweep(sweep)
+    assert result.done == 2 and result.failed == 0
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    studies = optuna.get_all_study_summaries(storage)
+    assert sorted(s.study_name.split("/")[1] for s in studies) == ["fedprox", "local"]
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("fair").experiment_id
+    for summary in studies:
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        assert set(study.best_params) == ({"train.lr", "mu"} if "fedprox" in summary.study_name else {"train.lr"})
+        (parent,) = client.search_runs([exp], f"tags.optuna_study = '{summary.study_name}' and "
+                                              "tags.`mlflow.runName` LIKE 'tune %'")
+        children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        assert len(children) == 2 and {r.data.tags["seed"] for r in children} == {"7"}  # tuning seed only
+        assert json.loads(parent.data.tags["best_params"]) == study.best_params
+        method = summary.study_name.split("/")[1]
+        (test_run,) = [client.get_run(i) for i in result.run_ids if client.get_run(i).data.tags["method"] == method]
+        assert test_run.data.tags["seed"] == "0"
+        assert float(test_run.data.params["train.lr"]) == pytest.approx(study.best_params["train.lr"])
+        assert json.loads(test_run.data.tags[TUNED_TAG]) == study.best_params
+        if method == "fedprox":
+            assert float(test_run.data.params["method.hparams.mu"]) == pytest.approx(study.best_params["mu"])
+
+    again = run_sweep(load_sweep(tuned_sweep(tmp_path)))  # resumes: studies full, test runs finished
+    assert (again.done, again.skipped) == (0, 2)
+    assert len(client.search_runs([exp])) == 2 + 1 + 2 * 3  # two test runs, the sweep's parent, two studies of 1 + 2
+
+    ctx = make_context(collect_runs("fair", tmp_path / "artifacts"))
+    assert set(ctx.runs.index) == set(result.run_ids)  # the tuning runs are left out of reports
+    table = chosen_settings_table(ctx)
+    cell = table.text.loc["fedprox", ("digits", "0.5")]
+    lr = json.loads(client.get_run(ctx.main[ctx.main["method"] == "fedprox"].index[0]).data.tags[TUNED_TAG])
+    assert cell == ", ".join(f"{k}={v:.3g}" for k, v in sorted(lr.items()))
+
+
+@pytest.mark.parametrize("tune, message", [
+    ({"seeds": [0]}, r"tune.seeds \[0\] are also seeds of the sweep's runs"),
+    ({"trials": 0}, "tune.trials must be a positive integer"),
+    ({"ranges": {"train.lrr": {"low": 0.1, "high": 1}}}, "'train.lrr' is not a train.\\* config key"),
+    ({"ranges": {"train.lr": [0.1, 1]}}, r"ranges.train.lr must be \{choices"),
+    ({"trial": 2}, r"unknown key\(s\) trial"),
+])
+def test_bad_tune_stages_are_rejected_when_loaded(tmp_path, tune, message):
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(tuned_sweep(tmp_path, **tune))
