@@ -39,7 +39,8 @@ from bench.data.dataset import Dataset
 from bench.data.sources import load_dataset
 from bench.fed.client_states import flatten
 from bench.fed.engine import Simulation
-from bench.fed.executors import Job, SerialExecutor, run_local_update
+from bench.fed.executors import SerialExecutor
+from bench.fed.local_update import Job, run_local_update
 from bench.fed.federation import build_federation, make_model
 from bench.ground.rng import torch_generator
 from bench.measure.accuracy import exit_records

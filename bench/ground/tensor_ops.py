@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -101,7 +102,7 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor,
     counts = torch.bincount(labels, minlength=num_classes)
     if counts.numel() > num_classes:
         raise ValueError(f"labels reach {int(labels.max())} but num_classes is {num_classes}")
-    sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64)
+    sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, device=features.device)
     sums.index_add_(0, labels, features.detach().double())
     return sums / counts.clamp_min(1).unsqueeze(1), counts
 
@@ -131,3 +132,17 @@ def minimize_quadratic_on_simplex(matrix: torch.Tensor, iterations: int = 500,
         if moved < tol:
             break
     return w
+
+
+def to_device(tree: Any, device: torch.device | str) -> Any:
+    """A nested structure (dicts, lists, tuples) with every tensor moved to ``device`` (the same object where
+    nothing moves); other leaves are kept."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device)
+    if isinstance(tree, dict):
+        return {key: to_device(value, device) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [to_device(value, device) for value in tree]
+    if isinstance(tree, tuple):
+        return tuple(to_device(value, device) for value in tree)
+    return tree

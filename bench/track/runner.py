@@ -12,9 +12,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.config import ConfigError, ExperimentConfig, validate_config
-from bench.fed.engine import Callback, Evaluation, RunState, Simulation
+from bench.fed.device import device_name, resolve_device
+from bench.fed.engine import Callback, Evaluation, Simulation
 from bench.track.checkpoint import load_latest_checkpoint, save_checkpoint
 from bench.track.mlflow_tracker import CONFIG_ARTIFACT, MlflowTracker, tracking_uri
+from bench.track.system_metrics import start_system_metrics, wants_system_metrics
 
 log = logging.getLogger(__name__)
 CHECKPOINT_TAG = "checkpoint_dir"
@@ -55,9 +57,22 @@ def raise_on_sigterm() -> None:
 def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = None, *,
                    resume_run_id: str | None = None, parent_run_id: str | None = None,
                    tags: dict[str, str] | None = None) -> RunResult:
-    """Run (or resume) one experiment as one MLflow run; a failure marks the run FAILED with the reason."""
-    tracker = MlflowTracker(config, run_id=resume_run_id, extra_tags=tags, parent_run_id=parent_run_id)
+    """Run (or resume) one experiment as one MLflow run; a failure marks the run FAILED with the reason.
+
+    The device is resolved first: one that does not exist stops here, before any MLflow run is created. The run is
+    tagged with it (``device``, ``device_name``; a resumed run with the device it resumed on).
+    """
+    device = resolve_device(config.run.device)
+    device_tags = {"device": str(device), "device_name": device_name(device)}
+    tracker = MlflowTracker(config, run_id=resume_run_id, extra_tags={**device_tags, **(tags or {})},
+                            parent_run_id=parent_run_id)
+    monitor = None
     try:
+        if resume_run_id is not None:
+            tracker.set_tags(device_tags)
+        if wants_system_metrics(config.run.system_metrics, device):
+            monitor = start_system_metrics(tracker.run_id, tracker.client.tracking_uri, device,
+                                           resume=resume_run_id is not None)
         if resume_run_id is None:
             directory = Path(config.run.checkpoint_dir).resolve() / tracker.run_id
             tracker.set_tags({CHECKPOINT_TAG: str(directory)})
@@ -66,7 +81,7 @@ def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = 
         sim = Simulation(config, [tracker, CheckpointCallback(directory, config.run.checkpoint_every,
                                                               config.content_hash()), *(callbacks or [])])
         if resume_run_id is not None:
-            sim.state = RunState.from_checkpoint(load_latest_checkpoint(directory, config.content_hash()))
+            sim.restore(load_latest_checkpoint(directory, config.content_hash()))
             log.info("resuming run %s at round %d", resume_run_id, sim.state.next_round + 1)
         evaluation = sim.run()
     except KeyboardInterrupt as exc:
@@ -75,6 +90,9 @@ def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = 
     except BaseException as exc:
         tracker.fail(f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
     tracker.finish()
     return RunResult(tracker.run_id, evaluation, sim.history)
 
