@@ -44,11 +44,11 @@ from bench.data.batching import BatchMaker
 from bench.data.dataset import Dataset
 from bench.data.sources import load_dataset
 from bench.fed.client_states import flatten
-from bench.fed.engine import Simulation
 from bench.fed.device import device_name, resolve_device
+from bench.fed.engine import Simulation
 from bench.fed.executors import SerialExecutor
-from bench.fed.local_update import Job, run_local_update
 from bench.fed.federation import build_federation, make_model
+from bench.fed.local_update import Job, run_local_update
 from bench.ground.rng import torch_generator
 from bench.measure.accuracy import exit_records
 from bench.measure.dynamic import dynamic_curve
@@ -169,15 +169,17 @@ class PerfReport:
         return out
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a clock read after it counts that work."""
+def synchronize(device: torch.device | None) -> None:
+    """Wait for the device's queued work (None: the CPU's, none), so that a clock read after it counts that work."""
+    if device is None:
+        return
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
 
 
-def median_time(fn: Callable[[], object], repeats: int, device: torch.device = torch.device("cpu")) -> float:
+def median_time(fn: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:
     times = []
     for _ in range(repeats):
         synchronize(device)
