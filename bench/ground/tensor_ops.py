@@ -68,7 +68,7 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
     x = v.double()
     u, _ = torch.sort(x, descending=True)
     cumulative = torch.cumsum(u, dim=0) - 1.0
-    ranks = torch.arange(1, x.numel() + 1, dtype=torch.float64)
+    ranks = torch.arange(1, x.numel() + 1, dtype=torch.float64, device=x.device)
     support = u - cumulative / ranks > 0
     rho = int(torch.nonzero(support).max())
     theta = cumulative[rho] / (rho + 1)
@@ -121,7 +121,7 @@ def minimize_quadratic_on_simplex(matrix: torch.Tensor, iterations: int = 500,
     m = (m + m.T) / 2
     n = m.shape[0]
     largest = float(torch.linalg.eigvalsh(m)[-1])
-    w = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    w = torch.full((n,), 1.0 / n, dtype=torch.float64, device=m.device)
     if largest <= 0:
         return w
     step = 1.0 / (2.0 * largest)
