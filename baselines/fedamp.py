@@ -64,12 +64,12 @@ def attention_weights(models: torch.Tensor, self_weight: float, sigma: float) ->
     """The n×n message-passing weights ξ of n flattened models (rows); every row lies on the simplex."""
     n = models.shape[0]
     if n == 1:
-        return torch.ones(1, 1, dtype=torch.float64)
+        return torch.ones(1, 1, dtype=torch.float64, device=models.device)
     squared = torch.cdist(models.double(), models.double()).pow(2)
     scores = -squared / sigma
     scores.fill_diagonal_(float("-inf"))
     others = torch.softmax(scores, dim=1) * (1.0 - self_weight)
-    return others + self_weight * torch.eye(n, dtype=torch.float64)
+    return others + self_weight * torch.eye(n, dtype=torch.float64, device=models.device)
 
 
 @register
