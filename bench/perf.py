@@ -373,7 +373,7 @@ def memory_probe(clients: int, method: str) -> dict[str, float]:
                                       "data.min_samples=20", f"method.name={method}", "model.name=conv3",
                                       f"train.batch_size={MEMORY_BATCH_SIZE}", "train.rounds=1",
                                       f"train.participation={MEMORY_TRAINED_CLIENTS / clients}",
-                                      f"run.cache_dir={cache_dir}"])
+                                      f"run.cache_dir={cache_dir}", "run.device=cpu"])
         warm_up(config, dataset)
         start = reset_peak_rss()
         sim = Simulation(config, fed=build_federation(config, dataset))
