@@ -204,7 +204,7 @@ def test_local_sweep_gives_concurrent_runs_their_own_gpus(tmp_path, tracking_uri
     launcher = RecordingLauncher()
     monkeypatch.setattr(sweep_module, "make_launcher", lambda *args: launcher)
     path = write_sweep(tmp_path, "gpus", experiment="gpus", grid={"seed": [0, 1, 2, 3, 4]})
-    assert run_sweep(load_sweep(path), workers=3, gpus=2).done == 5
+    assert run_sweep(load_sweep(path, ["run.device=auto"]), workers=3, gpus=2).done == 5
     # three at a time on slots 0, 1, 2 → cuda:0, cuda:1, cuda:0; the two after them take the freed slots 0 and 1
     assert launcher.devices == ["cuda:0", "cuda:1", "cuda:0", "cuda:0", "cuda:1"]
     run_sweep(load_sweep(path, ["run.device=cpu"]), workers=3, gpus=2)
