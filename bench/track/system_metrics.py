@@ -14,13 +14,15 @@ from typing import Any
 
 import torch
 
+from bench.fed.device import is_gpu
+
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
 
 
 def wants_system_metrics(setting: bool | None, device: torch.device) -> bool:
     """``run.system_metrics``, where unset (None) on for GPU devices and off on the CPU."""
-    return device.type in ("cuda", "mps") if setting is None else setting
+    return is_gpu(device) if setting is None else setting
 
 
 def _warn_once(key: str, message: str) -> None:
