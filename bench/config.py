@@ -78,9 +78,9 @@ class EvalConfig(Section):
 
 
 class RunConfig(Section):
-    """How the experiment is executed; it is not part of the hash. None of it changes the results on one kind of
-    device; ``device`` picks that kind (CPU and GPU runs of one config share a hash and differ in their ``device``
-    tag)."""
+    """How the experiment is executed; it is not part of the hash. Beyond floating-point rounding (``threads``,
+    ``compile``) none of it changes the results on one kind of device; ``device`` picks that kind (CPU and GPU runs
+    of one config share a hash and differ in their ``device`` tag)."""
 
     executor: Literal["serial", "process", "ray"] = "serial"
     workers: int = Field(1, ge=1)
