@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, demo, perf, reproduce, report (each in its own virtualenv)."""
+"""nox sessions: tests, gpu, lint, demo, perf, reproduce, report (each in its own virtualenv)."""
 
 import nox
 
@@ -17,6 +17,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def gpu(session: nox.Session) -> None:
+    """The tests marked ``gpu`` (a fedavg and a cafedistill round on the GPU, no per-batch syncs, determinism);
+    they skip, saying why, where no CUDA device is."""
+    install(session, "test,gpu")
+    session.run("pytest", "-q", "-m", "gpu", "-rs", *session.posargs, env={"MLFLOW_DISABLE_TELEMETRY": "true"})
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.5")
     session.run("ruff", "check", "bench", "baselines", "tests", "noxfile.py")
@@ -30,7 +38,8 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def perf(session: nox.Session) -> None:
-    install(session)
+    """The performance benchmark; ``nox -s perf -- --device cuda`` measures on the GPU."""
+    install(session, "test,gpu")
     session.run("cafebench", "perf", *session.posargs)
 
 

@@ -86,10 +86,11 @@ def heurfedamp_weights(models: torch.Tensor, self_weight: float, scale: float) -
     """HeurFedAMP's weights: ``ξ_ii = self_weight``, the rest shared by a softmax of ``scale·cos(w_i, w_j)``."""
     n = models.shape[0]
     if n == 1:
-        return torch.ones(1, 1, dtype=torch.float64)
+        return torch.ones(1, 1, dtype=torch.float64, device=models.device)
     scores = scale * cosine_similarity_matrix(models)
     scores.fill_diagonal_(float("-inf"))
-    return torch.softmax(scores, dim=1) * (1.0 - self_weight) + self_weight * torch.eye(n, dtype=torch.float64)
+    others = torch.softmax(scores, dim=1) * (1.0 - self_weight)
+    return others + self_weight * torch.eye(n, dtype=torch.float64, device=models.device)
 
 
 @register

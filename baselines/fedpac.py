@@ -140,10 +140,12 @@ class FedPAC(Method):
 
     def init_server(self, model: EarlyExitNet) -> dict[str, Any]:
         heads = extract(model, self.is_personal)
+        device = model.exits[0].weight.device
         return {"shared": extract(model, self.is_shared),
                 "heads": [heads for _ in range(self.ctx.num_clients)],
-                "prototypes": [torch.zeros(self.ctx.num_classes, head.in_features) for head in model.exits],
-                "class_counts": torch.zeros(self.ctx.num_classes, dtype=torch.long)}
+                "prototypes": [torch.zeros(self.ctx.num_classes, head.in_features, device=device)
+                               for head in model.exits],
+                "class_counts": torch.zeros(self.ctx.num_classes, dtype=torch.long, device=device)}
 
     def payload(self, round: int, client: int, server: dict[str, Any]) -> Message:
         prototypes = {f"{PROTOTYPE}{k}": p for k, p in enumerate(server["prototypes"])}

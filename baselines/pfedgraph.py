@@ -121,7 +121,8 @@ class PFedGraph(Method):
         initial = server["initial"]
         names = list(initial)
         updates = torch.stack([flatten(subtract({k: m[k] for k in names}, initial), names) for m in models])
-        prior = torch.tensor([self.ctx.client_train_sizes[c] for c in clients], dtype=torch.float64)
+        prior = torch.tensor([self.ctx.client_train_sizes[c] for c in clients], dtype=torch.float64,
+                             device=updates.device)
         graph = collaboration_graph(updates, prior, self.hp.graph_alpha)
         targets = list(server["targets"])
         flat = torch.stack([flatten(m, names) for m in models])

@@ -8,6 +8,7 @@ import importlib
 import importlib.resources
 import importlib.util
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 class ConfigError(ValueError):
@@ -62,6 +65,9 @@ class TrainConfig(Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     participation: float = Field(1.0, gt=0, le=1)
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32, or mixed precision (autocast) in bf16 or fp16 (fp16 with a gradient scaler); "
+                            "training and evaluation alike")
 
 
 class EvalConfig(Section):
@@ -76,7 +82,9 @@ class EvalConfig(Section):
 
 
 class RunConfig(Section):
-    """How the experiment is executed; none of it changes the results, so it is not part of the hash."""
+    """How the experiment is executed; it is not part of the hash. Beyond floating-point rounding (``threads``,
+    ``compile``) none of it changes the results on one kind of device; ``device`` picks that kind (CPU and GPU runs
+    of one config share a hash and differ in their ``device`` tag)."""
 
     executor: Literal["serial", "process", "ray"] = "serial"
     workers: int = Field(1, ge=1)
@@ -88,6 +96,21 @@ class RunConfig(Section):
     experiment: str = "cafebench"
     run_name: str | None = None
     ray_address: str | None = None
+    device: str = Field("auto", description="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
+    state_device: Literal["device", "pinned"] = Field(
+        "device", description="where clients' personal states live: on the device, or in pinned host memory for "
+                              "federations whose states do not fit on it")
+    deterministic: bool = Field(False, description="deterministic algorithms only (bitwise-repeatable on a GPU)")
+    compile: bool = Field(False, description="torch.compile the model's forward (falls back to eager with a warning)")
+    system_metrics: bool | None = Field(
+        None, description="MLflow system metrics (CPU, RAM, GPU); default: on when the device is a GPU")
+
+    @field_validator("device")
+    @classmethod
+    def _device_spelling(cls, v: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(v):
+            raise ValueError(f"{v!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+        return v
 
 
 class ExperimentConfig(Section):
@@ -114,8 +137,13 @@ class ExperimentConfig(Section):
         return get_method(self.method.name).Hparams.model_validate(self.method.hparams)
 
     def content_hash(self) -> str:
-        """Hash of everything that determines the results (all but the ``run`` section)."""
+        """Hash of everything that determines the results (all but the ``run`` section).
+
+        ``train.precision`` at its default ``fp32`` is left out, so configs hashed before it existed keep their hash.
+        """
         payload = self.model_dump(mode="json", exclude={"run"})
+        if payload["train"]["precision"] == "fp32":
+            del payload["train"]["precision"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def flat(self) -> dict[str, Any]:

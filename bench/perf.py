@@ -11,6 +11,11 @@
   fresh subprocesses; see :func:`memory_probe` and :func:`measure_memory`);
 * **throughput** — training images per second of the harness and of the bare loop.
 
+``device`` (``cafebench perf --device cuda``) runs the round and evaluation figures on that device, with two more
+figures on a GPU: how busy it was while the rounds trained (the mean of ``torch.cuda.utilization`` sampled every
+50 ms; it needs ``pynvml``) — target ≥ 80% for ResNet-18 with batch 64 — and the peak GPU memory allocated. The
+memory probe measures host RSS and runs with ``device`` ``cpu`` only.
+
 Every figure is the median of ``repeats`` measurements.
 """
 
@@ -25,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -38,9 +44,11 @@ from bench.data.batching import BatchMaker
 from bench.data.dataset import Dataset
 from bench.data.sources import load_dataset
 from bench.fed.client_states import flatten
+from bench.fed.device import device_name, resolve_device
 from bench.fed.engine import Simulation
-from bench.fed.executors import Job, SerialExecutor, run_local_update
+from bench.fed.executors import SerialExecutor
 from bench.fed.federation import build_federation, make_model
+from bench.fed.local_update import Job, run_local_update
 from bench.ground.rng import torch_generator
 from bench.measure.accuracy import exit_records
 from bench.measure.dynamic import dynamic_curve
@@ -123,6 +131,8 @@ def nested_nbytes(state: object) -> int:
 
 @dataclass
 class PerfReport:
+    device: str
+    device_name: str
     round_harness_s: float
     round_bare_s: float
     round_overhead: float
@@ -133,9 +143,12 @@ class PerfReport:
     eval_ratio: float
     memory: MemoryFigures | None
     memory_ratio: float | None  # MemoryFigures.ratio
+    gpu_busy: float | None = None  # mean GPU utilisation (0..1) while the rounds trained
+    peak_gpu_bytes: int | None = None  # peak GPU memory allocated by the rounds and evaluations
 
     def lines(self) -> list[str]:
         out = [
+            f"device           {self.device} ({self.device_name})",
             f"round overhead   {self.round_overhead:.3f}  (harness {self.round_harness_s:.2f} s, bare loop "
             f"{self.round_bare_s:.2f} s; target <= 1.05)",
             f"throughput       harness {self.harness_images_per_s:,.0f} img/s, bare loop "
@@ -143,6 +156,10 @@ class PerfReport:
             f"evaluation       {self.eval_ratio:.3f}  (100 thresholds {self.eval_100_s:.2f} s, 1 threshold "
             f"{self.eval_1_s:.2f} s; target <= 1.05)",
         ]
+        if self.peak_gpu_bytes is not None:
+            busy = "unknown (needs pynvml)" if self.gpu_busy is None else f"{self.gpu_busy:.0%}"
+            out.append(f"GPU              busy {busy} while training (target >= 80%), peak memory "
+                       f"{self.peak_gpu_bytes / 2**20:,.0f} MiB")
         if self.memory is not None:
             m = self.memory
             out.append(f"memory           {self.memory_ratio:.2f}  (per client: {m.held_per_client:,.0f} B of RSS held "
@@ -152,13 +169,61 @@ class PerfReport:
         return out
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
+def synchronize(device: torch.device | None) -> None:
+    """Wait for the device's queued work (None: the CPU's, none), so that a clock read after it counts that work."""
+    if device is None:
+        return
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def median_time(fn: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:
     times = []
     for _ in range(repeats):
+        synchronize(device)
         started = time.perf_counter()
         fn()
+        synchronize(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+class UtilizationSampler:
+    """Samples a CUDA device's utilisation (percent of time a kernel ran, from NVML) in a background thread."""
+
+    def __init__(self, device: torch.device, interval_s: float = 0.05):
+        self.device, self.interval_s = device, interval_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.samples.append(torch.cuda.utilization(self.device) / 100)
+
+    def __enter__(self) -> UtilizationSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.samples) if self.samples else None
+
+
+def can_sample_utilization(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return False
+    try:
+        torch.cuda.utilization(device)
+    except Exception:  # pynvml missing or NVML unavailable
+        return False
+    return True
 
 
 class BareLoop:
@@ -215,33 +280,54 @@ class SideBySideExecutor(SerialExecutor):
         for i, job in enumerate(jobs):
             if i % 2:
                 results.append(run_local_update(self.fed, self.model, round, job))
+            synchronize(self.fed.device)
             started = time.perf_counter()
             self.bare.client_update(job.client, round)
+            synchronize(self.fed.device)
             self.bare_s += time.perf_counter() - started
             if not i % 2:
                 results.append(run_local_update(self.fed, self.model, round, job))
         return results
 
 
-def measure_round(config: ExperimentConfig, repeats: int) -> tuple[float, float, int]:
-    """Median seconds of a harness round and of the bare loop's round, and the images a round trains on."""
+@dataclass
+class RoundFigures:
+    harness_s: float  # median seconds of a harness round
+    bare_s: float  # median seconds of the bare loop's round
+    images: int  # images a round trains on
+    gpu_busy: float | None  # mean GPU utilisation during the timed rounds (CUDA with pynvml only)
+
+
+def measure_round(config: ExperimentConfig, repeats: int) -> RoundFigures:
+    """The harness round against the bare loop's, on the config's device (each client's two updates side by side;
+    the device is synchronised around every timed stretch)."""
     sim = Simulation(config)
+    device = sim.device
     bare = BareLoop(sim)
     executor = SideBySideExecutor(sim.fed, bare)
     harness_times, bare_times = [], []
+    sampler = UtilizationSampler(device) if can_sample_utilization(device) else None
     for r in range(repeats + 1):  # the first round warms up
+        if r == 1 and sampler is not None:
+            sampler.__enter__()
         executor.bare_s = 0.0
+        synchronize(device)
         started = time.perf_counter()
         sim.run_round(executor, r)
+        synchronize(device)
         both = time.perf_counter() - started
         started = time.perf_counter()
         bare.aggregate()
+        synchronize(device)
         bare_s = executor.bare_s + time.perf_counter() - started
         if r:
             harness_times.append(both - executor.bare_s)
             bare_times.append(bare_s)
+    if sampler is not None:
+        sampler.__exit__()
     images = sum(sim.fed.method.ctx.client_train_sizes) * config.train.local_epochs
-    return statistics.median(harness_times), statistics.median(bare_times), images
+    return RoundFigures(statistics.median(harness_times), statistics.median(bare_times), images,
+                        sampler.mean if sampler is not None else None)
 
 
 def measure_evaluation(config: ExperimentConfig, repeats: int) -> tuple[float, float]:
@@ -260,8 +346,8 @@ def measure_evaluation(config: ExperimentConfig, repeats: int) -> tuple[float, f
     evaluate([0.6])
     t100, t1 = [], []
     for _ in range(repeats):
-        t100.append(median_time(lambda: evaluate(many), 1))
-        t1.append(median_time(lambda: evaluate([0.6]), 1))
+        t100.append(median_time(lambda: evaluate(many), 1, sim.device))
+        t1.append(median_time(lambda: evaluate([0.6]), 1, sim.device))
     return statistics.median(t100), statistics.median(t1)
 
 
@@ -287,7 +373,7 @@ def memory_probe(clients: int, method: str) -> dict[str, float]:
                                       "data.min_samples=20", f"method.name={method}", "model.name=conv3",
                                       f"train.batch_size={MEMORY_BATCH_SIZE}", "train.rounds=1",
                                       f"train.participation={MEMORY_TRAINED_CLIENTS / clients}",
-                                      f"run.cache_dir={cache_dir}"])
+                                      f"run.cache_dir={cache_dir}", "run.device=cpu"])
         warm_up(config, dataset)
         start = reset_peak_rss()
         sim = Simulation(config, fed=build_federation(config, dataset))
@@ -335,15 +421,25 @@ def _run_probe(clients: int, method: str, env: dict[str, str]) -> dict[str, floa
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_perf(repeats: int = 3, memory: bool = True, memory_method: str = "fedper") -> PerfReport:
+def run_perf(repeats: int = 3, memory: bool = True, memory_method: str = "fedper", device: str = "cpu",
+             overrides: Sequence[str] = ()) -> PerfReport:
+    """Every figure on ``device`` (the memory probe: on the CPU only); ``overrides`` change the round's config
+    (e.g. ``model.name=resnet18 data.dataset=cifar10`` for the GPU target)."""
+    resolved = resolve_device(device)
+    memory = memory and resolved.type == "cpu"  # the probe measures the host RSS of CPU runs
     torch.set_num_threads(2)
-    config = load_config("demo", ROUND_CONFIG)
-    harness, bare, images = measure_round(config, repeats)
+    config = load_config("demo", [*ROUND_CONFIG, f"run.device={device}", *overrides])
+    if resolved.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(resolved)
+    rounds = measure_round(config, repeats)
     eval_100, eval_1 = measure_evaluation(config, repeats)
+    peak = torch.cuda.max_memory_allocated(resolved) if resolved.type == "cuda" else None
     figures = measure_memory(memory_method, repeats) if memory else None
     ratio = figures.ratio if figures else None
-    return PerfReport(harness, bare, harness / bare, images / harness, images / bare, eval_100, eval_1,
-                      eval_100 / eval_1, figures, ratio)
+    return PerfReport(str(resolved), device_name(resolved), rounds.harness_s, rounds.bare_s,
+                      rounds.harness_s / rounds.bare_s, rounds.images / rounds.harness_s,
+                      rounds.images / rounds.bare_s, eval_100, eval_1, eval_100 / eval_1, figures, ratio,
+                      rounds.gpu_busy, peak)
 
 
 def report_json(report: PerfReport) -> str:

@@ -47,6 +47,10 @@ reports leave these tuning runs out. Studies live in the Optuna storage under na
 setting, so running the sweep again continues unfinished studies, then skips the finished runs. Studies run
 ``workers`` at a time in local processes (also with the Ray backend).
 
+GPUs: on the local backend each concurrent run whose ``run.device`` is ``auto`` or ``cuda`` gets its own GPU
+(round-robin when there are more workers than GPUs); on Ray each run asks for ``--gpus-per-run`` GPUs. A run that
+runs out of GPU memory fails with a message naming the settings to lower, and the sweep goes on.
+
 Determinism: a run gives bitwise-identical metrics for the same config and the same ``run.threads``; the
 sweep sets ``run.threads`` (outside the config hash) to the machine's cores divided by the concurrent runs. A
 resumed run keeps the threads it started with, whatever ``--workers`` the re-run sweep has.
@@ -80,6 +84,7 @@ from bench.config import (
     set_dotted,
     validate_config,
 )
+from bench.fed.device import worker_devices
 from bench.track.checkpoint import list_checkpoints
 from bench.track.description import NOTE_TAG
 from bench.track.mlflow_tracker import get_or_create_experiment, open_parent_run, search_all_runs, tracking_uri
@@ -434,16 +439,18 @@ class ProcessPoolLauncher:
 
 
 class RayLauncher:
-    """Each run a Ray task declaring ``run.threads`` CPUs (and a GPU when this machine has CUDA)."""
+    """Each run a Ray task declaring ``run.threads`` CPUs and ``gpus_per_run`` GPUs (default: one where the
+    cluster has GPUs; 0.25 packs four runs on one GPU). Ray shows the task only the GPUs it was given, so a run
+    with ``run.device`` ``auto`` or ``cuda`` computes on its own share."""
 
-    def __init__(self, address: str | None):
-        import torch
-
+    def __init__(self, address: str | None, gpus_per_run: float | None = None):
         from bench.fed.ray_executor import connect_ray
 
         self.ray, self.started = connect_ray(address)
         self.task = self.ray.remote(max_retries=0)(run_config)  # a retry would start a second MLflow run
-        self.gpus = 1 if torch.cuda.is_available() else 0
+        if gpus_per_run is None:
+            gpus_per_run = 1.0 if self.ray.cluster_resources().get("GPU", 0) else 0.0
+        self.gpus = gpus_per_run
 
     def submit(self, config_data: dict[str, Any], tags: dict[str, str], resume_run_id: str | None) -> cf.Future:
         options = self.task.options(num_cpus=config_data["run"]["threads"], num_gpus=self.gpus)
@@ -458,10 +465,16 @@ def local_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def make_launcher(backend: str, workers: int, address: str | None) -> Launcher:
+def local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def make_launcher(backend: str, workers: int, address: str | None, gpus_per_run: float | None = None) -> Launcher:
     """Where the runs go; no Ray cluster or process pool is started when nothing is left to run."""
     if backend == "ray" and workers:
-        return RayLauncher(address)
+        return RayLauncher(address, gpus_per_run)
     if workers > 1:
         return ProcessPoolLauncher(workers)
     return InProcessLauncher()
@@ -469,12 +482,16 @@ def make_launcher(backend: str, workers: int, address: str | None) -> Launcher:
 
 def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers: int = 1,
               address: str | None = None, progress: Callable[[SweepProgress], None] | None = None,
-              threads: int | None = None) -> SweepResult:
+              threads: int | None = None, gpus_per_run: float | None = None,
+              gpus: int | None = None) -> SweepResult:
     """Run the sweep's tune stage, if it has one, then its unfinished configs, ``workers`` at a time; failures
     of runs are collected, not raised (a study that fails raises).
 
     ``threads`` (torch threads per run) defaults to the local cores // ``workers`` on the local backend and to
     each config's ``run.threads`` on Ray. ``address`` is the Ray cluster's (default: start a local one).
+    On the local backend, the ``workers`` concurrent runs whose ``run.device`` is ``auto`` or ``cuda`` each get a
+    GPU of this machine's ``gpus`` (default: all it has), round-robin: worker slot i runs on ``cuda:{i mod gpus}``.
+    On Ray each run asks for ``gpus_per_run`` GPUs (see :class:`RayLauncher`).
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown sweep backend {backend!r}; use 'local' or 'ray'")
@@ -482,6 +499,10 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         raise ValueError("workers must be at least 1")
     if address is not None and backend != "ray":
         raise ValueError("an address is only for the ray backend (add --backend ray)")
+    if gpus_per_run is not None and (backend != "ray" or gpus_per_run < 0):
+        raise ValueError(f"--gpus-per-run is for the ray backend and must be >= 0, got {gpus_per_run}")
+    gpu_count = local_gpus() if gpus is None and backend == "local" else gpus or 0
+    slot_devices = worker_devices("cuda", workers, gpu_count) if gpu_count else None
     if backend == "local" and threads is None:
         threads = max(1, local_cores() // workers)
     sweep = run_tune_stage(sweep, workers, threads or max(1, local_cores() // workers))
@@ -509,8 +530,9 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
             progress(SweepProgress(len(sweep.configs), counts.count("done"), running, counts.count("failed"),
                                    counts.count("skipped"), time.perf_counter() - started))
 
-    launcher = make_launcher(backend, min(workers, len(pending)), address)
+    launcher = make_launcher(backend, min(workers, len(pending)), address, gpus_per_run)
     running: dict[cf.Future, int] = {}
+    slots: dict[cf.Future, int] = {}  # a local run's worker slot: which GPU it holds
     try:
         report(0)
         while pending or running:
@@ -518,15 +540,20 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
                 i = pending.pop(0)
                 resume = prior.killed.get(digests[i])
                 data = _runtime_config(sweep.configs[i], uri, (resume and resume.threads) or threads)
+                slot = min(set(range(workers)) - set(slots.values()))
+                if slot_devices and data["run"]["device"] in ("auto", "cuda"):
+                    data["run"]["device"] = slot_devices[slot]
                 report(len(running) + 1)
                 if resume:
                     log.info("sweep %s: resuming the interrupted run %s of %r", sweep.name, resume.run_id,
                              sweep.labels[i])
                 run_tags = {**(sweep.tags[i] if sweep.tags else {}), **tags}
-                running[launcher.submit(data, run_tags, resume and resume.run_id)] = i
+                future = launcher.submit(data, run_tags, resume and resume.run_id)
+                running[future], slots[future] = i, slot
             finished_now, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in finished_now:
                 i = running.pop(future)
+                del slots[future]
                 outcomes[i] = _outcome(future, sweep.labels[i], digests[i])
                 if outcomes[i].status == "failed":
                     log.warning("sweep %s: run %r failed: %s", sweep.name, sweep.labels[i], outcomes[i].reason)

@@ -34,7 +34,7 @@ def tracking_uri(tmp_path, monkeypatch, empty_mlflow_db) -> str:
 
 
 def tiny_config(tmp_path) -> dict:
-    """A config dict for a few-second run: 4 clients on 16×16 synthetic images, conv3, 3 rounds."""
+    """A config dict for a few-second run on the CPU: 4 clients on 16×16 synthetic images, conv3, 3 rounds."""
     return {
         "seed": 0,
         "data": {"dataset": "synthetic", "options": {"num_samples": 800, "image_size": 16}, "clients": 4,
@@ -44,7 +44,8 @@ def tiny_config(tmp_path) -> dict:
         "train": {"rounds": 3, "local_epochs": 2, "batch_size": 32, "lr": 0.05},
         "eval": {"every": 1, "batch_size": 256},
         "run": {"checkpoint_every": 1, "checkpoint_dir": str(tmp_path / "ckpt"),
-                "cache_dir": str(tmp_path / "cache"), "experiment": "test", "threads": 1},
+                "cache_dir": str(tmp_path / "cache"), "experiment": "test", "threads": 1,
+                "device": "cpu"},  # bitwise expectations hold on the CPU; tests/test_gpu.py covers GPUs
     }
 
 

@@ -34,7 +34,7 @@ def tiny_base(tmp_path) -> dict:
         "model": {"name": "conv3", "width": 0.25},
         "train": {"rounds": 2, "batch_size": 32},
         "eval": {"thresholds": [0.5, 0.9], "report_threshold": 0.9},
-        "run": {"checkpoint_every": 0, "cache_dir": str(tmp_path / "cache"), "threads": 1},
+        "run": {"checkpoint_every": 0, "cache_dir": str(tmp_path / "cache"), "threads": 1, "device": "cpu"},
     }
 
 

@@ -106,5 +106,5 @@ def test_tensor_that_requires_grad_is_stored_detached():
 
 
 def test_tensors_off_the_cpu_rejected():
-    with pytest.raises(ValueError, match="client states must hold CPU tensors, got one on meta"):
+    with pytest.raises(ValueError, match="client states must hold tensors on cpu, got one on meta"):
         ClientStates([{"w": torch.ones(2, device="meta")}])

@@ -12,7 +12,9 @@ from bench.fed.executors import SerialExecutor
 from bench.perf import (
     FIXED_MMAP_THRESHOLD,
     BareLoop,
+    PerfReport,
     SideBySideExecutor,
+    can_sample_utilization,
     nested_nbytes,
     peak_rss,
     reset_peak_rss,
@@ -89,3 +91,15 @@ def test_a_fixed_mmap_threshold_returns_freed_blocks_that_the_default_heap_keeps
 
     kept, returned = growth({}), growth(FIXED_MMAP_THRESHOLD)
     assert kept > 24 * 2**20 and returned < kept / 4
+
+
+def test_gpu_figures_are_reported_where_measured():
+    args = dict(round_harness_s=2.0, round_bare_s=2.0, round_overhead=1.0, harness_images_per_s=500.0,
+                bare_images_per_s=500.0, eval_100_s=1.0, eval_1_s=1.0, eval_ratio=1.0, memory=None, memory_ratio=None)
+    gpu = PerfReport("cuda:0", "NVIDIA X", **args, gpu_busy=0.85, peak_gpu_bytes=3 * 2**30).lines()
+    assert gpu[0] == "device           cuda:0 (NVIDIA X)"
+    assert "GPU              busy 85% while training (target >= 80%), peak memory 3,072 MiB" in gpu
+    unknown = PerfReport("cuda:0", "NVIDIA X", **args, peak_gpu_bytes=2**20).lines()
+    assert "GPU              busy unknown (needs pynvml) while training (target >= 80%), peak memory 1 MiB" in unknown
+    assert not any(line.startswith("GPU") for line in PerfReport("cpu", "cpu", **args).lines())
+    assert not can_sample_utilization(torch.device("cpu"))

@@ -12,11 +12,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
     p.add_argument("--no-memory", action="store_true", help="skip the 100 vs 1,000 clients memory probe")
     p.add_argument("--memory-method", default="fedper", help="method whose per-client memory is measured")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda, cuda:N, mps or auto: where the rounds and evaluations run; on a GPU "
+                        "also its utilisation and peak memory (the memory probe runs on the CPU only)")
+    p.add_argument("overrides", nargs="*",
+                   help="key.path=value changes to the round's config, e.g. model.name=resnet18 data.dataset=cifar10")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = run_perf(args.repeats, memory=not args.no_memory, memory_method=args.memory_method)
+    report = run_perf(args.repeats, memory=not args.no_memory, memory_method=args.memory_method,
+                      device=args.device, overrides=args.overrides)
     print(report_json(report) if args.json else "\n".join(report.lines()))
     return 0

@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: local cores // workers; on Ray: run.threads)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--gpus-per-run", type=float, default=None,
+                   help="GPUs each run asks Ray for (default: 1 where the cluster has GPUs; 0.25 packs four runs on "
+                        "one GPU). Locally each worker gets its own GPU, round-robin")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     p.set_defaults(func=run)
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     check_store(tracking_uri(sweep.configs[0].run.tracking_uri))  # the store the whole sweep logs to
     line = ProgressLine(sweep.name)
     try:
-        result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads)
+        result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads, args.gpus_per_run)
     finally:
         line.close()
     uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))

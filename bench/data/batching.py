@@ -1,9 +1,11 @@
 """In-memory batching with whole-batch tensor augmentation: the training hot path.
 
 Batches are gathered from the dataset tensor by index; random crops and horizontal flips are applied
-to a whole batch with one flat ``index_select``, never by a Python loop over samples. All random
-draws come from a caller-supplied CPU ``torch.Generator``, so batches are reproducible bitwise and do
-not depend on the device the data live on.
+to a whole batch with one flat ``index_select``, never by a Python loop over samples. The data, the indices and
+every batch stay on the maker's device (no host-device copy per batch). All random draws come from the
+caller-supplied CPU ``torch.Generator``: on the CPU directly, on another device from a generator on that device
+seeded by one draw of it, so batches are reproducible bitwise on each kind of device (a CPU and a GPU draw
+different streams).
 """
 
 from __future__ import annotations
@@ -116,17 +118,18 @@ class BatchMaker:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled, augmented, normalised ``(inputs, labels)`` batches of the samples ``idx``.
 
-        Each epoch reshuffles ``idx`` with ``generator`` (a CPU generator); crop offsets and flips are
-        drawn from it for a whole batch at once. Deterministic given the generator's state.
+        Each epoch reshuffles ``idx`` with ``generator`` (a CPU generator; see :meth:`device_generator`); crop
+        offsets and flips are drawn from it for a whole batch at once. Deterministic given the generator's state.
         """
-        idx = _check_indices(idx)
+        idx = self._check_indices(idx)
         _check_batch_size(batch_size)
         if generator.device.type != "cpu":
             raise ValueError(f"generator must be a CPU torch.Generator, got one on {generator.device}")
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
+        generator = self.device_generator(generator)
         for _ in range(epochs):
-            order = idx[torch.randperm(len(idx), generator=generator)]
+            order = idx[torch.randperm(len(idx), generator=generator, device=self.device)]
             for batch in _chunks(order, batch_size, drop_last):
                 xb, yb = self._gather(batch)
                 if self.augment is not None:
@@ -135,14 +138,29 @@ class BatchMaker:
 
     def eval_batches(self, idx: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised ``(inputs, labels)`` batches of ``idx`` in the given order, without augmentation."""
-        idx = _check_indices(idx)
+        idx = self._check_indices(idx)
         _check_batch_size(batch_size)
         for batch in _chunks(idx, batch_size, drop_last=False):
             xb, yb = self._gather(batch)
             yield self.to_input(xb), yb
 
+    def device_generator(self, generator: torch.Generator) -> torch.Generator:
+        """The generator the batches draw from: ``generator`` itself on the CPU; on another device, a generator on
+        it seeded by one draw of ``generator``."""
+        if self.device.type == "cpu":
+            return generator
+        on_device = torch.Generator(self.device)
+        on_device.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        return on_device
+
+    def _check_indices(self, idx: torch.Tensor) -> torch.Tensor:
+        if idx.ndim != 1 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+            raise ValueError(
+                f"idx must be a 1-D integer index tensor, got {idx.dtype} of shape {tuple(idx.shape)}"
+            )
+        return idx.to(device=self.device, dtype=torch.int64)
+
     def _gather(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = batch.to(self.device)
         return self.x.index_select(0, batch), self.y.index_select(0, batch)
 
 
@@ -153,34 +171,26 @@ def _crop_and_flip(xb: torch.Tensor, augment: Augment, generator: torch.Generato
     ``(r + dy_i, W - 1 - c + dx_i)`` when the image is flipped; offsets and flips are drawn per image.
     """
     n, channels, height, width = xb.shape
-    pad = augment.crop_padding
-    rows = torch.arange(height).expand(n, height)
-    cols = torch.arange(width).expand(n, width)
+    pad, device = augment.crop_padding, xb.device
+    rows = torch.arange(height, device=device).expand(n, height)
+    cols = torch.arange(width, device=device).expand(n, width)
     if pad > 0:
         xb = F.pad(xb, (pad, pad, pad, pad))
-        rows = rows + torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)
-        cols = cols + torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)
+        rows = rows + torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=device)
+        cols = cols + torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=device)
     if augment.hflip:
-        flip = torch.rand(n, 1, generator=generator) < 0.5
+        flip = torch.rand(n, 1, generator=generator, device=device) < 0.5
         cols = torch.where(flip, cols.flip(1), cols)
     # One flat index_select is far cheaper than 4-D advanced indexing, especially with several threads.
     padded_height, padded_width = xb.shape[-2:]
-    plane = torch.arange(n * channels).view(n, channels, 1, 1) * (padded_height * padded_width)
+    plane = torch.arange(n * channels, device=device).view(n, channels, 1, 1) * (padded_height * padded_width)
     flat = plane + (rows * padded_width).view(n, 1, height, 1) + cols.view(n, 1, 1, width)
-    return xb.reshape(-1).index_select(0, flat.view(-1).to(xb.device)).view(n, channels, height, width)
+    return xb.reshape(-1).index_select(0, flat.view(-1)).view(n, channels, height, width)
 
 
 def _check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-
-
-def _check_indices(idx: torch.Tensor) -> torch.Tensor:
-    if idx.ndim != 1 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
-        raise ValueError(
-            f"idx must be a 1-D integer index tensor, got {idx.dtype} of shape {tuple(idx.shape)}"
-        )
-    return idx.to(device="cpu", dtype=torch.int64)
 
 
 def _chunks(order: torch.Tensor, batch_size: int, drop_last: bool) -> Iterator[torch.Tensor]:

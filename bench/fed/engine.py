@@ -1,7 +1,9 @@
 """The round loop: sample clients, send payloads, run local updates, aggregate, evaluate, call back.
 
 The engine owns every piece of state (server state, each client's personal state, the communication ledger),
-so a checkpoint of :class:`RunState` is enough to continue a run exactly where it stopped.
+so a checkpoint of :class:`RunState` is enough to continue a run exactly where it stopped. It runs on the device
+``run.device`` names: the server state and models there, clients' personal states where ``run.state_device``
+says (the device, or pinned host memory).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import torch
 
 from bench.config import ExperimentConfig
 from bench.fed.client_states import ClientStates
-from bench.fed.executors import Executor, Job, make_executor
+from bench.fed.device import out_of_memory_message, resolve_device, use_device
+from bench.fed.executors import ProcessExecutor, SerialExecutor
 from bench.fed.federation import Federation, build_federation
+from bench.fed.local_update import Executor, Job
 from bench.ground.rng import sample_clients, torch_generator
-from bench.measure.accuracy import exit_records, summarize_exits
+from bench.ground.tensor_ops import to_device
+from bench.measure.accuracy import exit_outcomes_of, summarize_exits
 from bench.measure.dynamic import ClientRecords
 
 log = logging.getLogger(__name__)
@@ -53,8 +58,11 @@ class RunState:
                 "comm_down": self.comm.down, "comm_up": self.comm.up}
 
     @classmethod
-    def from_checkpoint(cls, data: dict[str, Any]) -> RunState:
-        return cls(data["next_round"], data["server"], ClientStates(data["clients"]),
+    def from_checkpoint(cls, data: dict[str, Any], device: torch.device | str = "cpu",
+                        pinned: bool = False) -> RunState:
+        """The state a checkpoint holds (loaded on the host), with its tensors on ``device``."""
+        return cls(data["next_round"], to_device(data["server"], device),
+                   ClientStates(to_device(data["clients"], device), device, pinned),
                    CommLedger(list(data["comm_down"]), list(data["comm_up"])))
 
 
@@ -78,13 +86,26 @@ class Callback:
     def on_end(self, sim: Simulation) -> None: ...
 
 
+def make_executor(fed: Federation) -> Executor:
+    run = fed.config.run
+    if run.executor == "serial":
+        return SerialExecutor(fed)
+    if run.executor == "process":
+        return ProcessExecutor(fed.config, run.workers, run.threads, fed.device)
+    from bench.fed.ray_executor import RayExecutor
+
+    return RayExecutor(fed, run.workers, run.threads, run.ray_address)
+
+
 class Simulation:
     def __init__(self, config: ExperimentConfig, callbacks: list[Callback] | None = None,
                  fed: Federation | None = None):
         self.config = config
-        self.fed = fed or build_federation(config)
+        self.device = fed.device if fed is not None else resolve_device(config.run.device)
+        use_device(self.device, config.run.deterministic)
+        self.fed = fed or build_federation(config, device=self.device)
         self.callbacks = list(callbacks or [])
-        self.eval_model = self.fed.new_model()
+        self.eval_model = self.fed.work_model()
         self.state = self.initial_state()
         self.last_eval: Evaluation | None = None
         self.history: list[dict[str, float]] = []
@@ -97,22 +118,34 @@ class Simulation:
         method = self.fed.method
         server = method.init_server(self.fed.new_model())
         model = self.fed.new_model()
-        clients = ClientStates(method.init_client(c, model, server) for c in range(self.fed.num_clients))
+        clients = ClientStates((method.init_client(c, model, server) for c in range(self.fed.num_clients)),
+                               self.device, self.config.run.state_device == "pinned")
         return RunState(0, server, clients, CommLedger.empty(self.fed.num_clients))
 
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a checkpoint (as :func:`~bench.track.checkpoint.load_latest_checkpoint` returns it)."""
+        self.state = RunState.from_checkpoint(checkpoint, self.device, self.config.run.state_device == "pinned")
+
     def run(self) -> Evaluation:
-        """Run the remaining rounds (all of them, unless ``state`` came from a checkpoint)."""
+        """Run the remaining rounds (all of them, unless ``state`` came from a checkpoint).
+
+        Running out of device memory raises a :class:`RuntimeError` that says which settings to lower.
+        """
         torch.set_num_threads(self.config.run.threads)
-        for cb in self.callbacks:
-            cb.on_start(self)
-        executor = make_executor(self.fed)
         try:
-            while self.state.next_round < self.rounds:
-                self.run_round(executor, self.state.next_round)
-        finally:
-            executor.close()
-        if self.last_eval is None or self.last_eval.round != self.rounds:
-            self.last_eval = self.evaluate(self.rounds)
+            for cb in self.callbacks:
+                cb.on_start(self)
+            executor = make_executor(self.fed)
+            try:
+                while self.state.next_round < self.rounds:
+                    self.run_round(executor, self.state.next_round)
+            finally:
+                executor.close()
+            if self.last_eval is None or self.last_eval.round != self.rounds:
+                self.last_eval = self.evaluate(self.rounds)
+        except torch.OutOfMemoryError as exc:
+            raise RuntimeError(out_of_memory_message(self.device, self.config.run.state_device,
+                                                     self.config.train.batch_size)) from exc
         for cb in self.callbacks:
             cb.on_end(self)
         return self.last_eval
@@ -169,18 +202,19 @@ class Simulation:
         ``server_of(client)`` gives the server state a client's model is built from (default: the current one);
         metric names start with ``prefix``."""
         method, state, bs = self.fed.method, self.state, self.config.eval.batch_size
+        precision = self.config.train.precision
         clients, sizes = range(self.fed.num_clients), self.fed.partition.sizes()
         exits = [method.client_exits(c) for c in clients]
-        test = ClientRecords({c: (sizes[c, 2], exits[c]) for c in clients})
-        val = ClientRecords({c: (sizes[c, 1], exits[c]) for c in clients if sizes[c, 1]})
+        test = ClientRecords({c: (sizes[c, 2], exits[c]) for c in clients}, self.device)
+        val = ClientRecords({c: (sizes[c, 1], exits[c]) for c in clients if sizes[c, 1]}, self.device)
         for c in clients:
             data = self.fed.client_data(c)
             gen = torch_generator(self.config.seed, "evaluation", round, c)
             server = state.server if server_of is None else server_of(c)
             predict = method.eval_model(self.eval_model, c, server, state.clients[c], data, gen)
-            exit_records(predict, self.fed.batches, data.test_idx, bs, out=test[c])
+            test.write(c, *exit_outcomes_of(predict, self.fed.batches, data.test_idx, bs, precision))
             if c in val:
-                exit_records(predict, self.fed.batches, data.val_idx, bs, out=val[c])
+                val.write(c, *exit_outcomes_of(predict, self.fed.batches, data.val_idx, bs, precision))
         m = self.fed.method.ctx.num_exits
         metrics = summarize_exits(test, m, f"{prefix}test")
         if val:

@@ -2,13 +2,15 @@
 
 The server loop and every worker (serial, process or Ray) build the same :class:`Federation` from the same
 config, so a local update sees identical data, model shapes and method settings wherever it runs.
+Everything a local update or an evaluation touches lives on the federation's device: the whole dataset (uint8
+images or token ids), every client's index tensors and the models.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,8 +18,9 @@ import torch
 from bench.config import ExperimentConfig, import_plugins
 from bench.data.batching import BatchMaker, default_augment
 from bench.data.dataset import Dataset
-from bench.data.partition import Partition, PartitionSpec, load_or_create_partition
+from bench.data.partition import SPLIT_NAMES, ClientIndices, Partition, PartitionSpec, load_or_create_partition
 from bench.data.sources import load_dataset
+from bench.fed.device import compile_model, place_model, resolve_device
 from bench.ground.rng import derive_seed
 from bench.methods.api import ClientData, Method, MethodContext, TrainSettings
 from bench.methods.registry import get_method
@@ -34,25 +37,41 @@ class Federation:
     partition: Partition
     batches: BatchMaker
     method: Method
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    indices: dict[str, ClientIndices] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The partition itself stays on the host (cache file, histograms); its index tensors are copied once.
+        self.indices = {split: ClientIndices(self.partition.split_indices(split).flat.to(self.device),
+                                             self.partition.split_indices(split).sizes()) for split in SPLIT_NAMES}
 
     @property
     def num_clients(self) -> int:
         return self.config.data.clients
 
     def client_data(self, client: int) -> ClientData:
-        p = self.partition
-        return ClientData(client, self.batches, p.train[client], p.val[client], p.test[client])
+        i = self.indices
+        return ClientData(client, self.batches, i["train"][client], i["val"][client], i["test"][client])
 
     def new_model(self, width: float | None = None) -> EarlyExitNet:
-        """A freshly initialised model; the same seed always gives the same weights."""
-        return make_model(self.config, self.dataset, width)
+        """A freshly initialised model on the device; the same seed always gives the same weights."""
+        return make_model(self.config, self.dataset, width, self.device)
+
+    def work_model(self) -> EarlyExitNet:
+        """A scratch model for local updates and evaluation, compiled when ``run.compile`` is set."""
+        model = self.new_model()
+        return compile_model(model, self.device) if self.config.run.compile else model
 
 
-def make_model(config: ExperimentConfig, dataset: Dataset, width: float | None = None) -> EarlyExitNet:
+def make_model(config: ExperimentConfig, dataset: Dataset, width: float | None = None,
+               device: torch.device | None = None) -> EarlyExitNet:
+    """The config's model, initialised on the CPU from the seed (the same weights for every device), then moved to
+    ``device`` (default CPU)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, "model-init"))
-        return build_model(config.model.name, dataset.input_shape, dataset.num_classes,
-                           vocab_size=dataset.vocab_size, width=config.model.width if width is None else width)
+        model = build_model(config.model.name, dataset.input_shape, dataset.num_classes,
+                            vocab_size=dataset.vocab_size, width=config.model.width if width is None else width)
+    return model if device is None else place_model(model, device)
 
 
 def partition_spec(config: ExperimentConfig) -> PartitionSpec:
@@ -62,15 +81,20 @@ def partition_spec(config: ExperimentConfig) -> PartitionSpec:
                          min_samples=d.min_samples, balance_cap=d.balance_cap, split=tuple(d.split))
 
 
-def build_federation(config: ExperimentConfig, dataset: Dataset | None = None) -> Federation:
-    """Load the data, partition it, and instantiate the method (``dataset`` may be passed in to share it)."""
+def build_federation(config: ExperimentConfig, dataset: Dataset | None = None,
+                     device: torch.device | None = None) -> Federation:
+    """Load the data, partition it, and instantiate the method (``dataset`` may be passed in to share it).
+
+    ``device`` defaults to the one ``run.device`` names (:func:`~bench.fed.device.resolve_device`).
+    """
     import_plugins(config.plugins)
+    device = resolve_device(config.run.device) if device is None else device
     if dataset is None:
         dataset = load_dataset(config.data.dataset, config.data.root, **config.data.options)
     partition = load_or_create_partition(dataset.y, dataset.num_classes, partition_spec(config),
                                          Path(config.run.cache_dir) / "partitions")
     augment = default_augment(dataset) if config.data.augment else None
-    batches = BatchMaker(dataset, augment)
+    batches = BatchMaker(dataset, augment, device)
     t = config.train
     method_cls = get_method(config.method.name)
     probe = make_model(config, dataset)
@@ -79,10 +103,10 @@ def build_federation(config: ExperimentConfig, dataset: Dataset | None = None) -
         num_classes=dataset.num_classes,
         num_exits=probe.num_exits,
         rounds=t.rounds,
-        train=TrainSettings(t.local_epochs, t.batch_size, t.lr, t.momentum, t.weight_decay),
+        train=TrainSettings(t.local_epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, t.precision),
         client_train_sizes=[int(i.numel()) for i in partition.train],
         seed=config.seed,
-        build_model=lambda width=None: make_model(config, dataset, width),
+        build_model=lambda width=None: make_model(config, dataset, width, device),
     )
     method = method_cls(config.method_hparams(), ctx)
-    return Federation(config, dataset, partition, batches, method)
+    return Federation(config, dataset, partition, batches, method, device)

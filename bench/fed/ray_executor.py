@@ -3,7 +3,8 @@
 ``run.workers`` actors each build the :class:`Federation` once from the config, with the dataset put in the
 object store once and passed by reference; each round, the jobs (payload and personal state) go to idle actors
 as task arguments. The actors hold no run state and call the same pure :func:`run_local_update` with
-``run.threads`` torch threads, so the metrics are bitwise-identical to the serial executor's.
+``run.threads`` torch threads, so the metrics are bitwise-identical to the serial executor's on the same kind of
+device. When the run is on a GPU, each actor asks Ray for an equal share of the cluster's GPUs (at most one).
 Ray is the optional extra ``cafebench[ray]``; it is imported only when this executor or a Ray sweep is used.
 """
 
@@ -18,8 +19,9 @@ import torch
 
 from bench.config import validate_config
 from bench.data.dataset import Dataset
-from bench.fed.executors import Job, run_local_update
+from bench.fed.device import resolve_device, use_device
 from bench.fed.federation import Federation, build_federation
+from bench.fed.local_update import Job, result_to, run_remote_update
 from bench.methods.api import LocalResult
 
 log = logging.getLogger(__name__)
@@ -51,11 +53,14 @@ class FederationWorker:
 
     def __init__(self, config_data: dict[str, Any], dataset: Dataset, threads: int):
         torch.set_num_threads(threads)
-        self.fed = build_federation(validate_config(config_data), dataset)
-        self.model = self.fed.new_model()
+        config = validate_config(config_data)
+        device = resolve_device(config.run.device)  # Ray shows the actor only the GPUs it was given
+        use_device(device, config.run.deterministic)
+        self.fed = build_federation(config, dataset, device)
+        self.model = self.fed.work_model()
 
     def update(self, round: int, job: Job) -> LocalResult:
-        return run_local_update(self.fed, self.model, round, job)
+        return run_remote_update(self.fed, self.model, round, job)
 
 
 class RayExecutor:
@@ -69,14 +74,22 @@ class RayExecutor:
                              f"{workers} × {threads}: lower run.workers or run.threads")
         from ray.util import ActorPool
 
+        self.device = fed.device
+        gpus = self.ray.cluster_resources().get("GPU", 0) if fed.device.type == "cuda" else 0
+        if fed.device.type == "cuda" and not gpus:
+            self.close()
+            raise ValueError(f"the run is on {fed.device} but the Ray cluster has no GPUs: use run.device=cpu")
         dataset = self.ray.put(fed.dataset)
-        actor = self.ray.remote(num_cpus=threads)(FederationWorker)
+        actor = self.ray.remote(num_cpus=threads, num_gpus=min(1.0, gpus / workers))(FederationWorker)
         config_data = fed.config.model_dump(mode="json")
+        if fed.device.type == "cuda":
+            config_data["run"]["device"] = "cuda"  # whichever GPU Ray gives the actor
         self.actors = [actor.remote(config_data, dataset, threads) for _ in range(workers)]
         self.pool = ActorPool(self.actors)
 
     def run_round(self, round: int, jobs: Sequence[Job]) -> list[LocalResult]:
-        return list(self.pool.map(lambda actor, job: actor.update.remote(round, job), jobs))
+        results = self.pool.map(lambda actor, job: actor.update.remote(round, job), [job.to("cpu") for job in jobs])
+        return [result_to(result, self.device) for result in results]
 
     def close(self) -> None:
         for actor in self.actors:

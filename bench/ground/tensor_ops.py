@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -67,7 +68,7 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
     x = v.double()
     u, _ = torch.sort(x, descending=True)
     cumulative = torch.cumsum(u, dim=0) - 1.0
-    ranks = torch.arange(1, x.numel() + 1, dtype=torch.float64)
+    ranks = torch.arange(1, x.numel() + 1, dtype=torch.float64, device=x.device)
     support = u - cumulative / ranks > 0
     rho = int(torch.nonzero(support).max())
     theta = cumulative[rho] / (rho + 1)
@@ -101,7 +102,20 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor,
     counts = torch.bincount(labels, minlength=num_classes)
     if counts.numel() > num_classes:
         raise ValueError(f"labels reach {int(labels.max())} but num_classes is {num_classes}")
-    sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64)
+    sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, device=features.device)
     sums.index_add_(0, labels, features.detach().double())
     return sums / counts.clamp_min(1).unsqueeze(1), counts
 
+
+def to_device(tree: Any, device: torch.device | str) -> Any:
+    """A nested structure (dicts, lists, tuples) with every tensor moved to ``device`` (the same object where
+    nothing moves); other leaves are kept."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device)
+    if isinstance(tree, dict):
+        return {key: to_device(value, device) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [to_device(value, device) for value in tree]
+    if isinstance(tree, tuple):
+        return tuple(to_device(value, device) for value in tree)
+    return tree

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from bench.data.batching import BatchMaker
-from bench.measure.dynamic import ExitRecords
+from bench.ground.precision import autocast
+from bench.measure.dynamic import ExitRecords, exit_outcomes
 from bench.methods.api import Predictor
 
 # Evaluation batches are padded to a multiple of this many rows. Every new input shape makes the CPU kernels
@@ -37,29 +38,41 @@ def padded_forward(predict: Predictor, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def exit_records(predict: Predictor, batches: BatchMaker, idx: torch.Tensor, batch_size: int,
-                 out: ExitRecords | None = None) -> ExitRecords:
-    """Per-sample confidence and correctness at every exit the predictor returns (batches run through
-    :func:`padded_forward`).
-
-    With ``out`` (records of ``len(idx)`` samples, e.g. a client's view of a :class:`ClientRecords`) the rows are
-    written into it and it is returned.
-    """
+def exit_outcomes_of(predict: Predictor, batches: BatchMaker, idx: torch.Tensor, batch_size: int,
+                     precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample confidence and correctness (N × m tensors, see :func:`~bench.measure.dynamic.exit_outcomes`) at
+    every exit the predictor returns, computed on the batches' device in ``precision`` (batches run through
+    :func:`padded_forward`); nothing is read back to the host."""
     if isinstance(predict, torch.nn.Module):
         predict.eval()
-    parts = (ExitRecords.from_logits(padded_forward(predict, xb), yb)
-             for xb, yb in batches.eval_batches(idx, batch_size))
+    parts = []
+    for xb, yb in batches.eval_batches(idx, batch_size):
+        with autocast(batches.device.type, precision):
+            logits = padded_forward(predict, xb)
+        parts.append(exit_outcomes(logits, yb))
+    if not parts:
+        raise ValueError("no samples to evaluate: idx is empty")
+    if len(parts) == 1:
+        return parts[0]
+    counts = {part[0].shape[1] for part in parts}
+    if len(counts) > 1:
+        raise ValueError(f"the predictor returned different numbers of exits across batches: {sorted(counts)}")
+    return torch.cat([c for c, _ in parts]), torch.cat([k for _, k in parts])
+
+
+def exit_records(predict: Predictor, batches: BatchMaker, idx: torch.Tensor, batch_size: int,
+                 out: ExitRecords | None = None, precision: str = "fp32") -> ExitRecords:
+    """:func:`exit_outcomes_of` as host records; with ``out`` (records of ``len(idx)`` samples) the rows are
+    written into it and it is returned."""
+    confidence, correct = exit_outcomes_of(predict, batches, idx, batch_size, precision)
     if out is None:
-        return ExitRecords.concat(list(parts))
+        return ExitRecords(confidence.cpu().numpy(), correct.cpu().numpy())
     if out.num_samples != len(idx):
         raise ValueError(f"out holds {out.num_samples} samples but {len(idx)} are evaluated")
-    start = 0
-    for part in parts:
-        if part.num_exits != out.num_exits:
-            raise ValueError(f"the predictor returned {part.num_exits} exits but out holds {out.num_exits}")
-        out.confidence[start : start + part.num_samples] = part.confidence
-        out.correct[start : start + part.num_samples] = part.correct
-        start += part.num_samples
+    if confidence.shape[1] != out.num_exits:
+        raise ValueError(f"the predictor returned {confidence.shape[1]} exits but out holds {out.num_exits}")
+    out.confidence[:] = confidence.cpu().numpy()
+    out.correct[:] = correct.cpu().numpy()
     return out
 
 

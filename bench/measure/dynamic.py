@@ -63,21 +63,8 @@ class ExitRecords:
     @classmethod
     def from_logits(cls, logits: Sequence[torch.Tensor], labels: torch.Tensor) -> ExitRecords:
         """Records from the per-exit logits (m tensors of shape N × classes) and the N labels."""
-        if not logits:
-            raise ValueError("logits is empty: pass one N×classes tensor per exit")
-        labels = labels.detach().cpu()
-        confidence = np.empty((labels.shape[0], len(logits)), dtype=np.float32)
-        correct = np.empty((labels.shape[0], len(logits)), dtype=bool)
-        for k, exit_logits in enumerate(logits):
-            if exit_logits.dim() != 2 or exit_logits.shape[0] != labels.shape[0]:
-                raise ValueError(
-                    f"logits of exit {k + 1} have shape {tuple(exit_logits.shape)}; "
-                    f"expected {labels.shape[0]} (the number of labels) × classes"
-                )
-            best, predicted = torch.softmax(exit_logits.detach().cpu().float(), dim=-1).max(dim=-1)
-            confidence[:, k] = best.numpy()
-            correct[:, k] = (predicted == labels).numpy()
-        return cls(confidence, correct)
+        confidence, correct = exit_outcomes(logits, labels)
+        return cls(confidence.cpu().numpy(), correct.cpu().numpy())
 
     @staticmethod
     def concat(records: Sequence[ExitRecords]) -> ExitRecords:
@@ -92,27 +79,68 @@ class ExitRecords:
         )
 
 
+def exit_outcomes(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(confidence, correct)``, two N × m tensors on the logits' device: each exit's maximum softmax probability
+    (float32) and whether its argmax is the label; from the per-exit logits (m tensors N × classes) and N labels."""
+    if not logits:
+        raise ValueError("logits is empty: pass one N×classes tensor per exit")
+    labels = labels.detach()
+    confidence, correct = [], []
+    for k, exit_logits in enumerate(logits):
+        if exit_logits.dim() != 2 or exit_logits.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"logits of exit {k + 1} have shape {tuple(exit_logits.shape)}; "
+                f"expected {labels.shape[0]} (the number of labels) × classes"
+            )
+        best, predicted = torch.softmax(exit_logits.detach().float(), dim=-1).max(dim=-1)
+        confidence.append(best)
+        correct.append(predicted == labels)
+    return torch.stack(confidence, dim=1), torch.stack(correct, dim=1)
+
+
 class ClientRecords(Mapping[int, ExitRecords]):
     """Exit records of many clients in two flat arrays allocated up front; ``records[c]`` views client ``c``'s rows.
 
-    An evaluation fills the views in place (:func:`bench.measure.accuracy.exit_records` with ``out=``), so scoring
-    thousands of clients makes no small long-lived allocation between its forward passes (each would pin a page
-    of the heap the passes use) and holds no per-client arrays.
+    An evaluation fills them in place (:meth:`write`), so scoring thousands of clients makes no small long-lived
+    allocation between its forward passes (each would pin a page of the heap the passes use) and holds no
+    per-client arrays. The arrays live on ``device``, where the evaluation computes them; reading records copies
+    them to the host once after writes (on the CPU the records view the arrays themselves).
     """
 
-    def __init__(self, shapes: Mapping[int, tuple[int, int]]):
+    def __init__(self, shapes: Mapping[int, tuple[int, int]], device: torch.device | str = "cpu"):
         """``shapes``: client → (samples, exits)."""
         self._index = {client: i for i, client in enumerate(shapes)}
         self._shapes = np.array(list(shapes.values()), dtype=np.int64).reshape(-1, 2)
         self._offsets = np.concatenate(([0], np.cumsum(self._shapes.prod(axis=1))))
-        self._confidence = np.zeros(self._offsets[-1], dtype=np.float32)
-        self._correct = np.zeros(self._offsets[-1], dtype=bool)
+        total = int(self._offsets[-1])
+        self._on_host = torch.device(device).type == "cpu"
+        self._confidence = torch.zeros(total, dtype=torch.float32, device=device)
+        self._correct = torch.zeros(total, dtype=torch.bool, device=device)
+        self._host: tuple[np.ndarray, np.ndarray] | None = (
+            (self._confidence.numpy(), self._correct.numpy()) if self._on_host else None)
+
+    def _rows(self, client: int) -> tuple[slice, tuple[int, int]]:
+        i = self._index[client]
+        return slice(int(self._offsets[i]), int(self._offsets[i + 1])), tuple(int(d) for d in self._shapes[i])
+
+    def write(self, client: int, confidence: torch.Tensor, correct: torch.Tensor) -> None:
+        """Store client ``client``'s records (N × m tensors, as :func:`exit_outcomes` returns) without leaving
+        their device."""
+        rows, shape = self._rows(client)
+        if tuple(confidence.shape) != shape or tuple(correct.shape) != shape:
+            raise ValueError(f"client {client} holds {shape[0]} samples × {shape[1]} exits, got records of shape "
+                             f"{tuple(confidence.shape)}")
+        self._confidence[rows] = confidence.reshape(-1)
+        self._correct[rows] = correct.reshape(-1)
+        if not self._on_host:
+            self._host = None
 
     def __getitem__(self, client: int) -> ExitRecords:
-        i = self._index[client]
-        rows = slice(self._offsets[i], self._offsets[i + 1])
-        shape = tuple(int(d) for d in self._shapes[i])
-        return ExitRecords(self._confidence[rows].reshape(shape), self._correct[rows].reshape(shape))
+        rows, shape = self._rows(client)
+        if self._host is None:
+            self._host = (self._confidence.cpu().numpy(), self._correct.cpu().numpy())
+        confidence, correct = self._host
+        return ExitRecords(confidence[rows].reshape(shape), correct[rows].reshape(shape))
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._index)

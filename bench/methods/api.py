@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from bench.data.batching import BatchMaker
+from bench.ground.precision import autocast, grad_scaler
 from bench.ground.tensor_ops import TensorDict, state_nbytes
 from bench.models.base import EarlyExitNet
 
@@ -74,6 +75,7 @@ class TrainSettings:
     lr: float
     momentum: float
     weight_decay: float
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (bench.ground.precision)
 
 
 @dataclass
@@ -233,22 +235,33 @@ def train_epochs(model: EarlyExitNet, data: ClientData, gen: torch.Generator, tr
     """Plain SGD over the client's train split; returns the mean loss. ``params`` defaults to all parameters.
 
     ``loss_fn(model, x, y)`` returns the scalar loss of a batch; ``after_step`` runs after each optimiser step.
+    The forward pass runs in ``train.precision`` (autocast; fp16 with a gradient scaler). Losses are summed on the
+    batches' device in float64 and read back once, at the end: no host-device sync per batch.
     """
     model.train()
     chosen = list(model.parameters()) if params is None else list(params)
     opt = make_optimizer(chosen, train, lr)
-    total, count = 0.0, 0
+    device_type = data.batches.device.type
+    scaler = grad_scaler(device_type, train.precision)
+    total = torch.zeros((), dtype=torch.float64, device=data.batches.device)
+    count = 0
     n_epochs = train.local_epochs if epochs is None else epochs
     for xb, yb in data.batches.train_batches(data.train_idx, train.batch_size, gen, epochs=n_epochs):
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model, xb, yb)
-        loss.backward()
-        opt.step()
+        with autocast(device_type, train.precision):
+            loss = loss_fn(model, xb, yb)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         if after_step is not None:
             after_step()
-        total += float(loss.detach())
+        total += loss.detach().double()
         count += 1
-    return total / max(count, 1)
+    return float(total) / max(count, 1)
 
 
 def sum_ce_loss(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,9 @@ TOLERANCE = 1e-12
 
 
 def minimize_on_simplex(matrix: torch.Tensor) -> torch.Tensor:
-    """``argmin_{w ≥ 0, Σw = 1} wᵀ M w`` (float64), exact; ``M`` symmetric positive semi-definite."""
-    m = matrix.double()
+    """``argmin_{w ≥ 0, Σw = 1} wᵀ M w`` (float64, on ``M``'s device), exact; ``M`` symmetric positive
+    semi-definite. Solved on the CPU: the problem is tiny, and the ``gelsd`` least-squares driver is CPU-only."""
+    m = matrix.double().cpu()
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
         raise ValueError(f"minimize_on_simplex expects a non-empty square matrix, got {tuple(m.shape)}")
     m = (m + m.T) / 2
@@ -39,7 +40,7 @@ def minimize_on_simplex(matrix: torch.Tensor) -> torch.Tensor:
             outside = [j for j in range(n) if j not in support]
             entering = min(outside, key=lambda j: float(multipliers[j]), default=None)
             if entering is None or float(multipliers[entering]) >= -tol:
-                return w
+                return w.to(matrix.device)
             support.append(entering)
             continue
         ratio, blocking = 1.0, None

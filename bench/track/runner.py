@@ -12,9 +12,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.config import ConfigError, ExperimentConfig, validate_config
-from bench.fed.engine import Callback, Evaluation, RunState, Simulation
+from bench.fed.device import device_name
+from bench.fed.engine import Callback, Evaluation, Simulation
 from bench.track.checkpoint import CheckpointError, load_latest_checkpoint, save_checkpoint
 from bench.track.mlflow_tracker import CONFIG_ARTIFACT, MlflowTracker, check_resumable, tracking_uri
+from bench.track.system_metrics import start_system_metrics, wants_system_metrics
 
 log = logging.getLogger(__name__)
 CHECKPOINT_TAG = "checkpoint_dir"
@@ -57,16 +59,25 @@ def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = 
                    tags: dict[str, str] | None = None) -> RunResult:
     """Run (or resume) one experiment as one MLflow run; a failure marks the run FAILED with the reason.
 
-    Everything that can be checked without training comes first, before a run is created or reopened: the data is
-    found and read, the partition drawn, the model and the method's states built, and for a resume the run checked
-    resumable and its checkpoint loaded. An error there leaves the store as it was.
+    Everything that can be checked without training comes first, before a run is created or reopened: the device
+    exists, the data is found and read, the partition drawn, the model and the method's states built, and for a
+    resume the run checked resumable and its checkpoint loaded. An error there leaves the store as it was. The run is
+    tagged with its device (``device``, ``device_name``; a resumed run with the device it resumed on).
     """
     sim = Simulation(config)
     if resume_run_id is not None:
         directory = _resumable_checkpoints(config, resume_run_id)
-        sim.state = RunState.from_checkpoint(load_latest_checkpoint(directory, config.content_hash()))
-    tracker = MlflowTracker(config, run_id=resume_run_id, extra_tags=tags, parent_run_id=parent_run_id)
+        sim.restore(load_latest_checkpoint(directory, config.content_hash()))
+    device_tags = {"device": str(sim.device), "device_name": device_name(sim.device)}
+    tracker = MlflowTracker(config, run_id=resume_run_id, extra_tags={**device_tags, **(tags or {})},
+                            parent_run_id=parent_run_id)
+    monitor = None
     try:
+        if resume_run_id is not None:
+            tracker.set_tags(device_tags)
+        if wants_system_metrics(config.run.system_metrics, sim.device):
+            monitor = start_system_metrics(tracker.run_id, tracker.client.tracking_uri, sim.device,
+                                           resume=resume_run_id is not None)
         if resume_run_id is None:
             directory = Path(config.run.checkpoint_dir).resolve() / tracker.run_id
             tracker.set_tags({CHECKPOINT_TAG: str(directory)})
@@ -81,6 +92,9 @@ def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = 
     except BaseException as exc:
         tracker.fail(f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
     tracker.finish()
     return RunResult(tracker.run_id, evaluation, sim.history)
 

@@ -185,7 +185,7 @@ class CAFEDistill(Method):
             sent = server["backbone"]
             keys = [k for group in self.layout.stage_params for k in group]
             updates = [{k: uploads[c].tensors[k] - sent[k] for k in keys} for c in clients]
-            alignment[clients] = update_alignment(updates, self.layout.stage_params)
+            alignment[clients] = update_alignment(updates, self.layout.stage_params).to(alignment.device)
         return self.server_state(backbone, heads, alignment)
 
     # -- client side -------------------------------------------------------------------------------------

@@ -105,9 +105,10 @@ def update_alignment(updates: Sequence[Mapping[str, torch.Tensor]],
     count, groups = len(updates), len(key_groups)
     all_keys = [key for group in key_groups for key in group]
     mean = weighted_average(updates, [1.0] * count, keys=all_keys)
-    dots = torch.zeros(count, groups, dtype=torch.float64)
-    own_sq = torch.zeros(count, groups, dtype=torch.float64)
-    mean_sq = torch.zeros(groups, dtype=torch.float64)
+    device = mean[all_keys[0]].device
+    dots = torch.zeros(count, groups, dtype=torch.float64, device=device)
+    own_sq = torch.zeros(count, groups, dtype=torch.float64, device=device)
+    mean_sq = torch.zeros(groups, dtype=torch.float64, device=device)
     for g, group in enumerate(key_groups):
         for key in group:
             centre = mean[key].double()

@@ -23,7 +23,7 @@ def teacher_weights(similarity: torch.Tensor, fractions: torch.Tensor, mu: float
     """
     if mu <= 0:
         raise ValueError(f"mu must be positive, got {mu}")
-    p = fractions.double()
+    p = fractions.double().to(similarity.device)
     if similarity.shape != (p.numel(), p.numel()):
         raise ValueError(f"similarity must be {p.numel()}×{p.numel()}, got {tuple(similarity.shape)}")
     if not torch.isfinite(similarity).all():
