@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 
 from bench.data.dataset import Dataset
+from bench.data.sources.decoded_cache import read_decoded_cache, write_decoded_cache
 from bench.data.sources.errors import CorruptDataError
 from bench.data.sources.image_dataset import make_image_dataset
 from bench.data.sources.registry import register_dataset
@@ -91,27 +91,13 @@ def decode_images(folder: Path, paths: list[Path], size: tuple[int, int] | None,
 
 
 def _read_cache(path: Path, key: str) -> torch.Tensor | None:
-    if not path.is_file():
+    cached = read_decoded_cache(path)
+    if cached is None:
         return None
-    try:
-        cached = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        log.warning("ignoring unreadable cache %s (%s)", path, err)
-        return None
-    if not isinstance(cached, dict) or cached.get("key") != key or not isinstance(cached.get("x"), torch.Tensor):
+    if cached.get("key") != key or not isinstance(cached.get("x"), torch.Tensor):
         log.info("cache %s was made from other images; decoding the folder again", path)
         return None
     return cached["x"]
-
-
-def _write_cache(path: Path, key: str, x: torch.Tensor) -> None:
-    partial = path.with_suffix(".partial")
-    try:
-        torch.save({"key": key, "x": x}, partial)
-        partial.replace(path)
-    except OSError as err:
-        log.warning("could not cache the decoded images at %s (%s)", path, err)
-        partial.unlink(missing_ok=True)
 
 
 @register_dataset("imagefolder")
@@ -134,5 +120,5 @@ def load_imagefolder(path: str, root: str | os.PathLike | None = None, size: int
         log.info("decoding %d images of %d classes from %s", len(images), len(classes), folder)
         x = decode_images(folder, [p for p, _ in images], target, channels)
         if cache:
-            _write_cache(cache_path, key, x)
+            write_decoded_cache(cache_path, {"key": key, "x": x})
     return make_image_dataset("imagefolder", x, y, len(classes), classes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 
 from bench.data.dataset import Dataset
+from bench.data.sources.decoded_cache import read_decoded_cache, write_decoded_cache
 from bench.data.sources.errors import CorruptDataError
 from bench.data.sources.image_dataset import make_image_dataset
 from bench.data.sources.roots import candidate_dirs, locate
@@ -139,14 +139,9 @@ def _decode_all(paths: list[Path]) -> torch.Tensor:
 
 def _read_cache(path: Path, wnids: list[str], y: torch.Tensor) -> torch.Tensor | None:
     """The cached images, if the cache exists and was made from the same classes and labels."""
-    if not path.is_file():
+    entries = read_decoded_cache(path)
+    if entries is None:
         return None
-    try:
-        cached = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        log.warning("ignoring unreadable cache %s (%s)", path, err)
-        return None
-    entries = cached if isinstance(cached, dict) else {}
     cached_x, cached_y = entries.get("x"), entries.get("y")
     matches = (
         entries.get("wnids") == wnids
@@ -160,16 +155,6 @@ def _read_cache(path: Path, wnids: list[str], y: torch.Tensor) -> torch.Tensor |
         log.info("cache %s does not match the image tree; decoding the images again", path)
         return None
     return cached_x
-
-
-def _write_cache(path: Path, wnids: list[str], x: torch.Tensor, y: torch.Tensor) -> None:
-    partial = path.with_suffix(".partial")
-    try:
-        torch.save({"wnids": wnids, "x": x, "y": y}, partial)
-        partial.replace(path)
-    except OSError as err:
-        log.warning("could not cache the decoded images at %s (%s)", path, err)
-        partial.unlink(missing_ok=True)
 
 
 def load_tinyimagenet(root: str | os.PathLike | None = None, cache: bool = True) -> Dataset:
@@ -195,5 +180,5 @@ def load_tinyimagenet(root: str | os.PathLike | None = None, cache: bool = True)
         log.info("decoding %d Tiny ImageNet images from %s", len(images), directory)
         x = _decode_all([path for path, _ in images])
         if cache:
-            _write_cache(cache_path, wnids, x, y)
+            write_decoded_cache(cache_path, {"wnids": wnids, "x": x, "y": y})
     return make_image_dataset("tinyimagenet", x, y, len(wnids), _read_class_names(directory, wnids))
