@@ -137,13 +137,8 @@ class ExperimentConfig(Section):
         return get_method(self.method.name).Hparams.model_validate(self.method.hparams)
 
     def content_hash(self) -> str:
-        """Hash of everything that determines the results (all but the ``run`` section).
-
-        ``train.precision`` at its default ``fp32`` is left out, so configs hashed before it existed keep their hash.
-        """
+        """Hash of everything that determines the results (all but the ``run`` section)."""
         payload = self.model_dump(mode="json", exclude={"run"})
-        if payload["train"]["precision"] == "fp32":
-            del payload["train"]["precision"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def flat(self) -> dict[str, Any]:
