@@ -2,12 +2,12 @@
 and tiered runs that report only the exits (and MACs) each client can run."""
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DEBIAN_FMNIST, fmnist_config
 
 from baselines.depthfl import consistency_weight, mutual_distillation
 from bench.config import apply_overrides, validate_config
@@ -19,7 +19,6 @@ from bench.measure.summary import client_cost_tables, final_measures
 from bench.methods.api import Message, exit_ce_losses, load_state, sum_ce_loss
 from bench.methods.heterogeneous import aggregate_held, assign_tiers, leading_region, tier_sizes
 
-DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 TIERS = "method.hparams.tiers=[0.25,0.25,0.5]"
 LEVELS = "method.hparams.levels=[[0.25,1,0.25],[0.25,2,0.375],[0.5,3,0.5]]"
 
@@ -32,16 +31,6 @@ def simulate(data: dict, *overrides: str) -> Simulation:
 
 def federation(data: dict, *overrides: str):
     return build_federation(validate_config(apply_overrides(data, list(overrides))))
-
-
-def fmnist_config(tiny: dict, *overrides: str) -> dict:
-    """The tiny config on real data: a fixed class-balanced 2,400 of Fashion-MNIST's images, 10 clients, conv3 at
-    width 0.25, one local epoch, evaluated once at the end (about 5 s a run on one CPU thread)."""
-    data = apply_overrides(tiny, ["data.clients=10", "model.width=0.25", "train.local_epochs=1",
-                                  "run.checkpoint_every=0", *overrides])
-    data["data"] = {**data["data"], "dataset": "fmnist", "options": {"num_samples": 2400}, "min_samples": 10}
-    data["eval"] = {**data["eval"], "every": data["train"]["rounds"]}
-    return data
 
 
 def kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float) -> torch.Tensor:
