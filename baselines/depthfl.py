@@ -40,7 +40,8 @@ conv3 at width 0.25, batch 32, no augmentation, seed 0, α = 0.1) DepthFL's mean
 (30 rounds), 29.5% against 23.9% (20 clients, 10 rounds), 26.6% against 23.8% (6,000 images, 20 clients, 15
 rounds), 52.2% against 51.0% (4 local epochs, 10 rounds) and 33.0% against 32.4% (2,400 images, 2 local epochs,
 8 rounds). In the runs with the most local training (30 rounds; 4 local epochs) the last exit is the one that
-loses (64.8% against 67.9%; 61.5% against 70.9%), while shallower exits gain or hold, which fits distillation
+loses (64.8% against 67.9%; 61.5% against 70.9%), while exit 2 gains (55.8% against 54.0%; 53.1% against
+47.1%), which fits distillation
 pulling the deep exit towards the shallow ones, but this is one seed each and not established. The mechanism of
 the review's gap is therefore open; the distillation is DepthFL's own term, kept as published, and
 ``kd_weight`` is tuned like every other hyperparameter.

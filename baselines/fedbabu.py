@@ -29,7 +29,7 @@ FedAvg in every one (test mean accuracy, FedBABU against FedAvg):
 * 6,000 images, 20 clients, 20 rounds: 53.7% against 50.2% (head fine-tuning, ``finetune=head``: 59.7%; with
   ``head_batchnorm=eval`` 60.3%);
 * 14,000 images, 10 clients, 12 rounds: 71.3% against 54.7%; 20 clients, 10 rounds: 61.7% against 51.9%;
-  4 clients (2,450 train images each, as in the review's split), 8 rounds: 64.6% against 45.6%.
+  4 clients (2,450 train images each on average, as in the review's split), 8 rounds: 64.6% against 45.6%.
 
 So the review's gap needs something these runs lack (the full 70,000 images, width 1 and 30 rounds together,
 or that run's seed); it is not established whether it is a property of the method or of that run. What does
@@ -39,9 +39,10 @@ so FedBABU's early exits rest on the fine-tuning more than FedAvg's do
 (``test_fedbabu_early_exits_rest_on_the_fine_tuning``: 2,400 images, 10 clients, 8 rounds, exit 1 10.4% against
 24.1%, exit 2 22.3% against 29.4%; fine-tuned, FedBABU's mean reads 52.4% against FedAvg's 35.2%). The reason,
 measured on that run: the first block's globally pooled features (8 channels, after BatchNorm and ReLU) barely
-vary between images, and the fixed head cannot amplify them as a trained one does (over the 2,400 images the
-head's logits vary by 0.09 (standard deviation), while the logits of one image spread over 0.9 from class to
-class), so exit 1 gives one class (class 8) to 2,399 of the 2,400 images; fine-tuning trains the head. On the
+vary between images, and the fixed head cannot amplify them as a trained one does: over the 2,400 images each
+class's ``W·f`` has a standard deviation of 0.09 (mean over the classes), while for one image ``W·f`` spreads
+over 0.9 from class to class (and the fixed biases over 0.64), so the class that wins for the average image wins
+for nearly every image: exit 1 gives class 8 to 2,399 of the 2,400. Fine-tuning trains the head. On the
 tiny synthetic test config (4 clients, 12 rounds) FedBABU reads 72.4% against FedAvg's 65.3% (exit 1 without
 fine-tuning: 10.6% against 23.8%).
 """
