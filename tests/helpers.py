@@ -1,5 +1,5 @@
 """Helpers shared by the tests of sweeps, Ray, tuning and resuming: a seconds-long base config, sweep files, and a
-run killed outright."""
+run killed outright; and the tiny test config moved onto a fixed subset of Fashion-MNIST."""
 
 import json
 import os
@@ -7,9 +7,14 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import yaml
 from mlflow.tracking import MlflowClient
+
+from bench.config import apply_overrides
+
+DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")  # the Debian package dataset-fashion-mnist
 
 SIGKILL_AFTER_ROUND = textwrap.dedent('''
     import json, os, signal, sys
@@ -36,6 +41,17 @@ def tiny_base(tmp_path) -> dict:
         "eval": {"thresholds": [0.5, 0.9], "report_threshold": 0.9},
         "run": {"checkpoint_every": 0, "cache_dir": str(tmp_path / "cache"), "threads": 1, "device": "cpu"},
     }
+
+
+def fmnist_config(tiny: dict, *overrides: str) -> dict:
+    """The tiny config (``tests/conftest.py``) on real data: a fixed class-balanced 2,400 of Fashion-MNIST's
+    images, 10 clients, conv3 at width 0.25, one local epoch, evaluated once at the end (about 5 s a run on one
+    CPU thread)."""
+    data = apply_overrides(tiny, ["data.clients=10", "model.width=0.25", "train.local_epochs=1",
+                                  "run.checkpoint_every=0", *overrides])
+    data["data"] = {**data["data"], "dataset": "fmnist", "options": {"num_samples": 2400}, "min_samples": 10}
+    data["eval"] = {**data["eval"], "every": data["train"]["rounds"]}
+    return data
 
 
 def write_sweep(tmp_path, name: str, base: dict | None = None, **spec) -> str:

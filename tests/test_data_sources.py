@@ -105,6 +105,21 @@ def test_fmnist_from_the_debian_package() -> None:
     assert data.class_names[9] == "Ankle boot"
 
 
+@pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(), reason="needs `apt-get install dataset-fashion-mnist`")
+def test_fmnist_num_samples_keeps_a_fixed_class_balanced_subset() -> None:
+    full = load_dataset("fmnist", download=False)
+    small, larger = (load_dataset("fmnist", download=False, num_samples=n) for n in (2_005, 4_000))
+    assert small.x.shape == (2_005, 1, 28, 28) and small.y.bincount().tolist() == [201] * 5 + [200] * 5
+    assert torch.equal(small.x, load_dataset("fmnist", download=False, num_samples=2_005).x)  # a fixed draw
+    # the images are the full set's, with their labels, and a smaller subset lies inside a larger one
+    index = {bytes(image.numpy()): label for image, label in zip(full.x, full.y.tolist(), strict=True)}
+    assert all(index[bytes(image.numpy())] == label for image, label in zip(small.x, small.y.tolist(), strict=True))
+    in_larger = {bytes(image.numpy()) for image in larger.x}
+    assert all(bytes(image.numpy()) in in_larger for image in small.x)
+    with pytest.raises(ValueError, match="num_samples must lie in 10..70000"):
+        load_dataset("fmnist", download=False, num_samples=5)
+
+
 @pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
 @pytest.mark.parametrize("subdir", ["", "fashion-mnist"])
 def test_fmnist_from_generated_idx_files(tmp_path: Path, compress: bool, subdir: str) -> None:

@@ -76,8 +76,28 @@ def _require_balanced(labels: np.ndarray, path: Path) -> None:
         )
 
 
-def load_fmnist(root: str | os.PathLike | None = None, download: bool = True) -> Dataset:
-    """Fashion-MNIST, train and test pooled: 70,000 uint8 images 1×28×28 in 10 classes."""
+def balanced_subset(labels: torch.Tensor, num_samples: int, num_classes: int) -> torch.Tensor:
+    """Indices (ascending) of a class-balanced subset of ``num_samples``, drawn by a fixed seeded permutation.
+
+    Each class contributes ``num_samples // num_classes`` images, and the first ``num_samples % num_classes``
+    classes one more; within a class the images are those that come first in the permutation (seed 0), so a
+    smaller subset is contained in a larger one."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    shuffled = labels[order]
+    per_class = [num_samples // num_classes + (c < num_samples % num_classes) for c in range(num_classes)]
+    chosen = torch.cat([order[shuffled == c][:n] for c, n in enumerate(per_class)])
+    return chosen.sort().values
+
+
+def load_fmnist(root: str | os.PathLike | None = None, download: bool = True,
+                num_samples: int | None = None) -> Dataset:
+    """Fashion-MNIST, train and test pooled: 70,000 uint8 images 1×28×28 in 10 classes.
+
+    ``num_samples`` keeps a class-balanced subset of that many images (a fixed seeded draw over the pooled set,
+    see :func:`balanced_subset`), for runs of seconds on real data (the tests); None keeps all 70,000."""
+    if num_samples is not None and not 10 <= num_samples <= 70_000:
+        raise ValueError(f"fmnist: num_samples must lie in 10..70000 (one image per class at least), "
+                         f"got {num_samples}")
     candidates = candidate_dirs(root, SUBDIRS, SYSTEM_DIRS)
     destination = data_roots(root)[0] / "fashion-mnist"
     directory = locate(
@@ -107,5 +127,8 @@ def load_fmnist(root: str | os.PathLike | None = None, download: bool = True) ->
         labels.append(torch.from_numpy(part_labels))
     x = torch.cat(images).unsqueeze(1)
     y = torch.cat(labels).to(torch.int64)
+    if num_samples is not None:
+        keep = balanced_subset(y, num_samples, len(CLASS_NAMES))
+        x, y = x[keep], y[keep]
     log.info("loaded Fashion-MNIST from %s: %d images", directory, len(y))
     return make_image_dataset("fmnist", x, y, len(CLASS_NAMES), CLASS_NAMES)
