@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench.config import apply_overrides
+from bench.config import apply_overrides, validate_config
+from bench.fed.federation import Federation, build_federation
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")  # the Debian package dataset-fashion-mnist
 
@@ -94,3 +95,8 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def federation(data: dict, *overrides: str) -> Federation:
+    """The federation (data, partition, model, method) of config ``data`` with ``key=value`` overrides."""
+    return build_federation(validate_config(apply_overrides(data, list(overrides))))

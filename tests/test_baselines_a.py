@@ -2,14 +2,14 @@
 
 import pytest
 import torch
-from helpers import DEBIAN_FMNIST, fmnist_config
+from helpers import DEBIAN_FMNIST, federation, fmnist_config
 from mlflow.tracking import MlflowClient
 from torch import nn
 
 import bench.methods.phases as phases_module
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
-from bench.fed.federation import Federation, build_federation
+from bench.fed.federation import Federation
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import clone_dict, flatten, subtract
 from bench.methods.api import LocalResult, extract, is_backbone, is_head, train_epochs
@@ -19,9 +19,6 @@ from bench.track.runner import run_experiment
 METHODS = ["fedprox", "fedper", "fedrep", "fedbabu", "ditto"]
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
-
-def federation(data: dict, method: str, *overrides: str) -> Federation:
-    return build_federation(validate_config(apply_overrides(data, [f"method.name={method}", *overrides])))
 
 
 def local_update(fed: Federation, client: int, server: dict, state: dict | None = None,
@@ -73,8 +70,8 @@ def test_fedprox_with_mu_zero_reproduces_fedavg_bitwise(tiny_config_data):
 
 
 def test_fedprox_keeps_the_local_update_closer_to_the_global_model(tiny_config_data):
-    fedavg, fedprox = federation(tiny_config_data, "fedavg"), federation(tiny_config_data, "fedprox",
-                                                                         "method.hparams.mu=1.0")
+    fedavg = federation(tiny_config_data, "method.name=fedavg")
+    fedprox = federation(tiny_config_data, "method.name=fedprox", "method.hparams.mu=1.0")
     server = fedavg.method.init_server(fedavg.new_model())
     plain = distance(local_update(fedavg, 0, server).upload.tensors, server["model"])
     proximal = distance(local_update(fedprox, 0, server).upload.tensors, server["model"])
@@ -86,7 +83,7 @@ def test_fedprox_keeps_the_local_update_closer_to_the_global_model(tiny_config_d
 @pytest.mark.parametrize("personal_heads, personal_exits", [("all", {0, 1, 2}), ("last", {2})])
 def test_fedper_shares_the_backbone_and_keeps_personal_heads(tiny_config_data, personal_heads,
                                                              personal_exits):
-    fed = federation(tiny_config_data, "fedper", f"method.hparams.personal_heads={personal_heads}")
+    fed = federation(tiny_config_data, "method.name=fedper", f"method.hparams.personal_heads={personal_heads}")
     method = fed.method
     server = method.init_server(fed.new_model())
     results = {c: local_update(fed, c, server) for c in (0, 1)}
@@ -121,7 +118,7 @@ def test_fedrep_trains_heads_with_the_backbone_fixed_then_the_backbone_with_head
         return loss
 
     monkeypatch.setattr(phases_module, "train_epochs", recording_train_epochs)
-    fed = federation(tiny_config_data, "fedrep", "method.hparams.head_epochs=1",
+    fed = federation(tiny_config_data, "method.name=fedrep", "method.hparams.head_epochs=1",
                      f"method.hparams.head_batchnorm={head_batchnorm}")
     server = fed.method.init_server(fed.new_model())
     model = fed.new_model()
@@ -146,7 +143,7 @@ def test_fedrep_trains_heads_with_the_backbone_fixed_then_the_backbone_with_head
 
 
 def test_head_phase_normalises_with_batch_statistics_in_train_mode(tiny_config_data):
-    fed = federation(tiny_config_data, "fedrep")
+    fed = federation(tiny_config_data, "method.name=fedrep")
     model = fed.new_model()
     x, y = next(fed.batches.eval_batches(fed.client_data(0).train_idx, 64))
     model.train()
@@ -165,7 +162,7 @@ def test_head_phase_normalises_with_batch_statistics_in_train_mode(tiny_config_d
 
 @pytest.mark.parametrize("method", ["fedrep", "fedbabu"])
 def test_personal_heads_last_shares_and_trains_the_shallow_heads(tiny_config_data, method):
-    fed = federation(tiny_config_data, method, "method.hparams.personal_heads=last")
+    fed = federation(tiny_config_data, f"method.name={method}", "method.hparams.personal_heads=last")
     server = fed.method.init_server(fed.new_model())
     result = local_update(fed, 0, server)
     assert set(result.state["heads"]) == {"exits.2.weight", "exits.2.bias"}
@@ -182,7 +179,7 @@ def test_personal_heads_last_shares_and_trains_the_shallow_heads(tiny_config_dat
 
 @pytest.mark.parametrize("finetune", ["head", "full"])
 def test_fedbabu_freezes_heads_in_training_and_fine_tunes_them_at_evaluation(tiny_config_data, finetune):
-    fed = federation(tiny_config_data, "fedbabu", f"method.hparams.finetune={finetune}",
+    fed = federation(tiny_config_data, "method.name=fedbabu", f"method.hparams.finetune={finetune}",
                      "method.hparams.finetune_epochs=1")
     method = fed.method
     server = method.init_server(fed.new_model())
@@ -229,7 +226,7 @@ def test_fedbabu_early_exits_rest_on_the_fine_tuning(tiny_config_data):
 def test_fedavg_fine_tunes_a_copy_of_the_global_model_before_evaluation(tiny_config_data):
     tuned = {}
     for epochs in (0, 1):
-        fed = federation(tiny_config_data, "fedavg", f"method.hparams.finetune_epochs={epochs}")
+        fed = federation(tiny_config_data, "method.name=fedavg", f"method.hparams.finetune_epochs={epochs}")
         server = fed.method.init_server(fed.new_model())
         stored = clone_dict(server["model"])
         predictor = fed.method.eval_model(fed.new_model(), 0, server, {}, fed.client_data(0),
@@ -242,12 +239,12 @@ def test_fedavg_fine_tunes_a_copy_of_the_global_model_before_evaluation(tiny_con
 # -- Ditto ---------------------------------------------------------------------------------------------------
 
 def test_ditto_personal_model_is_pulled_towards_the_global_model_as_lambda_grows(tiny_config_data):
-    fedavg = federation(tiny_config_data, "fedavg")
+    fedavg = federation(tiny_config_data, "method.name=fedavg")
     trained_global = {"model": local_update(fedavg, 1, fedavg.method.init_server(fedavg.new_model()))
                       .upload.tensors}
     distances = {}
     for lam in (0.0, 2.0):
-        fed = federation(tiny_config_data, "ditto", f"method.hparams.lam={lam}")
+        fed = federation(tiny_config_data, "method.name=ditto", f"method.hparams.lam={lam}")
         result = local_update(fed, 0, trained_global)
         personal = fed.method.eval_params(0, trained_global, result.state)
         assert distance(personal, result.upload.tensors) > 0  # two different models

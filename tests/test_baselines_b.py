@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import federation
 from mlflow.tracking import MlflowClient
 
 from baselines.fedamp import fedamp_weights, heurfedamp_weights
@@ -12,17 +13,13 @@ from baselines.fedpac import CLASS_COUNTS, PROTOTYPE, VARIANCE, alignment_loss, 
 from baselines.fedrod import balanced_softmax_loss, combined_logits, log_class_prior
 from baselines.pfedgraph import TARGET, collaboration_graph, cosine_to, regulariser_targets
 from bench.config import apply_overrides, validate_config
-from bench.fed.federation import Federation, build_federation
+from bench.fed.federation import Federation
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import class_prototypes, flatten, subtract
 from bench.methods.aggregation import personalized_aggregates
 from bench.methods.api import Message, extract, is_head, load_state
 from bench.methods.simplex_qp import minimize_on_simplex
 from bench.track.runner import run_experiment
-
-
-def federation(data: dict, *overrides: str) -> Federation:
-    return build_federation(validate_config(apply_overrides(data, list(overrides))))
 
 
 def assert_rows_on_simplex(weights: torch.Tensor) -> None:

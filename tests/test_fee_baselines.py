@@ -7,12 +7,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DEBIAN_FMNIST, fmnist_config
+from helpers import DEBIAN_FMNIST, federation, fmnist_config
 
 from baselines.depthfl import consistency_weight, mutual_distillation
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
-from bench.fed.federation import build_federation
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import weighted_average
 from bench.measure.summary import client_cost_tables, final_measures
@@ -28,9 +27,6 @@ def simulate(data: dict, *overrides: str) -> Simulation:
     sim.run()
     return sim
 
-
-def federation(data: dict, *overrides: str):
-    return build_federation(validate_config(apply_overrides(data, list(overrides))))
 
 
 def kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float) -> torch.Tensor:
