@@ -95,7 +95,7 @@ def lacking_pairs(name_a: str, a: pd.DataFrame, name_b: str, b: pd.DataFrame, co
     needs = [f"{name} at {where}, seed {seeds_text(sorted(wanted - seeds))}"
              for name, seeds in ((name_a, seeds_a), (name_b, seeds_b)) if wanted - seeds]
     if len(wanted) < 2:
-        needs.append(f"a second seed of both at {where}")
+        needs.append(f"a second seed of {name_a} and {name_b} at {where}")
     return "; ".join(needs)
 
 
