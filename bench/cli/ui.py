@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from bench.track.links import all_runs_urls
 from bench.track.mlflow_tracker import tracking_uri
@@ -29,17 +30,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def stop_process_group(leader: subprocess.Popen) -> None:
     """End every process of ``leader``'s process group (the MLflow server, its web workers and job runner):
-    SIGTERM, then SIGKILL for whatever is left after :data:`STOP_GRACE_S`."""
+    SIGTERM, then SIGKILL for whatever is left after :data:`STOP_GRACE_S`; returns once the group is gone (or
+    after the grace period that follows SIGKILL)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(leader.pid, sig)
         except ProcessLookupError:
             break  # the whole group has ended
-        try:
-            leader.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            continue
+        if group_ended(leader, STOP_GRACE_S):
+            break
     leader.wait()
+
+
+def group_ended(leader: subprocess.Popen, timeout: float) -> bool:
+    """Whether ``leader``'s process group is empty within ``timeout`` seconds. The leader is reaped on the way: as
+    a zombie it would still count as a member of its group."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leader.poll()
+        try:
+            os.killpg(leader.pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def run(args: argparse.Namespace) -> int:
