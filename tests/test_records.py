@@ -6,7 +6,7 @@ import torch
 
 from bench.data.batching import BatchMaker
 from bench.data.dataset import Dataset
-from bench.measure.accuracy import EVAL_SHAPE_MULTIPLE, exit_records, padded_forward
+from bench.measure.accuracy import EVAL_SHAPE_MULTIPLE, exit_outcomes_of, exit_records, padded_forward
 from bench.measure.dynamic import ClientRecords
 from bench.models import build_model
 
@@ -46,19 +46,19 @@ def test_records_written_in_place_equal_the_returned_ones(batches):
     expected = exit_records(two_exit_predictor, batches, idx, batch_size=3)
     assert expected.exit_accuracy.tolist() == [0.5, 1.0]
     records = ClientRecords({0: (10, 2), 1: (4, 2)})
-    filled = exit_records(two_exit_predictor, batches, idx, batch_size=3, out=records[0])
+    records.write(0, *exit_outcomes_of(two_exit_predictor, batches, idx, batch_size=3))
     np.testing.assert_array_equal(records[0].confidence, expected.confidence)
     np.testing.assert_array_equal(records[0].correct, expected.correct)
-    np.testing.assert_array_equal(filled.correct, expected.correct)
     assert records[1].confidence.sum() == 0
 
 
 def test_records_that_do_not_fit_rejected(batches):
     records = ClientRecords({0: (10, 3), 1: (4, 2)})
-    with pytest.raises(ValueError, match="the predictor returned 2 exits but out holds 3"):
-        exit_records(two_exit_predictor, batches, torch.arange(10), 4, out=records[0])
-    with pytest.raises(ValueError, match="out holds 4 samples but 10 are evaluated"):
-        exit_records(two_exit_predictor, batches, torch.arange(10), 4, out=records[1])
+    outcomes = exit_outcomes_of(two_exit_predictor, batches, torch.arange(10), 4)
+    with pytest.raises(ValueError, match=r"client 0 holds 10 samples × 3 exits, got records of shape \(10, 2\)"):
+        records.write(0, *outcomes)
+    with pytest.raises(ValueError, match=r"client 1 holds 4 samples × 2 exits, got records of shape \(10, 2\)"):
+        records.write(1, *outcomes)
 
 
 def test_evaluation_batches_run_padded_to_a_few_shapes_and_give_the_unpadded_logits():

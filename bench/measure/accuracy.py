@@ -61,19 +61,11 @@ def exit_outcomes_of(predict: Predictor, batches: BatchMaker, idx: torch.Tensor,
 
 
 def exit_records(predict: Predictor, batches: BatchMaker, idx: torch.Tensor, batch_size: int,
-                 out: ExitRecords | None = None, precision: str = "fp32") -> ExitRecords:
-    """:func:`exit_outcomes_of` as host records; with ``out`` (records of ``len(idx)`` samples) the rows are
-    written into it and it is returned."""
+                 precision: str = "fp32") -> ExitRecords:
+    """:func:`exit_outcomes_of` as host records (the engine keeps a whole evaluation's in
+    :class:`~bench.measure.dynamic.ClientRecords` instead)."""
     confidence, correct = exit_outcomes_of(predict, batches, idx, batch_size, precision)
-    if out is None:
-        return ExitRecords(confidence.cpu().numpy(), correct.cpu().numpy())
-    if out.num_samples != len(idx):
-        raise ValueError(f"out holds {out.num_samples} samples but {len(idx)} are evaluated")
-    if confidence.shape[1] != out.num_exits:
-        raise ValueError(f"the predictor returned {confidence.shape[1]} exits but out holds {out.num_exits}")
-    out.confidence[:] = confidence.cpu().numpy()
-    out.correct[:] = correct.cpu().numpy()
-    return out
+    return ExitRecords(confidence.cpu().numpy(), correct.cpu().numpy())
 
 
 def summarize_exits(per_client: Mapping[int, ExitRecords], num_exits: int, prefix: str) -> dict[str, float]:
