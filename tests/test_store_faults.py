@@ -3,6 +3,7 @@ command gives up fast with one line and exit status 2, and leaves the store as i
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
@@ -10,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,33 +76,49 @@ def digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+CAPABILITY_VERSION_3 = 0x20080522
+FILE_MODE_OVERRIDES = (1 << 1) | (1 << 2)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+
+
 @contextmanager
 def unprivileged() -> Iterator[None]:
-    """Root ignores file modes: meanwhile act as user nobody (nothing changes for other users)."""
+    """Root ignores file modes: meanwhile this thread drops the two capabilities that let it, so file modes apply to
+    it as to any owner, while it can still read the checkout wherever that is (a user such as nobody could not
+    enter a clone in a private ``mktemp -d`` folder)."""
     if os.geteuid() != 0:
         yield
         return
-    os.setegid(65534)
-    os.seteuid(65534)
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = CapHeader(CAPABILITY_VERSION_3, 0), (CapData * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    saved = data[0].effective
+    data[0].effective = saved & ~FILE_MODE_OVERRIDES
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
     try:
         yield
     finally:
-        os.seteuid(0)
-        os.setegid(0)
+        data[0].effective = saved
+        libc.capset(ctypes.byref(header), data)
 
 
 @pytest.fixture
-def store_folder(empty_mlflow_db) -> Iterator[Path]:
-    """A folder that user nobody can reach (tmp_path cannot be reached by it), holding an MLflow database."""
-    base = Path(tempfile.mkdtemp(prefix="cafebench-store-"))
-    base.chmod(0o755)
-    folder = base / "store"
+def store_folder(tmp_path, empty_mlflow_db) -> Iterator[Path]:
+    """A folder holding an MLflow database (writable again afterwards, so that pytest can remove it)."""
+    folder = tmp_path / "store"
     folder.mkdir()
     shutil.copyfile(empty_mlflow_db, folder / "mlflow.db")
-    (folder / "mlflow.db").chmod(0o666)
     yield folder
     folder.chmod(0o755)
-    shutil.rmtree(base)
 
 
 @pytest.mark.parametrize("read_only", ["folder", "database"])
