@@ -8,11 +8,15 @@ import urllib.request
 
 import pytest
 from helpers import free_port
+from mlflow.entities import Dataset as MlflowDataset
+from mlflow.entities import DatasetInput
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Callback
 from bench.track.links import run_page_url
+from bench.track.mlflow_tracker import log_dataset_input
 from bench.track.runner import run_experiment
 
 
@@ -89,3 +93,65 @@ def test_real_mlflow_server_over_http(tmp_path, tiny_config_data):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+class LosesTheInsertRace(MlflowClient):
+    """A client whose first ``log_inputs`` finds the dataset missing, and meanwhile another run of the sweep
+    inserts it: the database refuses the second insert with a unique-key error, as SQLite did for two Ray runs."""
+
+    def __init__(self, uri: str, rival_run: str, error: Exception):
+        super().__init__(uri)
+        self.rival_run, self.error, self.calls = rival_run, error, 0
+
+    def log_inputs(self, run_id, datasets=None, models=None):
+        self.calls += 1
+        if self.calls == 1:
+            super().log_inputs(self.rival_run, datasets)
+            raise self.error
+        return super().log_inputs(run_id, datasets)
+
+
+def shared_dataset() -> DatasetInput:
+    return DatasetInput(MlflowDataset(name="digits", digest="7ff37eb70f18", source_type="cafebench", source="{}"), [])
+
+
+def test_a_run_that_loses_the_dataset_insert_race_links_to_the_rivals_dataset(tracking_uri):
+    from sqlalchemy.exc import IntegrityError
+
+    exp = MlflowClient(tracking_uri).create_experiment("race")
+    rival, run = (MlflowClient(tracking_uri).create_run(exp).info.run_id for _ in range(2))
+    try:
+        raise IntegrityError("INSERT INTO datasets", {}, Exception("UNIQUE constraint failed: datasets.digest"))
+    except IntegrityError as cause:
+        try:
+            raise MlflowException(str(cause)) from cause
+        except MlflowException as err:
+            lost = err
+    client = LosesTheInsertRace(tracking_uri, rival, lost)
+    log_dataset_input(client, run, shared_dataset())
+    assert client.calls == 2
+    linked = [client.get_run(r).inputs.dataset_inputs for r in (rival, run)]
+    assert [[d.dataset.digest for d in inputs] for inputs in linked] == [["7ff37eb70f18"], ["7ff37eb70f18"]]
+
+
+def test_a_dataset_input_error_other_than_the_race_is_raised(tracking_uri):
+    exp = MlflowClient(tracking_uri).create_experiment("race")
+    rival, run = (MlflowClient(tracking_uri).create_run(exp).info.run_id for _ in range(2))
+    client = LosesTheInsertRace(tracking_uri, rival, MlflowException("store is read-only"))
+    with pytest.raises(MlflowException, match="read-only"):
+        log_dataset_input(client, run, shared_dataset())
+    assert client.calls == 1
+
+
+def test_two_runs_creating_one_experiment_side_by_side_get_the_same_id(tracking_uri):
+    from bench.track.mlflow_tracker import get_or_create_experiment
+
+    class CreatedMeanwhile(MlflowClient):
+        def get_experiment_by_name(self, name):
+            if not hasattr(self, "looked"):
+                self.looked = MlflowClient(self.tracking_uri).create_experiment(name)  # the rival wins
+                return None
+            return super().get_experiment_by_name(name)
+
+    client = CreatedMeanwhile(tracking_uri)
+    assert get_or_create_experiment(client, "shared") == client.looked

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from mlflow.entities import Dataset as MlflowDataset
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench.config import ExperimentConfig
@@ -81,7 +82,12 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
+    except MlflowException as err:  # a run beside this one created it since the lookup
+        if not _lost_insert_race(err):
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 DATASET_CONTEXT_TAG = "mlflow.data.context"
@@ -98,6 +104,27 @@ def dataset_input(sim: Simulation) -> DatasetInput:
     dataset = MlflowDataset(name=d.dataset, digest=sim.fed.partition.hash, source_type="cafebench",
                             source=json.dumps(source, sort_keys=True), profile=json.dumps(profile))
     return DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, f"{d.clients} clients, alpha={d.alpha:g}")])
+
+
+def log_dataset_input(client: MlflowClient, run_id: str, data: DatasetInput) -> None:
+    """Log the run's dataset input. Runs of one sweep running side by side share the dataset (same name and
+    digest): MLflow looks the dataset up, then inserts it, so a second run can lose that race with a unique-key
+    error; the dataset then exists, and the second try links the run to it."""
+    try:
+        client.log_inputs(run_id, [data])
+    except MlflowException as err:
+        if not _lost_insert_race(err):
+            raise
+        log.debug("dataset %s inserted by another run meanwhile; linking to it", data.dataset.name)
+        client.log_inputs(run_id, [data])
+
+
+def _lost_insert_race(err: MlflowException) -> bool:
+    """Whether ``err`` is a unique-key violation: raised from SQLAlchemy's IntegrityError by a database store,
+    or carrying its text through a tracking server."""
+    from sqlalchemy.exc import IntegrityError
+
+    return isinstance(err.__cause__, IntegrityError) or "IntegrityError" in str(err) or "UNIQUE constraint" in str(err)
 
 
 PARENT_TAG = "cafebench.parent"  # on the parent run of a sweep or a study: "sweep:NAME" or "study:NAME"
@@ -200,7 +227,7 @@ class MlflowTracker(Callback):
     # -- callback hooks ------------------------------------------------------------------------------------------
     def on_start(self, sim: Simulation) -> None:
         self.set_tags({"partition_hash": sim.fed.partition.hash})
-        self.client.log_inputs(self.run_id, [dataset_input(sim)])
+        log_dataset_input(self.client, self.run_id, dataset_input(sim))
 
     def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None:
         self.latest.update(metrics)
