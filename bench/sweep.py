@@ -90,7 +90,7 @@ from bench.track.description import NOTE_TAG
 from bench.track.mlflow_tracker import get_or_create_experiment, open_parent_run, search_all_runs, tracking_uri
 from bench.track.owner import OWNER_TAG, owner_alive, why_left_running
 from bench.track.runner import CHECKPOINT_TAG, raise_on_sigterm, run_experiment
-from bench.tune import check_validation_split, finish_study, run_study, tunable_space, with_params
+from bench.tune import check_validation_split, finish_study, prepare_storage, run_study, tunable_space, with_params
 
 log = logging.getLogger(__name__)
 SWEEP_KEYS = ("base", "experiment", "set", "grid", "runs", "tune")
@@ -505,8 +505,17 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
     slot_devices = worker_devices("cuda", workers, gpu_count) if gpu_count else None
     if backend == "local" and threads is None:
         threads = max(1, local_cores() // workers)
-    sweep = run_tune_stage(sweep, workers, threads or max(1, local_cores() // workers))
     uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
+    client = MlflowClient(tracking_uri=uri)  # a new store gets its tables here, not from racing workers
+    parent_run_id = open_parent_run(client, get_or_create_experiment(client, sweep.experiment),
+                                    f"sweep:{sweep.name}", f"sweep {sweep.name}",
+                                    f"Sweep **{sweep.name}**: {len(sweep.configs)} runs"
+                                    + (", tuning first." if sweep.tune else "."))
+    try:
+        sweep = run_tune_stage(sweep, workers, threads or max(1, local_cores() // workers), parent_run_id)
+    except BaseException as exc:
+        client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     prior = prior_runs(uri, sweep.experiment)
     digests = [config.content_hash() for config in sweep.configs]
     outcomes: dict[int, RunOutcome] = {}
@@ -517,10 +526,8 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         else:
             pending.append(i)
     log.info("sweep %s: %d runs, %d already finished", sweep.name, len(sweep.configs), len(outcomes))
-    client = MlflowClient(tracking_uri=uri)
-    parent_run_id = open_parent_run(client, get_or_create_experiment(client, sweep.experiment),
-                                    f"sweep:{sweep.name}", f"sweep {sweep.name}",
-                                    f"Sweep **{sweep.name}**: {len(sweep.configs)} runs, {len(pending)} to run.")
+    client.set_tag(parent_run_id, NOTE_TAG,
+                   f"Sweep **{sweep.name}**: {len(sweep.configs)} runs, {len(pending)} to run.")
     tags = {SWEEP_TAG: sweep.name, "mlflow.parentRunId": parent_run_id}
     started = time.perf_counter()
 
@@ -583,6 +590,7 @@ class StudySpec:
     trials: int
     seeds: list[int]
     storage: str | None
+    parent_run_id: str | None = None  # the sweep's parent run: the study's own parent run nests beneath it
 
 
 def setting_digest(config: ExperimentConfig) -> str:
@@ -590,7 +598,8 @@ def setting_digest(config: ExperimentConfig) -> str:
     return config.model_copy(update={"seed": 0}).content_hash()
 
 
-def study_specs(sweep: Sweep, uri: str, threads: int | None) -> tuple[list[StudySpec], list[str | None]]:
+def study_specs(sweep: Sweep, uri: str, threads: int | None,
+                parent_run_id: str | None = None) -> tuple[list[StudySpec], list[str | None]]:
     """The studies of the sweep's tune stage and, per config, the name of its study (None: nothing to search)."""
     stage = sweep.tune
     assert stage is not None
@@ -605,7 +614,8 @@ def study_specs(sweep: Sweep, uri: str, threads: int | None) -> tuple[list[Study
         if name not in specs:
             data = _runtime_config(config, uri, threads)
             data["seed"] = stage.seeds[0]
-            specs[name] = StudySpec(name, sweep.name, data, space, stage.trials, stage.seeds, stage.storage)
+            specs[name] = StudySpec(name, sweep.name, data, space, stage.trials, stage.seeds, stage.storage,
+                                    parent_run_id)
         names.append(name)
     return list(specs.values()), names
 
@@ -622,22 +632,25 @@ def tune_summary(sweep: Sweep) -> str:
 def run_study_spec(spec: StudySpec) -> dict[str, Any]:
     """Run one study of the tune stage to its trial budget (in a worker process or here); its best parameters."""
     study = run_study(validate_config(spec.config), spec.space, spec.trials, storage=spec.storage,
-                      study_name=spec.name, seeds=spec.seeds, tags={SWEEP_TAG: spec.sweep})
+                      study_name=spec.name, seeds=spec.seeds, tags={SWEEP_TAG: spec.sweep},
+                      nest_under=spec.parent_run_id)
     finish_study(study)
     return dict(study.study.best_params)
 
 
-def run_tune_stage(sweep: Sweep, workers: int = 1, threads: int | None = None) -> Sweep:
+def run_tune_stage(sweep: Sweep, workers: int = 1, threads: int | None = None,
+                   parent_run_id: str | None = None) -> Sweep:
     """Tune every setting of the sweep (``workers`` studies at a time), then return the sweep whose configs use
     their setting's best parameters, each run tagged ``tuned`` with them. A sweep without a tune stage is
-    returned as it is."""
+    returned as it is. Each study's parent run nests beneath ``parent_run_id`` (the sweep's) when given."""
     if sweep.tune is None:
         return sweep
     uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
-    specs, names = study_specs(sweep, uri, threads)
+    specs, names = study_specs(sweep, uri, threads, parent_run_id)
     log.info("sweep %s: tune stage of %d studies, %d trials each on seeds %s", sweep.name, len(specs),
              sweep.tune.trials, sweep.tune.seeds)
     if workers > 1 and len(specs) > 1:
+        prepare_storage(sweep.tune.storage)
         with cf.ProcessPoolExecutor(min(workers, len(specs)), mp_context=mp.get_context("spawn"),
                                     initializer=raise_on_sigterm) as pool:
             best = dict(zip((s.name for s in specs), pool.map(run_study_spec, specs), strict=True))

@@ -152,11 +152,18 @@ class Study:
     client: MlflowClient
 
 
+def prepare_storage(storage: str | None) -> None:
+    """Create the study storage's tables now, so that studies started next in several processes do not race to
+    create them (SQLite refuses the loser's copy of Optuna's schema version)."""
+    optuna.storages.get_storage(storage or DEFAULT_STORAGE)
+
+
 def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: int, *, storage: str | None,
               study_name: str, seeds: list[int] | None = None, pruner: optuna.pruners.BasePruner | None = None,
-              tags: dict[str, str] | None = None) -> Study:
+              tags: dict[str, str] | None = None, nest_under: str | None = None) -> Study:
     """Run an Optuna study over ``space`` until it holds ``trials`` finished trials; every run of a trial is a
-    child of the study's parent MLflow run, which is left RUNNING for the caller to close (:func:`finish_study`).
+    child of the study's parent MLflow run, which is left RUNNING for the caller to close (:func:`finish_study`)
+    and is itself nested beneath the run ``nest_under`` when given (a sweep's parent run).
 
     A trial's value is the final ``val/acc/mean`` averaged over ``seeds`` (default: the config's seed). With one
     seed the trial reports each evaluated round to ``pruner``; with several, trials run to the end.
@@ -170,7 +177,7 @@ def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: 
                                 pruner=pruner or optuna.pruners.NopPruner(), load_if_exists=True)
     study.sampler = optuna.samplers.TPESampler(seed=base.seed + len(study.trials))
     client = MlflowClient(tracking_uri=tracking_uri(base.run.tracking_uri))
-    parent_run_id = parent_run(client, study, base)
+    parent_run_id = parent_run(client, study, base, nest_under)
 
     def objective(trial: optuna.Trial) -> float:
         params = {k: suggest(trial, k, spec, integer[k]) for k, spec in space.items()}
@@ -228,8 +235,10 @@ def finish_study(study: Study, artifact: Path | None = None) -> None:
     study.client.set_terminated(study.parent_run_id, "FINISHED")
 
 
-def parent_run(client: MlflowClient, study: optuna.Study, config: ExperimentConfig) -> str:
-    """The study's parent MLflow run (created by its first worker, reopened by the others)."""
+def parent_run(client: MlflowClient, study: optuna.Study, config: ExperimentConfig,
+               nest_under: str | None = None) -> str:
+    """The study's parent MLflow run (created by its first worker, reopened by the others), created nested
+    beneath the run ``nest_under`` when given."""
     run_id = study.user_attrs.get(PARENT_RUN_ATTR)
     if run_id is not None:
         try:
@@ -242,6 +251,7 @@ def parent_run(client: MlflowClient, study: optuna.Study, config: ExperimentConf
                             run_name=f"tune {study.study_name}",
                             tags={"optuna_study": study.study_name, "method": config.method.name,
                                   PARENT_TAG: f"study:{study.study_name}",
+                                  **({"mlflow.parentRunId": nest_under} if nest_under else {}),
                                   NOTE_TAG: f"Optuna study **{study.study_name}** of {config.method.name}: every "
                                             f"trial is a run nested beneath this one."})
     study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)

@@ -40,6 +40,8 @@ def test_every_method_gets_the_same_trials_and_the_test_runs_use_the_best_settin
         (parent,) = client.search_runs([exp], f"tags.optuna_study = '{summary.study_name}' and "
                                               "tags.`mlflow.runName` LIKE 'tune %'")
         children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        sweep_parent = client.get_run(parent.data.tags["mlflow.parentRunId"])
+        assert sweep_parent.data.tags["cafebench.parent"] == "sweep:fair"  # the study nests beneath the sweep
         assert len(children) == 2 and {r.data.tags["seed"] for r in children} == {"7"}  # tuning seed only
         assert json.loads(parent.data.tags["best_params"]) == study.best_params
         method = summary.study_name.split("/")[1]
@@ -60,6 +62,17 @@ def test_every_method_gets_the_same_trials_and_the_test_runs_use_the_best_settin
     cell = table.text.loc["fedprox", ("digits", "0.5")]
     lr = json.loads(client.get_run(ctx.main[ctx.main["method"] == "fedprox"].index[0]).data.tags[TUNED_TAG])
     assert cell == ", ".join(f"{k}={v:.3g}" for k, v in sorted(lr.items()))
+
+
+def test_a_tune_stage_on_two_workers_starts_from_a_store_that_does_not_exist_yet(tmp_path, monkeypatch):
+    # its studies run in two processes at once; the store's tables are created before, not by both at once
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    (tmp_path / "new").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = run_sweep(load_sweep(tuned_sweep(tmp_path, trials=1)), workers=2)
+    assert (result.done, result.failed) == (2, 0)
+    runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("fair").experiment_id])
+    assert len(runs) == 2 + 1 + 2 * 2  # two test runs, the sweep's parent, two studies of 1 + 1
 
 
 @pytest.mark.parametrize("tune, message", [
