@@ -46,7 +46,9 @@ def one_error_line(err: str, command: str) -> str:
 @pytest.mark.parametrize("argv", [
     ["run", "demo", "data.dataset=digits", "data.clients=3", "train.rounds=1"],
     ["run", "--resume", "0123456789abcdef"],
+    ["demo", "data.dataset=digits", "data.clients=3", "train.rounds=1"],
     ["sweep", "smoke"],
+    ["reproduce", "quick"],
     ["tune", "fedavg", "demo", "--trials", "1"],
     ["report", "demo"],
     ["ui"],
@@ -148,7 +150,8 @@ def test_corrupted_database_is_named_and_left_untouched(where, store_folder, cap
     raw[offset:offset + 4096] = os.urandom(4096)
     db.write_bytes(raw)
     before = digest(store_folder)
-    for argv in (["run", "demo"], ["report", "demo"], ["run", "--resume", "0123456789abcdef"]):
+    for argv in (["run", "demo"], ["report", "demo"], ["run", "--resume", "0123456789abcdef"], ["demo"],
+                 ["reproduce", "quick"]):
         assert main([*argv, "--tracking-uri", f"sqlite:///{db}"]) == 2
         err = one_error_line(capsys.readouterr().err, argv[0])
         assert f"{db} is not a readable MLflow database (" in err and "it was left as it is" in err

@@ -12,6 +12,7 @@ from bench.report import default_report_dir, render_report
 from bench.track.links import experiment_runs_url
 from bench.track.mlflow_tracker import tracking_uri
 from bench.track.runner import run_experiment
+from bench.track.store import check_store
 
 DEMO_METHODS = ("cafedistill", "fedavg", "local")
 
@@ -20,16 +21,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="CAFEDistill against a few baselines on Fashion-MNIST, tracked in MLflow")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides of the demo preset")
     p.add_argument("--methods", nargs="+", default=None, help=f"methods to compare (default: {DEMO_METHODS})")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     known = available_methods()
     methods = args.methods or [m for m in DEMO_METHODS if m in known]
+    overrides = [*args.overrides, *([f"run.tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])]
+    configs = [load_config("demo", [*overrides, f"method.name={name}"]) for name in methods]
+    check_store(tracking_uri(configs[0].run.tracking_uri))
     started = time.perf_counter()
     rows = []
-    for name in methods:
-        config = load_config("demo", [*args.overrides, f"method.name={name}"])
+    for name, config in zip(methods, configs, strict=True):
         result = run_experiment(config, [ProgressBar(name)])
         metrics = result.evaluation.metrics
         exits = [metrics[f"test/acc/exit_{k}"] for k in range(1, 100) if f"test/acc/exit_{k}" in metrics]

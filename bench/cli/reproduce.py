@@ -16,6 +16,7 @@ from bench.report import default_report_dir, render_report
 from bench.sweep import load_sweep, run_sweep, tune_summary
 from bench.track.links import experiment_runs_url
 from bench.track.mlflow_tracker import tracking_uri
+from bench.track.store import check_store
 
 SCALES = ("quick", "cpu", "paper")
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"run.tracking_uri={args.tracking_uri}")
     sweeps = [load_sweep(name, overrides) for name in presets]  # validates every config before any run
     experiments = list(dict.fromkeys(s.experiment for s in sweeps))
+    check_store(tracking_uri(sweeps[0].configs[0].run.tracking_uri))  # the store every sweep of the scale logs to
     for sweep in sweeps:
         print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}"
               + (f", after {tune_summary(sweep)}" if sweep.tune else ""))
