@@ -82,7 +82,7 @@ def test_report_files_are_written(report):
     out = report["out"]
     assert report["html"] == out / "report.html"
     for name in ("main_accuracy", "per_exit_accuracy", "dynamic_at_0.6", "macs_to_best_baseline",
-                 "communication", "seeds", "claims"):
+                 "communication", "late_gain", "seeds", "claims"):
         assert (out / "tables" / f"{name}.csv").is_file() and (out / "tables" / f"{name}.tex").is_file()
     figures = sorted(p.name for p in (out / "figures").iterdir())
     assert figures == ["accuracy_macs.png", "client_spread.png", "convergence.png", "partition_digits_alpha0.1.png",
@@ -153,6 +153,32 @@ def test_per_exit_dynamic_and_communication_tables_match_mlflow(report):
     assert len(history) == 2 and history[0].value > 0
     assert comm.loc["fedavg", "digits/0.5/up/mean"] > 0
     assert comm.loc["local", "digits/0.5/up/mean"] == 0  # local training never communicates: a real zero
+
+
+def test_late_gain_is_the_last_round_minus_the_round_a_quarter_earlier_averaged_over_seeds(report):
+    gains = []
+    for seed in (0, 1):
+        history = report["client"].get_metric_history(report["runs"][("local", ALPHA, seed)], "test/acc/mean")
+        by_round = {m.step: m.value for m in history}
+        assert sorted(by_round) == [1, 2]  # two rounds: a quarter of them, at least one round back, is round 1
+        gains.append(by_round[2] - by_round[1])
+    table = csv(report, "late_gain")
+    assert table.loc["local", "digits/0.5/mean"] == pytest.approx(sum(gains) / 2, rel=1e-12)
+    assert table.loc["fedavg", "digits/0.1/mean"] == pytest.approx(
+        metric(report, ("fedavg", OTHER_ALPHA, 0), "test/acc/mean")
+        - report["client"].get_metric_history(report["runs"][("fedavg", OTHER_ALPHA, 0)], "test/acc/mean")[0].value)
+
+
+def test_late_gain_reaches_back_a_quarter_of_the_rounds_and_skips_runs_without_that_round():
+    from bench.report.aggregate import late_gain
+
+    rows = [("a", step, 0.1 * step) for step in range(1, 13)]  # 12 rounds: round 12 against round 9
+    rows += [("b", 4, 0.5), ("b", 8, 0.7)]  # evaluated every 4 rounds: round 8 against round 4 (<= 6)
+    rows += [("c", 1, 0.3)]  # one evaluation: nothing to compare with
+    history = pd.DataFrame([(r, "test/acc/mean", s, v) for r, s, v in rows], columns=["run_id", "metric", "step",
+                                                                                     "value"])
+    gains = late_gain(history, "test/acc/mean")
+    assert gains.to_dict() == pytest.approx({"a": 0.3, "b": 0.2})
 
 
 def test_macs_to_reach_the_best_baseline(report):

@@ -41,3 +41,17 @@ def per_round_mean(history: pd.DataFrame, metric: str) -> pd.Series:
     """Each run's ``metric`` averaged over the rounds it was logged in (indexed by run id)."""
     rows = history[history["metric"] == metric]
     return rows.groupby("run_id")["value"].mean()
+
+
+def late_gain(history: pd.DataFrame, metric: str, share: float = 0.25) -> pd.Series:
+    """Each run's gain in ``metric`` over the last ``share`` of its rounds (indexed by run id): the value at its
+    last logged round R minus the value at the latest logged round at or before R - max(1, round(share * R)); runs
+    with no such earlier round are left out. Near zero when the run's curve has flattened."""
+    gains = {}
+    for run_id, rows in history[history["metric"] == metric].groupby("run_id"):
+        steps = rows.set_index("step")["value"].sort_index()
+        last = int(steps.index[-1])
+        earlier = steps[steps.index <= last - max(1, round(share * last))]
+        if len(earlier):
+            gains[run_id] = steps.iloc[-1] - earlier.iloc[-1]
+    return pd.Series(gains, dtype=float)

@@ -29,6 +29,7 @@ from bench.report.tables import (
     ablation_table,
     chosen_settings_table,
     communication_table,
+    convergence_table,
     dynamic_table,
     eval_point_table,
     macs_table,
@@ -71,8 +72,9 @@ def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_TH
                              f"0 to 1, averaged over seeds; dots mark threshold {threshold:g}")]),
         comparison_section(ctx, comparisons, figures_dir),
         claims_section(ctx, comparisons, threshold),
-        Section("Convergence", figures=[save_figure(convergence_figure(ctx), figures_dir, "convergence",
-                                                    "Mean-over-exits test accuracy per round, averaged over seeds")]),
+        Section("Convergence", tables=[convergence_table(ctx)],
+                figures=[save_figure(convergence_figure(ctx), figures_dir, "convergence",
+                                     "Mean-over-exits test accuracy per round, averaged over seeds")]),
     ]
     ablation = ablation_table(ctx)
     sensitivity = sensitivity_stats(ctx)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench.measure.summary import dyn_metric
-from bench.report.aggregate import CELL, mean_curves, per_round_mean, seed_stats
+from bench.report.aggregate import CELL, late_gain, mean_curves, per_round_mean, seed_stats
 from bench.report.context import OURS, Context, alpha_label, column_of
 from bench.report.selection import DEFAULT_LABEL, select_best
 
@@ -183,6 +183,15 @@ def communication_table(ctx: Context) -> Table:
                       columns, [*COLUMN_LEVELS, "direction"], "", scale=1e-6, fmt=".3f", groups=ctx.groups(),
                       note="Bytes of every payload (down) and upload (up) in a round, summed over the clients "
                            f"and averaged over rounds; mean ± {INTERVAL} over seeds.")
+
+
+def convergence_table(ctx: Context) -> Table:
+    stats = seed_stats(ctx.main, late_gain(ctx.data.history, "test/acc/mean"), CELL)
+    return cell_table("late_gain", "Test accuracy gained in the last quarter of the rounds (points)", stats,
+                      ctx.methods, ctx.columns, COLUMN_LEVELS, "", groups=ctx.groups(),
+                      note="Mean-over-exits test accuracy at the last round minus at the round a quarter of the "
+                           "rounds earlier (R - round(R/4), at least one round back); near zero where a curve has "
+                           f"flattened. Mean ± {INTERVAL} over seeds; — without an evaluation that far back.")
 
 
 def setting_text(params: dict) -> str:
