@@ -59,6 +59,7 @@ resumed run keeps the threads it started with, whatever ``--workers`` the re-run
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copy
 import importlib.resources
 import itertools
 import json
@@ -90,7 +91,15 @@ from bench.track.description import NOTE_TAG
 from bench.track.mlflow_tracker import get_or_create_experiment, open_parent_run, search_all_runs, tracking_uri
 from bench.track.owner import OWNER_TAG, owner_alive, why_left_running
 from bench.track.runner import CHECKPOINT_TAG, raise_on_sigterm, run_experiment
-from bench.tune import check_validation_split, finish_study, prepare_storage, run_study, tunable_space, with_params
+from bench.tune import (
+    DEFAULT_STORAGE,
+    check_validation_split,
+    finish_study,
+    prepare_storage,
+    run_study,
+    tunable_space,
+    with_params,
+)
 
 log = logging.getLogger(__name__)
 SWEEP_KEYS = ("base", "experiment", "set", "grid", "runs", "tune")
@@ -398,17 +407,23 @@ def run_config(config_data: dict[str, Any], tags: dict[str, str],
 
 
 class Launcher(Protocol):
-    def submit(self, config_data: dict[str, Any], tags: dict[str, str], resume_run_id: str | None) -> cf.Future: ...
+    """Where a sweep's jobs (runs, and the studies of its tune stage) execute: ``submit(fn, args, threads)``
+    calls ``fn(*args)`` with ``threads`` CPUs and returns its future."""
+
+    def submit(self, fn: Callable[..., Any], args: tuple, threads: int) -> cf.Future: ...
 
     def close(self) -> None: ...
 
 
 class InProcessLauncher:
-    """One run at a time in this process (``workers=1``): the simplest to debug."""
+    """One job at a time in this process (``workers=1``): the simplest to debug."""
 
-    def submit(self, config_data: dict[str, Any], tags: dict[str, str], resume_run_id: str | None) -> cf.Future:
+    def submit(self, fn: Callable[..., Any], args: tuple, threads: int) -> cf.Future:
         future: cf.Future = cf.Future()
-        future.set_result(run_config(config_data, tags, resume_run_id))
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:
+            future.set_exception(exc)
         return future
 
     def close(self) -> None:
@@ -416,7 +431,7 @@ class InProcessLauncher:
 
 
 class ProcessPoolLauncher:
-    """Runs in fresh (spawned) processes on this machine."""
+    """Jobs in fresh (spawned) processes on this machine."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -426,39 +441,71 @@ class ProcessPoolLauncher:
         # SIGTERM to the process group (a batch scheduler ending the job) marks the workers' runs KILLED
         return cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=raise_on_sigterm)
 
-    def submit(self, config_data: dict[str, Any], tags: dict[str, str], resume_run_id: str | None) -> cf.Future:
+    def submit(self, fn: Callable[..., Any], args: tuple, threads: int) -> cf.Future:
         try:
-            return self.pool.submit(run_config, config_data, tags, resume_run_id)
-        except BrokenProcessPool:  # a worker died (out of memory, killed): its runs failed, the rest go on
+            return self.pool.submit(fn, *args)
+        except BrokenProcessPool:  # a worker died (out of memory, killed): its jobs failed, the rest go on
             log.warning("a sweep worker process died; starting new ones")
             self.pool = self._new_pool()
-            return self.pool.submit(run_config, config_data, tags, resume_run_id)
+            return self.pool.submit(fn, *args)
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
 
 
 class RayLauncher:
-    """Each run a Ray task declaring ``run.threads`` CPUs and ``gpus_per_run`` GPUs (default: one where the
-    cluster has GPUs; 0.25 packs four runs on one GPU). Ray shows the task only the GPUs it was given, so a run
-    with ``run.device`` ``auto`` or ``cuda`` computes on its own share."""
+    """Each job a Ray task declaring ``threads`` CPUs and ``gpus_per_run`` GPUs (default: one where the cluster
+    has GPUs; 0.25 packs four runs on one GPU). Ray shows the task only the GPUs it was given, so a run with
+    ``run.device`` ``auto`` or ``cuda`` computes on its own share."""
 
     def __init__(self, address: str | None, gpus_per_run: float | None = None):
         from bench.fed.ray_executor import connect_ray
 
         self.ray, self.started = connect_ray(address)
-        self.task = self.ray.remote(max_retries=0)(run_config)  # a retry would start a second MLflow run
+        self.tasks: dict[Callable[..., Any], Any] = {}
         if gpus_per_run is None:
             gpus_per_run = 1.0 if self.ray.cluster_resources().get("GPU", 0) else 0.0
         self.gpus = gpus_per_run
 
-    def submit(self, config_data: dict[str, Any], tags: dict[str, str], resume_run_id: str | None) -> cf.Future:
-        options = self.task.options(num_cpus=config_data["run"]["threads"], num_gpus=self.gpus)
-        return options.remote(config_data, tags, resume_run_id).future()
+    def submit(self, fn: Callable[..., Any], args: tuple, threads: int) -> cf.Future:
+        if fn not in self.tasks:  # no retries: a retry would start a second MLflow run
+            self.tasks[fn] = self.ray.remote(max_retries=0)(fn)
+        return self.tasks[fn].options(num_cpus=threads, num_gpus=self.gpus).remote(*args).future()
 
     def close(self) -> None:
         if self.started:
             self.ray.shutdown()
+
+
+def run_jobs(launcher: Launcher, jobs: Sequence[int], workers: int,
+             start: Callable[[int, int], tuple[Callable[..., Any], tuple, int]],
+             finished: Callable[[int, cf.Future], None], running: Callable[[int], None] = lambda n: None) -> None:
+    """Run ``jobs`` (indices) through ``launcher``, at most ``workers`` at a time. ``start(job, slot)`` gives
+    the call ``(fn, args, threads)`` for a job about to start on a free worker slot (0 ≤ slot < workers; on a
+    machine whose GPUs are shared out, the slot's GPU); ``finished(job, future)`` is told of each job done;
+    ``running(n)`` of the number running after each start and each end."""
+    pending = list(jobs)
+    in_flight: dict[cf.Future, tuple[int, int]] = {}  # future -> (job, slot)
+    while pending or in_flight:
+        while pending and len(in_flight) < workers:
+            job = pending.pop(0)
+            slot = min(set(range(workers)) - {slot for _, slot in in_flight.values()})
+            running(len(in_flight) + 1)
+            fn, args, threads = start(job, slot)
+            in_flight[launcher.submit(fn, args, threads)] = (job, slot)
+        done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+        for future in done:
+            job, _ = in_flight.pop(future)
+            finished(job, future)
+        running(len(in_flight))
+
+
+def on_slot_device(data: dict[str, Any], slot: int, slot_devices: list[str] | None) -> dict[str, Any]:
+    """Config data whose ``run.device`` ``auto`` or ``cuda`` becomes the worker slot's GPU, where this machine's
+    GPUs are shared out (``slot_devices``); other devices are kept."""
+    if slot_devices and data["run"]["device"] in ("auto", "cuda"):
+        data["run"]["device"] = slot_devices[slot]
+    return data
 
 
 def local_cores() -> int:
@@ -512,7 +559,9 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
                                     f"Sweep **{sweep.name}**: {len(sweep.configs)} runs"
                                     + (", tuning first." if sweep.tune else "."))
     try:
-        sweep = run_tune_stage(sweep, workers, threads or max(1, local_cores() // workers), parent_run_id)
+        sweep = run_tune_stage(sweep, parent_run_id, lambda jobs: make_launcher(backend, min(workers, jobs), address,
+                                                                               gpus_per_run),
+                               workers, threads, slot_devices)
     except BaseException as exc:
         client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
@@ -537,34 +586,24 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
             progress(SweepProgress(len(sweep.configs), counts.count("done"), running, counts.count("failed"),
                                    counts.count("skipped"), time.perf_counter() - started))
 
+    def start(i: int, slot: int) -> tuple[Callable[..., Any], tuple, int]:
+        resume = prior.killed.get(digests[i])
+        data = on_slot_device(_runtime_config(sweep.configs[i], uri, (resume and resume.threads) or threads),
+                              slot, slot_devices)
+        if resume:
+            log.info("sweep %s: resuming the interrupted run %s of %r", sweep.name, resume.run_id, sweep.labels[i])
+        run_tags = {**(sweep.tags[i] if sweep.tags else {}), **tags}
+        return run_config, (data, run_tags, resume and resume.run_id), data["run"]["threads"]
+
+    def finished(i: int, future: cf.Future) -> None:
+        outcomes[i] = _outcome(future, sweep.labels[i], digests[i])
+        if outcomes[i].status == "failed":
+            log.warning("sweep %s: run %r failed: %s", sweep.name, sweep.labels[i], outcomes[i].reason)
+
     launcher = make_launcher(backend, min(workers, len(pending)), address, gpus_per_run)
-    running: dict[cf.Future, int] = {}
-    slots: dict[cf.Future, int] = {}  # a local run's worker slot: which GPU it holds
     try:
         report(0)
-        while pending or running:
-            while pending and len(running) < workers:
-                i = pending.pop(0)
-                resume = prior.killed.get(digests[i])
-                data = _runtime_config(sweep.configs[i], uri, (resume and resume.threads) or threads)
-                slot = min(set(range(workers)) - set(slots.values()))
-                if slot_devices and data["run"]["device"] in ("auto", "cuda"):
-                    data["run"]["device"] = slot_devices[slot]
-                report(len(running) + 1)
-                if resume:
-                    log.info("sweep %s: resuming the interrupted run %s of %r", sweep.name, resume.run_id,
-                             sweep.labels[i])
-                run_tags = {**(sweep.tags[i] if sweep.tags else {}), **tags}
-                future = launcher.submit(data, run_tags, resume and resume.run_id)
-                running[future], slots[future] = i, slot
-            finished_now, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for future in finished_now:
-                i = running.pop(future)
-                del slots[future]
-                outcomes[i] = _outcome(future, sweep.labels[i], digests[i])
-                if outcomes[i].status == "failed":
-                    log.warning("sweep %s: run %r failed: %s", sweep.name, sweep.labels[i], outcomes[i].reason)
-            report(len(running))
+        run_jobs(launcher, pending, workers, start, finished, report)
     except BaseException as exc:
         client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
@@ -589,7 +628,7 @@ class StudySpec:
     space: dict[str, dict[str, Any]]
     trials: int
     seeds: list[int]
-    storage: str | None
+    storage: str  # absolute where it is a SQLite file: the workers may run in other folders
     parent_run_id: str | None = None  # the sweep's parent run: the study's own parent run nests beneath it
 
 
@@ -614,8 +653,8 @@ def study_specs(sweep: Sweep, uri: str, threads: int | None,
         if name not in specs:
             data = _runtime_config(config, uri, threads)
             data["seed"] = stage.seeds[0]
-            specs[name] = StudySpec(name, sweep.name, data, space, stage.trials, stage.seeds, stage.storage,
-                                    parent_run_id)
+            specs[name] = StudySpec(name, sweep.name, data, space, stage.trials, stage.seeds,
+                                    absolute_tracking_uri(stage.storage or DEFAULT_STORAGE), parent_run_id)
         names.append(name)
     return list(specs.values()), names
 
@@ -638,24 +677,46 @@ def run_study_spec(spec: StudySpec) -> dict[str, Any]:
     return dict(study.study.best_params)
 
 
-def run_tune_stage(sweep: Sweep, workers: int = 1, threads: int | None = None,
-                   parent_run_id: str | None = None) -> Sweep:
-    """Tune every setting of the sweep (``workers`` studies at a time), then return the sweep whose configs use
-    their setting's best parameters, each run tagged ``tuned`` with them. A sweep without a tune stage is
-    returned as it is. Each study's parent run nests beneath ``parent_run_id`` (the sweep's) when given."""
+def run_tune_stage(sweep: Sweep, parent_run_id: str | None = None,
+                   launcher: Callable[[int], Launcher] = lambda jobs: InProcessLauncher(), workers: int = 1,
+                   threads: int | None = None, slot_devices: list[str] | None = None) -> Sweep:
+    """Tune every setting of the sweep, ``workers`` studies at a time where ``launcher(studies)`` runs them (as
+    the sweep's runs: local processes, each on its worker slot's GPU from ``slot_devices``, or Ray tasks), then
+    return the sweep whose configs use their setting's best parameters, each run tagged ``tuned`` with them.
+    Each study's parent run nests beneath ``parent_run_id`` (the sweep's) when given. A study that fails leaves
+    the others to finish (all are saved in the study storage), then raises a RuntimeError that names it. A sweep
+    without a tune stage is returned as it is."""
     if sweep.tune is None:
         return sweep
     uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
     specs, names = study_specs(sweep, uri, threads, parent_run_id)
     log.info("sweep %s: tune stage of %d studies, %d trials each on seeds %s", sweep.name, len(specs),
              sweep.tune.trials, sweep.tune.seeds)
-    if workers > 1 and len(specs) > 1:
-        prepare_storage(sweep.tune.storage)
-        with cf.ProcessPoolExecutor(min(workers, len(specs)), mp_context=mp.get_context("spawn"),
-                                    initializer=raise_on_sigterm) as pool:
-            best = dict(zip((s.name for s in specs), pool.map(run_study_spec, specs), strict=True))
-    else:
-        best = {spec.name: run_study_spec(spec) for spec in specs}
+    if specs:
+        prepare_storage(specs[0].storage)  # its tables, before studies in several processes race to create them
+    best: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+
+    def start(i: int, slot: int) -> tuple[Callable[..., Any], tuple, int]:
+        spec = replace(specs[i], config=on_slot_device(copy.deepcopy(specs[i].config), slot, slot_devices))
+        return run_study_spec, (spec,), spec.config["run"]["threads"]
+
+    def finished(i: int, future: cf.Future) -> None:
+        try:
+            best[specs[i].name] = future.result()
+        except Exception as exc:
+            log.warning("sweep %s: study %s failed: %s: %s", sweep.name, specs[i].name, type(exc).__name__, exc)
+            failures.append(f"{specs[i].name} ({type(exc).__name__}: {exc})")
+
+    pool = launcher(len(specs))
+    try:
+        run_jobs(pool, range(len(specs)), workers, start, finished)
+    finally:
+        pool.close()
+    if failures:
+        raise RuntimeError(f"the tune stage of sweep {sweep.name}: {len(failures)} of {len(specs)} studies failed: "
+                           f"{'; '.join(failures)}. The finished trials are kept in the study storage; run the same "
+                           "command again to go on")
     configs, tags = [], []
     for config, name, extra in zip(sweep.configs, names, sweep.tags, strict=True):
         params = best.get(name, {}) if name else {}

@@ -184,7 +184,8 @@ class RecordingLauncher:
     def __init__(self):
         self.devices: list[str] = []
 
-    def submit(self, config_data, tags, resume_run_id):
+    def submit(self, fn, args, threads):
+        config_data = args[0]
         self.devices.append(config_data["run"]["device"])
         future: cf.Future = cf.Future()
         future.set_result((f"run{len(self.devices)}", None))

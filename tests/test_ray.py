@@ -1,5 +1,8 @@
 """Ray: the in-run Ray executor and a sweep of Ray tasks give bitwise the serial metrics."""
 
+import json
+import os
+
 import pytest
 from helpers import tiny_base, write_sweep
 from mlflow.tracking import MlflowClient
@@ -7,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from bench.config import validate_config
 from bench.fed.engine import Simulation
 from bench.sweep import load_sweep, run_sweep
+from bench.track.owner import OWNER_TAG
 
 ray = pytest.importorskip("ray")
 METHODS = ("fedavg", "local")
@@ -70,3 +74,19 @@ def test_ray_sweep_matches_the_serial_runs_bitwise(tmp_path, tracking_uri, seria
         final_round = serial_histories[method][-1]
         assert {k: run.data.metrics[k] for k in final_round if k != "round"} == \
             {k: v for k, v in final_round.items() if k != "round"}
+
+
+def test_a_tune_stage_on_ray_runs_its_studies_as_ray_tasks(tmp_path, tracking_uri):
+    tune = {"trials": 1, "seeds": [7], "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "ranges": {"train.lr": {"low": 0.01, "high": 0.2, "log": True}}}
+    base = two_client_base(tmp_path)
+    base["train"]["rounds"] = 1
+    path = write_sweep(tmp_path, "tuned-on-ray", base, experiment="tuned-on-ray",
+                       grid={"method.name": list(METHODS), "seed": [0]}, tune=tune)
+    result = run_sweep(load_sweep(path), backend="ray", workers=2)
+    assert (result.done, result.failed) == (2, 0)
+    client = MlflowClient()
+    trials = client.search_runs([client.get_experiment_by_name("tuned-on-ray").experiment_id],
+                                "tags.optuna_trial = '0'")
+    assert len(trials) == 2
+    assert {json.loads(r.data.tags[OWNER_TAG])["pid"] for r in trials}.isdisjoint({os.getpid()})  # not here

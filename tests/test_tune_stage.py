@@ -1,6 +1,7 @@
 """The tune stage of a sweep: the same trial budget for every method on tuning seeds, the best settings carried into
 the test runs, studies as parent MLflow runs, resumable; the report's table of chosen settings."""
 
+import concurrent.futures as cf
 import json
 
 import optuna
@@ -8,6 +9,8 @@ import pytest
 from helpers import tiny_base, write_sweep
 from mlflow.tracking import MlflowClient
 
+import bench.sweep as sweep_module
+from bench.cli import main
 from bench.config import ConfigError
 from bench.report.collect import collect_runs
 from bench.report.context import make_context
@@ -85,3 +88,59 @@ def test_a_tune_stage_on_two_workers_starts_from_a_store_that_does_not_exist_yet
 def test_bad_tune_stages_are_rejected_when_loaded(tmp_path, tune, message):
     with pytest.raises(ConfigError, match=message):
         load_sweep(tuned_sweep(tmp_path, **tune))
+
+
+class RecordingLauncher:
+    """Finishes every job at once: a study with train.lr = 0.123, a run as run 'rN'; records each job's device."""
+
+    def __init__(self):
+        self.jobs: list[tuple[str, str]] = []
+
+    def submit(self, fn, args, threads):
+        future: cf.Future = cf.Future()
+        if fn is sweep_module.run_study_spec:
+            self.jobs.append(("study", args[0].config["run"]["device"]))
+            future.set_result({"train.lr": 0.123})
+        else:
+            self.jobs.append(("run", args[0]["run"]["device"]))
+            future.set_result((f"r{len(self.jobs)}", None))
+        return future
+
+    def close(self):
+        pass
+
+
+def test_studies_go_through_the_sweeps_launcher_each_on_its_worker_slots_gpu(tmp_path, tracking_uri, monkeypatch):
+    launcher, backends = RecordingLauncher(), []
+    monkeypatch.setattr(sweep_module, "make_launcher", lambda backend, *args: backends.append(backend) or launcher)
+    sweep = load_sweep(tuned_sweep(tmp_path), ["run.device=auto"])
+    tuned = run_sweep(sweep, workers=2, gpus=2)
+    assert backends == ["local", "local"]  # one launcher for the tune stage, one for the runs
+    assert launcher.jobs == [("study", "cuda:0"), ("study", "cuda:1"), ("run", "cuda:0"), ("run", "cuda:1")]
+    assert tuned.done == 2
+    assert all(float(c.train.lr) == 0.123 for c in sweep_module.run_tune_stage(
+        sweep, launcher=lambda jobs: launcher).configs)
+
+
+def test_a_failed_study_lets_the_others_finish_then_names_itself(tmp_path, tracking_uri, monkeypatch, capsys):
+    real = sweep_module.run_study_spec
+    ran = []
+
+    def fedprox_fails(spec):
+        ran.append(spec.config["method"]["name"])
+        if spec.config["method"]["name"] == "fedprox":
+            raise ValueError("diverged")
+        return real(spec)
+
+    monkeypatch.setattr(sweep_module, "run_study_spec", fedprox_fails)
+    path = tuned_sweep(tmp_path)
+    assert main(["sweep", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the tune stage of sweep fair: 1 of 2 studies failed: fair/fedprox/" in err
+    assert "(ValueError: diverged)" in err and "run the same command again" in err
+    assert ran == ["fedprox", "local"]  # the study after the failed one still ran
+    local, = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert local.study_name.startswith("fair/local/") and local.n_trials == 2
+    parent = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("fair").experiment_id],
+                                        "tags.`cafebench.parent` = 'sweep:fair'")[0]
+    assert parent.info.status == "FAILED"
