@@ -45,7 +45,8 @@ def perf(session: nox.Session) -> None:
 
 @nox.session
 def reproduce(session: nox.Session) -> None:
-    """The CPU-scale reproduction of the paper's tables (about an hour on 2 cores); `-- paper` for GPUs."""
+    """The CPU-scale reproduction of the paper's tables (about 10 hours on 2 cores); `-- quick` takes 31 minutes;
+    `-- paper` is for GPUs."""
     install(session, "test,ray")
     session.run("cafebench", "reproduce", *(session.posargs or ["cpu"]))
 

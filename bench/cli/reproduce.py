@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                          "render the report",
                        description="Run every sweep preset of bench/presets/sweeps/SCALE/ (finished runs are "
                                    "skipped) and render the report of each MLflow experiment they write to.")
-    p.add_argument("scale", choices=SCALES, help="quick: Fashion-MNIST, five methods, about an hour on 2 cores; "
+    p.add_argument("scale", choices=SCALES, help="quick: Fashion-MNIST, five methods, half an hour on 2 cores; "
                                                  "cpu: Fashion-MNIST, every method, overnight on 2 cores; paper: "
                                                  "the paper's datasets and models, for GPUs")
     p.add_argument("overrides", nargs="*", help="key.path=value applied to every sweep (a grid axis is replaced)")
