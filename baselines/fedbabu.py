@@ -16,15 +16,16 @@ the heads on a fixed backbone, whose BatchNorm runs in train mode as in the auth
 departs from it to follow the paper. The paper fine-tunes for a few epochs (up to 5 in its main tables); the
 default here is ``finetune_epochs=2``, since fine-tuning runs for every client at every evaluation.
 
-The review found FedBABU at 49.0% mean accuracy against FedAvg's 65.7% (α = 0.3, 20 clients, conv3, 30 rounds,
-one seed). At that scale on the full Fashion-MNIST (70,000 images, 20 clients, conv3 at width 1, 30 rounds, seed 0,
-every other setting the default: ``cafebench sweep review-gaps``, 2026-12-02) the gap is not there: FedBABU reads 77.1% against FedAvg's 70.7%
-(exits 68.9 / 76.9 / 85.5% against 53.9 / 74.9 / 83.2%; after 10 and 20 rounds 75.7% and 76.2% against 63.7% and
-67.1%). FedAvg's figure is near the review's, FedBABU's is 28 points above it; the review ran the code before this
-module's head phases trained BatchNorm in train mode and before its fine-tuning default was settled, which may
-account for it (not checked: that code was not rerun). Smaller runs on fixed class-balanced subsets of Fashion-MNIST (``data.options.num_samples``; conv3
-at width 0.25 unless named, batch 32, no augmentation unless named, seed 0, every other setting the default) agree:
-FedBABU reads as well as or better than FedAvg in every one (test mean accuracy, FedBABU against FedAvg):
+The review found FedBABU at 49.0% mean accuracy against FedAvg's 65.7% (α = 0.3, 20 clients, conv3, 30 rounds, one
+seed). At that scale on the full Fashion-MNIST (70,000 images, 20 clients, conv3 at width 1, 30 rounds, seed 0,
+every other setting the default: ``cafebench sweep review-gaps``, 2026-12-02) the gap is not there: FedBABU reads
+77.1% against FedAvg's 70.7% (exits 68.9 / 76.9 / 85.5% against 53.9 / 74.9 / 83.2%; after 10 and 20 rounds 75.7%
+and 76.2% against 63.7% and 67.1%). FedAvg's figure is near the review's, FedBABU's is 28 points above it; the
+review ran the code before this module's head phases trained BatchNorm in train mode and before its fine-tuning
+default was settled, which may account for it (not checked: that code was not rerun). Smaller runs on fixed
+class-balanced subsets of Fashion-MNIST (``data.options.num_samples``; conv3 at width 0.25 unless named, batch 32,
+no augmentation unless named, seed 0, every other setting the default) agree: FedBABU reads as well as or better
+than FedAvg in every one (test mean accuracy, FedBABU against FedAvg):
 
 * 3,000 images, 10 clients, 10 rounds: 56.8% against 41.1%; the same evaluated every round, 56.8% against
   41.1% again (so evaluating, which fine-tunes a scratch copy, leaves the training unchanged); with
@@ -35,18 +36,17 @@ FedBABU reads as well as or better than FedAvg in every one (test mean accuracy,
 * 14,000 images, 10 clients, 12 rounds: 71.3% against 54.7%; 20 clients, 10 rounds: 61.7% against 51.9%;
   4 clients (2,450 train images each on average, as in the review's split), 8 rounds: 64.6% against 45.6%.
 
-What does reproduce on real data is narrower: without fine-tuning (``finetune_epochs=0``) the frozen random shallow heads leave exit 1
-at chance (11.0% against FedAvg's 36.6% on 3,000 images, 10 clients, 30 rounds; exit 3: 59.7% against 66.0%),
-so FedBABU's early exits rest on the fine-tuning more than FedAvg's do
+What does reproduce on real data is narrower: without fine-tuning (``finetune_epochs=0``) the frozen random shallow
+heads leave exit 1 at chance (11.0% against FedAvg's 36.6% on 3,000 images, 10 clients, 30 rounds; exit 3: 59.7%
+against 66.0%), so FedBABU's early exits rest on the fine-tuning more than FedAvg's do
 (``test_fedbabu_early_exits_rest_on_the_fine_tuning``: 2,400 images, 10 clients, 8 rounds, exit 1 10.4% against
 24.1%, exit 2 22.3% against 29.4%; fine-tuned, FedBABU's mean reads 52.4% against FedAvg's 35.2%). The reason,
-measured on that run: the first block's globally pooled features (8 channels, after BatchNorm and ReLU) barely
-vary between images, and the fixed head cannot amplify them as a trained one does: over the 2,400 images each
-class's ``W·f`` has a standard deviation of 0.09 (mean over the classes), while for one image ``W·f`` spreads
-over 0.9 from class to class (and the fixed biases over 0.64), so the class that wins for the average image wins
-for nearly every image: exit 1 gives class 8 to 2,399 of the 2,400. Fine-tuning trains the head. On the
-tiny synthetic test config (4 clients, 12 rounds) FedBABU reads 72.4% against FedAvg's 65.3% (exit 1 without
-fine-tuning: 10.6% against 23.8%).
+measured on that run: the first block's globally pooled features (8 channels, after BatchNorm and ReLU) barely vary
+between images, and the fixed head cannot amplify them as a trained one does: over the 2,400 images each class's
+``W·f`` has a standard deviation of 0.09 (mean over the classes), while for one image ``W·f`` spreads over 0.9 from
+class to class (and the fixed biases over 0.64), so the class that wins for the average image wins for nearly every
+image: exit 1 gives class 8 to 2,399 of the 2,400. Fine-tuning trains the head. On the tiny synthetic test config (4
+clients, 12 rounds) FedBABU reads 72.4% against FedAvg's 65.3% (exit 1 without fine-tuning: 10.6% against 23.8%).
 """
 
 from __future__ import annotations
