@@ -144,3 +144,9 @@ def test_two_local_processes_give_the_same_metrics_as_sequential(tmp_path, track
         assert client.get_run(a).data.tags["config_hash"] == client.get_run(b).data.tags["config_hash"]
         metrics = final_metrics(client, a)
         assert metrics["test/acc/mean"] > 0.2 and metrics == final_metrics(client, b)
+
+
+@pytest.mark.parametrize("name, runs, rounds", [("smoke", 4, 3), ("cpu-rounds", 15, 24), ("review-gaps", 4, 30)])
+def test_the_bundled_sweep_presets_load_with_their_documented_runs(name, runs, rounds):
+    sweep = load_sweep(name)
+    assert len(sweep.configs) == runs and {c.train.rounds for c in sweep.configs} == {rounds}
