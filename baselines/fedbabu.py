@@ -20,12 +20,12 @@ The review found FedBABU at 49.0% mean accuracy against FedAvg's 65.7% (α = 0.3
 seed). At that scale on the full Fashion-MNIST (70,000 images, 20 clients, conv3 at width 1, 30 rounds, seed 0,
 every other setting the default: ``cafebench sweep review-gaps``, 2026-12-02) the gap is not there: FedBABU reads
 77.1% against FedAvg's 70.7% (exits 68.9 / 76.9 / 85.5% against 53.9 / 74.9 / 83.2%; after 10 and 20 rounds 75.7%
-and 76.2% against 63.7% and 67.1%). FedAvg's figure is near the review's, FedBABU's is 28 points above it; the
-review ran the code before this module's head phases trained BatchNorm in train mode and before its fine-tuning
-default was settled, which may account for it (not checked: that code was not rerun). Smaller runs on fixed
-class-balanced subsets of Fashion-MNIST (``data.options.num_samples``; conv3 at width 0.25 unless named, batch 32,
-no augmentation unless named, seed 0, every other setting the default) agree: FedBABU reads as well as or better
-than FedAvg in every one (test mean accuracy, FedBABU against FedAvg):
+and 76.2% against 63.7% and 67.1%). FedAvg's figure is 5 points above the review's, FedBABU's 28; the review ran the
+code before this module's head phases trained BatchNorm in train mode and before its fine-tuning default was
+settled, which may account for it (not checked: that code was not rerun). Smaller runs on fixed class-balanced
+subsets of Fashion-MNIST (``data.options.num_samples``; conv3 at width 0.25 unless named, batch 32, no augmentation
+unless named, seed 0, every other setting the default) agree: FedBABU reads as well as or better than FedAvg in
+every one (test mean accuracy, FedBABU against FedAvg):
 
 * 3,000 images, 10 clients, 10 rounds: 56.8% against 41.1%; the same evaluated every round, 56.8% against
   41.1% again (so evaluating, which fine-tunes a scratch copy, leaves the training unchanged); with
