@@ -152,10 +152,10 @@ class Study:
     client: MlflowClient
 
 
-def prepare_storage(storage: str | None) -> None:
+def prepare_storage(storage: str) -> None:
     """Create the study storage's tables now, so that studies started next in several processes do not race to
     create them (SQLite refuses the loser's copy of Optuna's schema version)."""
-    optuna.storages.get_storage(storage or DEFAULT_STORAGE)
+    optuna.storages.get_storage(storage)
 
 
 def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: int, *, storage: str | None,

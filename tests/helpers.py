@@ -1,6 +1,7 @@
 """Helpers shared by the tests of sweeps, Ray, tuning and resuming: a seconds-long base config, sweep files, and a
 run killed outright; and the tiny test config moved onto a fixed subset of Fashion-MNIST."""
 
+import concurrent.futures as cf
 import json
 import os
 import socket
@@ -100,3 +101,26 @@ def free_port() -> int:
 def federation(data: dict, *overrides: str) -> Federation:
     """The federation (data, partition, model, method) of config ``data`` with ``key=value`` overrides."""
     return build_federation(validate_config(apply_overrides(data, list(overrides))))
+
+
+class RecordingLauncher:
+    """A sweep launcher that finishes every job at once, recording its kind and the device it was given: a study
+    of the tune stage (best train.lr = 0.123) or a run (run id 'rN')."""
+
+    def __init__(self):
+        self.jobs: list[tuple[str, str]] = []
+
+    def submit(self, fn, args, threads):
+        from bench.sweep import run_study_spec
+
+        future: cf.Future = cf.Future()
+        if fn is run_study_spec:
+            self.jobs.append(("study", args[0].config["run"]["device"]))
+            future.set_result({"train.lr": 0.123})
+        else:
+            self.jobs.append(("run", args[0]["run"]["device"]))
+            future.set_result((f"r{len(self.jobs)}", None))
+        return future
+
+    def close(self):
+        pass

@@ -2,7 +2,6 @@
 states, GPU assignment of workers, out-of-memory messages, system metrics, the executors' import structure."""
 
 import ast
-import concurrent.futures as cf
 import logging
 import math
 from pathlib import Path
@@ -28,7 +27,7 @@ from bench.models import build_model
 from bench.sweep import load_sweep, run_sweep
 from bench.track.runner import run_experiment
 from bench.track.system_metrics import start_system_metrics, wants_system_metrics
-from tests.helpers import write_sweep
+from tests.helpers import RecordingLauncher, write_sweep
 
 
 @pytest.fixture(autouse=True)
@@ -178,32 +177,15 @@ def test_workers_get_gpus_round_robin(spec, workers, gpus, expected):
     assert worker_devices(spec, workers, gpus) == expected
 
 
-class RecordingLauncher:
-    """Finishes every run at once, recording the device each was given."""
-
-    def __init__(self):
-        self.devices: list[str] = []
-
-    def submit(self, fn, args, threads):
-        config_data = args[0]
-        self.devices.append(config_data["run"]["device"])
-        future: cf.Future = cf.Future()
-        future.set_result((f"run{len(self.devices)}", None))
-        return future
-
-    def close(self):
-        pass
-
-
 def test_local_sweep_gives_concurrent_runs_their_own_gpus(tmp_path, tracking_uri, monkeypatch):
     launcher = RecordingLauncher()
     monkeypatch.setattr(sweep_module, "make_launcher", lambda *args: launcher)
     path = write_sweep(tmp_path, "gpus", experiment="gpus", grid={"seed": [0, 1, 2, 3, 4]})
     assert run_sweep(load_sweep(path, ["run.device=auto"]), workers=3, gpus=2).done == 5
     # three at a time on slots 0, 1, 2 → cuda:0, cuda:1, cuda:0; the two after them take the freed slots 0 and 1
-    assert launcher.devices == ["cuda:0", "cuda:1", "cuda:0", "cuda:0", "cuda:1"]
+    assert launcher.jobs == [("run", d) for d in ["cuda:0", "cuda:1", "cuda:0", "cuda:0", "cuda:1"]]
     run_sweep(load_sweep(path, ["run.device=cpu"]), workers=3, gpus=2)
-    assert launcher.devices[5:] == ["cpu"] * 5  # an explicit device is kept
+    assert launcher.jobs[5:] == [("run", "cpu")] * 5  # an explicit device is kept
 
 
 def test_gpus_per_run_is_for_ray_only(tmp_path, tracking_uri):

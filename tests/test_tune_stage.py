@@ -1,12 +1,11 @@
 """The tune stage of a sweep: the same trial budget for every method on tuning seeds, the best settings carried into
 the test runs, studies as parent MLflow runs, resumable; the report's table of chosen settings."""
 
-import concurrent.futures as cf
 import json
 
 import optuna
 import pytest
-from helpers import tiny_base, write_sweep
+from helpers import RecordingLauncher, tiny_base, write_sweep
 from mlflow.tracking import MlflowClient
 
 import bench.sweep as sweep_module
@@ -88,26 +87,6 @@ def test_a_tune_stage_on_two_workers_starts_from_a_store_that_does_not_exist_yet
 def test_bad_tune_stages_are_rejected_when_loaded(tmp_path, tune, message):
     with pytest.raises(ConfigError, match=message):
         load_sweep(tuned_sweep(tmp_path, **tune))
-
-
-class RecordingLauncher:
-    """Finishes every job at once: a study with train.lr = 0.123, a run as run 'rN'; records each job's device."""
-
-    def __init__(self):
-        self.jobs: list[tuple[str, str]] = []
-
-    def submit(self, fn, args, threads):
-        future: cf.Future = cf.Future()
-        if fn is sweep_module.run_study_spec:
-            self.jobs.append(("study", args[0].config["run"]["device"]))
-            future.set_result({"train.lr": 0.123})
-        else:
-            self.jobs.append(("run", args[0]["run"]["device"]))
-            future.set_result((f"r{len(self.jobs)}", None))
-        return future
-
-    def close(self):
-        pass
 
 
 def test_studies_go_through_the_sweeps_launcher_each_on_its_worker_slots_gpu(tmp_path, tracking_uri, monkeypatch):
