@@ -86,11 +86,14 @@ from bench.config import (
     validate_config,
 )
 from bench.fed.device import worker_devices
+from bench.methods.api import search_space
+from bench.methods.registry import get_method
 from bench.track.checkpoint import list_checkpoints
 from bench.track.description import NOTE_TAG
 from bench.track.mlflow_tracker import get_or_create_experiment, open_parent_run, search_all_runs, tracking_uri
 from bench.track.owner import OWNER_TAG, owner_alive, why_left_running
 from bench.track.runner import CHECKPOINT_TAG, raise_on_sigterm, run_experiment
+from bench.track.tags import ABLATION, MAIN, ROLE_TAG, SENSITIVITY, SENSITIVITY_TAG, TUNED_TAG
 from bench.tune import (
     DEFAULT_STORAGE,
     check_validation_split,
@@ -105,7 +108,6 @@ log = logging.getLogger(__name__)
 SWEEP_KEYS = ("base", "experiment", "set", "grid", "runs", "tune")
 TUNE_KEYS = ("trials", "seeds", "ranges", "storage")
 SWEEP_TAG = "sweep"
-TUNED_TAG = "tuned"
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,10 @@ def load_sweep(source: str | Path, overrides: Sequence[str] = ()) -> Sweep:
             settings[key] = value
     for key, value in settings.items():
         set_dotted(base, key, value)
-    configs, labels, fixed, seen = [], [], [], {}
+    tune_spec = spec.get("tune")
+    shared = set(_dotted_mapping(tune_spec.get("ranges"), f"sweep {name}: tune.ranges")) \
+        if isinstance(tune_spec, dict) else set()
+    configs, labels, fixed, tags, seen = [], [], [], [], {}
     for point in expand_points(grid, rows):
         label = " ".join(f"{k}={v}" for k, v in point.items()) or name
         data = yaml.safe_load(yaml.safe_dump(base))  # a deep copy
@@ -291,16 +296,44 @@ def load_sweep(source: str | Path, overrides: Sequence[str] = ()) -> Sweep:
             config = validate_config(data)
         except ConfigError as exc:
             raise ConfigError(f"sweep {name}, run {label!r}: {exc}") from None
-        digest = config.content_hash()
-        if digest in seen:
-            log.info("sweep %s: %r is the same config as %r; it runs once", name, label, seen[digest])
+        role = role_tags(config, point, shared)
+        key = run_key(config.content_hash(), role)
+        if key in seen:
+            log.info("sweep %s: %r is the same config as %r; it runs once", name, label, seen[key])
             continue
-        seen[digest] = label
+        seen[key] = label
         configs.append(config)
         labels.append(label)
         fixed.append({k.removeprefix("method.hparams.") for k in (*point, *settings)})
-    stage = tune_stage(spec.get("tune"), configs, name)
-    return Sweep(name, experiment, configs, labels, fixed, stage, [{} for _ in configs])
+        tags.append(role)
+    stage = tune_stage(tune_spec, configs, name)
+    return Sweep(name, experiment, configs, labels, fixed, stage, tags)
+
+
+def run_key(config_hash: str, tags: Mapping[str, str]) -> str:
+    """What makes a sweep's run distinct: its config hash, and its role unless ``main``. A sensitivity row that
+    fixes a hyperparameter at its default (``mu: 1.0``) has the main run's config before tuning, but is a run of
+    its own."""
+    role = tags.get(ROLE_TAG, MAIN)
+    return config_hash if role == MAIN else f"{config_hash}/{role}"
+
+
+def role_tags(config: ExperimentConfig, point: Mapping[str, Any], shared: set[str]) -> dict[str, str]:
+    """The run's ``role`` tag (:mod:`bench.track.tags`) from what its grid point and row set: ``sensitivity`` when
+    they fix a hyperparameter the method declares a range for or one of the tune stage's ``shared`` ranges,
+    ``ablation`` when they set another of the method's hyperparameters to a value other than its default, else
+    ``main``."""
+    method = get_method(config.method.name)
+    own = search_space(method.Hparams)
+    defaults = method.Hparams().model_dump(mode="json")
+    searched = sorted(k.removeprefix("method.hparams.") for k in point
+                      if k in shared or (k.startswith("method.hparams.") and k.removeprefix("method.hparams.") in own))
+    if searched:
+        return {ROLE_TAG: SENSITIVITY, SENSITIVITY_TAG: ",".join(searched)}
+    switched = [k for k, v in point.items() if k.startswith("method.hparams.")
+                and defaults.get(k.removeprefix("method.hparams.")) != config.method.hparams.get(
+                    k.removeprefix("method.hparams."), v)]
+    return {ROLE_TAG: ABLATION if switched else MAIN}
 
 
 def tune_stage(spec: Any, configs: list[ExperimentConfig], name: str) -> TuneStage | None:
@@ -357,7 +390,7 @@ class Resumable:
 
 @dataclass
 class PriorRuns:
-    """Config hash -> an experiment's earlier runs that a sweep does not start again."""
+    """Run key (:func:`run_key`) -> an experiment's earlier runs that a sweep does not start again."""
 
     finished: dict[str, str]  # run ids, skipped
     killed: dict[str, Resumable]  # resumed
@@ -385,7 +418,7 @@ def prior_runs(uri: str, experiment: str) -> PriorRuns:
         log.warning("run %s was left RUNNING by a process that no longer exists; marked KILLED", run_id)
     prior = PriorRuns({}, {})
     for run in search_all_runs(client, experiment_id, "attributes.status != 'RUNNING'"):
-        digest, status = run.data.tags.get("config_hash", ""), run.info.status
+        digest, status = run_key(run.data.tags.get("config_hash", ""), run.data.tags), run.info.status
         checkpoints = run.data.tags.get(CHECKPOINT_TAG)
         if status == "FINISHED":
             prior.finished.setdefault(digest, run.info.run_id)
@@ -566,7 +599,8 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     prior = prior_runs(uri, sweep.experiment)
-    digests = [config.content_hash() for config in sweep.configs]
+    digests = [run_key(config.content_hash(), extra)
+               for config, extra in zip(sweep.configs, sweep.tags, strict=True)]
     outcomes: dict[int, RunOutcome] = {}
     pending = []
     for i, (digest, label) in enumerate(zip(digests, sweep.labels, strict=True)):
@@ -625,7 +659,8 @@ class StudySpec:
     name: str
     sweep: str
     config: dict[str, Any]  # runtime config data of the setting (its seed: the first tuning seed)
-    space: dict[str, dict[str, Any]]
+    space: dict[str, dict[str, Any]]  # the method's own ranges
+    shared: dict[str, dict[str, Any]]  # the tune stage's shared ranges (the same candidates in every study)
     trials: int
     seeds: list[int]
     storage: str  # absolute where it is a SQLite file: the workers may run in other folders
@@ -644,16 +679,17 @@ def study_specs(sweep: Sweep, uri: str, threads: int | None,
     assert stage is not None
     specs: dict[str, StudySpec] = {}
     names: list[str | None] = []
-    for config, fixed in zip(sweep.configs, sweep.fixed, strict=True):
-        space = {**tunable_space(config, fixed), **{k: v for k, v in stage.ranges.items() if k not in fixed}}
-        if not space:
+    for config, fixed, extra in zip(sweep.configs, sweep.fixed, sweep.tags, strict=True):
+        space = tunable_space(config, fixed)
+        shared = {k: v for k, v in stage.ranges.items() if k not in fixed}
+        if not space and not shared:
             names.append(None)
             continue
-        name = f"{sweep.name}/{config.method.name}/{setting_digest(config)[:12]}"
+        name = f"{sweep.name}/{config.method.name}/{run_key(setting_digest(config)[:12], extra)}"
         if name not in specs:
             data = _runtime_config(config, uri, threads)
             data["seed"] = stage.seeds[0]
-            specs[name] = StudySpec(name, sweep.name, data, space, stage.trials, stage.seeds,
+            specs[name] = StudySpec(name, sweep.name, data, space, shared, stage.trials, stage.seeds,
                                     absolute_tracking_uri(stage.storage or DEFAULT_STORAGE), parent_run_id)
         names.append(name)
     return list(specs.values()), names
@@ -672,7 +708,7 @@ def run_study_spec(spec: StudySpec) -> dict[str, Any]:
     """Run one study of the tune stage to its trial budget (in a worker process or here); its best parameters."""
     study = run_study(validate_config(spec.config), spec.space, spec.trials, storage=spec.storage,
                       study_name=spec.name, seeds=spec.seeds, tags={SWEEP_TAG: spec.sweep},
-                      nest_under=spec.parent_run_id)
+                      nest_under=spec.parent_run_id, shared=spec.shared, candidate_seed=spec.seeds[0])
     finish_study(study)
     return dict(study.study.best_params)
 

@@ -9,23 +9,33 @@ as overrides (``method.hparams.X=...``) are held fixed.
 The study lives in an Optuna storage (``sqlite:///optuna.db`` by default, or any RDB URL) and is opened with
 ``load_if_exists``, so several workers — on several machines, given a shared database — that run the same
 command share one study and one parent MLflow run. ``trials`` is the study's total of finished (complete or
-pruned) trials: running the command again continues an interrupted study. The TPE sampler is seeded with the
-config's seed plus the number of trials the study already holds, so one worker is reproducible and workers
-that join later explore differently. The best parameters are written as an experiment preset.
+pruned) trials: running the command again continues an interrupted study. The best parameters are written as an
+experiment preset.
+
+Candidates: trial ``k`` of a study is *candidate* ``k`` (user attribute ``candidate``, MLflow tag
+``optuna_candidate``). Its *shared* parameters (a sweep's ``tune.ranges``, e.g. ``train.lr``) are point ``k`` of one
+scrambled Sobol sequence seeded by the candidate seed alone, so every study of a sweep is offered the same shared
+values in the same order whatever the method; its method's own parameters come from a TPE sampler seeded by the
+candidate seed and ``k`` (random search for the first ten trials, as TPE starts). A candidate whose trial was
+killed or failed is offered again, with the same values, by the next run of the command.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from scipy.stats import qmc
 
 from bench.config import ConfigError, ExperimentConfig, load_config, set_dotted, validate_config
 from bench.fed.engine import Callback, Simulation
@@ -33,6 +43,7 @@ from bench.methods.api import search_space
 from bench.methods.registry import get_method
 from bench.track.description import NOTE_TAG
 from bench.track.mlflow_tracker import PARENT_TAG, MlflowTracker, get_or_create_experiment, tracking_uri
+from bench.track.owner import owner_alive, this_process
 from bench.track.runner import run_experiment
 
 log = logging.getLogger(__name__)
@@ -41,6 +52,9 @@ OBJECTIVE = "val/acc/mean"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 BEST_PARAMS_TAG = "best_params"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+CANDIDATE_ATTR = "candidate"
+OWNER_ATTR = "owner"
+CANDIDATE_TAG = "optuna_candidate"
 
 
 @dataclass
@@ -78,6 +92,56 @@ def suggest(trial: optuna.Trial, name: str, spec: dict[str, Any], integer: bool)
     if integer:
         return trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
     return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+
+
+def unit_to_value(u: float, spec: dict[str, Any], integer: bool) -> Any:
+    """The value at quantile ``u`` in [0, 1) of a declared range (uniform, or uniform in log space)."""
+    if "choices" in spec:
+        choices = list(spec["choices"])
+        return choices[min(int(u * len(choices)), len(choices) - 1)]
+    low, high, log_scale = float(spec["low"]), float(spec["high"]), bool(spec.get("log", False))
+    if integer:
+        if log_scale:
+            value = round(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
+        else:
+            value = int(low + math.floor(u * (high - low + 1)))
+        return int(min(max(value, low), high))
+    if log_scale:
+        return float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
+    return float(low + u * (high - low))
+
+
+def shared_candidate(space: dict[str, dict[str, Any]], integer: dict[str, bool], index: int,
+                     seed: int) -> dict[str, Any]:
+    """Point ``index`` of the scrambled Sobol sequence over ``space`` (one dimension per parameter, in name order)
+    seeded by ``seed``: the same for every study given the same shared ranges and seed."""
+    if not space:
+        return {}
+    names = sorted(space)
+    sobol = qmc.Sobol(len(names), scramble=True, seed=np.random.default_rng(seed))
+    point = sobol.random(index + 1)[index]
+    return {name: unit_to_value(float(u), space[name], integer[name]) for name, u in zip(names, point, strict=True)}
+
+
+def candidate_sampler_seed(seed: int, index: int) -> int:
+    """The seed of the TPE sampler that draws candidate ``index``'s own parameters."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def next_candidate(study: optuna.Study) -> int:
+    """The lowest candidate index that no finished trial holds and no live trial is running. A RUNNING trial whose
+    process has certainly ended (killed outright) is marked FAILED, so its candidate is offered again."""
+    taken = set()
+    for trial in study.get_trials(deepcopy=False):
+        index = trial.user_attrs.get(CANDIDATE_ATTR)
+        if index is None:
+            continue
+        if trial.state == TrialState.RUNNING and owner_alive(trial.user_attrs.get(OWNER_ATTR)) is False:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            continue
+        if trial.state in (*FINISHED_STATES, TrialState.RUNNING):
+            taken.add(int(index))
+    return next(k for k in range(len(taken) + 1) if k not in taken)
 
 
 def with_params(config: ExperimentConfig, params: dict[str, Any], run_name: str | None,
@@ -160,11 +224,14 @@ def prepare_storage(storage: str) -> None:
 
 def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: int, *, storage: str | None,
               study_name: str, seeds: list[int] | None = None, pruner: optuna.pruners.BasePruner | None = None,
-              tags: dict[str, str] | None = None, nest_under: str | None = None) -> Study:
-    """Run an Optuna study over ``space`` until it holds ``trials`` finished trials; every run of a trial is a
-    child of the study's parent MLflow run, which is left RUNNING for the caller to close (:func:`finish_study`)
-    and is itself nested beneath the run ``nest_under`` when given (a sweep's parent run).
+              tags: dict[str, str] | None = None, nest_under: str | None = None,
+              shared: dict[str, dict[str, Any]] | None = None, candidate_seed: int | None = None) -> Study:
+    """Run an Optuna study over ``space`` (the method's own ranges) and ``shared`` (ranges every study of a sweep
+    shares) until it holds ``trials`` finished trials; every run of a trial is a child of the study's parent MLflow
+    run, which is left RUNNING for the caller to close (:func:`finish_study`) and is itself nested beneath the run
+    ``nest_under`` when given (a sweep's parent run).
 
+    Trial ``k`` is candidate ``k`` (see the module doc), drawn from ``candidate_seed`` (default: the config's seed).
     A trial's value is the final ``val/acc/mean`` averaged over ``seeds`` (default: the config's seed). With one
     seed the trial reports each evaluated round to ``pruner``; with several, trials run to the end.
     """
@@ -172,15 +239,18 @@ def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: 
         raise ValueError("trials must be at least 1")
     check_validation_split(base)
     seeds = [base.seed] if seeds is None else list(seeds)
-    integer = {name: is_integer(base, name) for name in space}
+    shared = dict(shared or {})
+    candidate_seed = base.seed if candidate_seed is None else candidate_seed
+    integer = {name: is_integer(base, name) for name in {**space, **shared}}
     study = optuna.create_study(study_name=study_name, storage=storage or DEFAULT_STORAGE, direction="maximize",
                                 pruner=pruner or optuna.pruners.NopPruner(), load_if_exists=True)
-    study.sampler = optuna.samplers.TPESampler(seed=base.seed + len(study.trials))
     client = MlflowClient(tracking_uri=tracking_uri(base.run.tracking_uri))
     parent_run_id = parent_run(client, study, base, nest_under)
 
-    def objective(trial: optuna.Trial) -> float:
-        params = {k: suggest(trial, k, spec, integer[k]) for k, spec in space.items()}
+    def objective(trial: optuna.Trial, index: int) -> float:
+        trial.set_user_attr(CANDIDATE_ATTR, index)
+        trial.set_user_attr(OWNER_ATTR, this_process())
+        params = {k: suggest(trial, k, spec, integer[k]) for k, spec in {**shared, **space}.items()}
         values = []
         for seed in seeds:
             config = with_params(base, params, f"{study_name}/trial-{trial.number}"
@@ -189,7 +259,7 @@ def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: 
             try:
                 result = run_experiment(config, pruning, parent_run_id=parent_run_id,
                                         tags={**(tags or {}), "optuna_study": study_name,
-                                              "optuna_trial": str(trial.number)})
+                                              "optuna_trial": str(trial.number), CANDIDATE_TAG: str(index)})
             except optuna.TrialPruned:
                 mark_pruned(client, pruning[0].run_id)
                 raise
@@ -198,10 +268,14 @@ def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: 
         return sum(values) / len(values)
 
     try:
-        remaining = trials - len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
-        if remaining > 0:
-            study.optimize(objective, n_trials=remaining,
-                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED_STATES)])
+        while len(study.get_trials(deepcopy=False, states=FINISHED_STATES)) < trials:
+            index = next_candidate(study)
+            with warnings.catch_warnings():  # PartialFixedSampler is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.sampler = optuna.samplers.PartialFixedSampler(
+                    shared_candidate(shared, integer, index, candidate_seed),
+                    optuna.samplers.TPESampler(seed=candidate_sampler_seed(candidate_seed, index)))
+            study.optimize(lambda trial, index=index: objective(trial, index), n_trials=1)
         completed, pruned = trial_counts(study)
         if not completed:
             raise RuntimeError(f"no trial of study {study_name!r} completed ({pruned} pruned); "

@@ -226,8 +226,8 @@ def test_report_command_renders_the_dynamic_table_from_the_curve_tables(report, 
     assert len(report_run_ids(report)) == before + 1
 
 
-@pytest.mark.parametrize(("scale", "runs", "studies", "trials"), [("quick", 48, 16, 2), ("cpu", 108, 36, 4),
-                                                                   ("paper", 402, 134, 12)])
+@pytest.mark.parametrize(("scale", "runs", "studies", "trials"), [("quick", 85, 17, 2), ("reference", 185, 37, 4),
+                                                                   ("cpu", 185, 37, 4), ("paper", 680, 136, 12)])
 def test_reproduce_presets_hold_the_documented_runs(scale, runs, studies, trials, capsys):
     assert main(["reproduce", scale, "--dry-run"]) == 0
     assert (f"sweep {scale}/tables: {runs} runs into MLflow experiment 'reproduce-{scale}', after a tune stage of "
@@ -238,7 +238,7 @@ def test_cpu_preset_follows_the_paper_protocol_on_fmnist():
     sweep = load_sweep("cpu/tables")
     assert {(c.data.dataset, c.model.name, c.data.clients, c.train.participation) for c in sweep.configs} == {
         ("fmnist", "conv3", 20, 1.0)}
-    assert {c.data.alpha for c in sweep.configs} == {0.1, 0.3} and {c.seed for c in sweep.configs} == {0, 1, 2}
+    assert {c.data.alpha for c in sweep.configs} == {0.1, 0.3} and {c.seed for c in sweep.configs} == {0, 1, 2, 3, 4}
     assert len({c.method.name for c in sweep.configs}) == 15
     ablations = {(c.method.hparams["cross_client"], c.method.hparams["selection"], c.method.hparams["mu"])
                  for c in sweep.configs if c.method.name == "cafedistill"}

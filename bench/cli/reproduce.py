@@ -18,7 +18,7 @@ from bench.track.links import experiment_runs_url
 from bench.track.mlflow_tracker import tracking_uri
 from bench.track.store import check_store
 
-SCALES = ("quick", "cpu", "paper")
+SCALES = ("quick", "reference", "cpu", "paper")
 
 
 def scale_presets(scale: str) -> list[str]:

@@ -12,7 +12,9 @@ and split) and the per-exit cost table, with no further forward passes. Metrics 
 * ``comm/total_bytes_up``, ``comm/total_bytes_down``.
 
 The whole dynamic-inference curve (every threshold of ``eval.thresholds``: the four figures and the share of
-samples leaving at each exit) is a table, :data:`CURVE_TABLE`, logged with ``mlflow.log_table``.
+samples leaving at each exit) is a table, :data:`CURVE_TABLE`, logged with ``mlflow.log_table``; its ``val_*``
+columns (``val_accuracy``, ``val_cost_reduction``, ``val_acc_drop``) are the same curve on the validation splits,
+on which an operating threshold is chosen before its test figures are read.
 """
 
 from __future__ import annotations
@@ -83,6 +85,15 @@ def client_cost_tables(sim: Simulation) -> dict[int, CostTable]:
     return tables
 
 
+def curve_cost(curves: dict[int, list[DynamicPoint]], records: dict, tables: dict[int, CostTable],
+               exits_held, i: int) -> dict[str, float]:
+    """The clients' mean ``cost_reduction`` and ``acc_drop`` at threshold ``i`` of their curves (each against
+    its own static model and its own last-exit accuracy on the split the curves were taken on)."""
+    reductions = [1 - curves[c][i].expected_macs / tables[c].static_macs_upto(exits_held(c)) for c in curves]
+    drops = [float(records[c].correct[:, -1].mean()) - curves[c][i].accuracy for c in curves]
+    return {"cost_reduction": float(np.mean(reductions)), "acc_drop": float(np.mean(drops))}
+
+
 def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
     fed, ev, cfg = sim.fed, sim.last_eval, sim.config
     assert ev is not None, "final_measures needs an evaluation"
@@ -121,13 +132,16 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
     per_client = pd.DataFrame(rows)
 
     mean_curve = mean_over_clients(list(curves.values()))
+    val_curves = {c: dynamic_curve(ev.val[c], [e.macs for e in tables[c].exits[:fed.method.client_exits(c)]],
+                                   thresholds) for c in ev.val if ev.val[c].num_samples}
     curve_rows = []
     for i, point in enumerate(mean_curve):
-        reductions = [1 - curves[c][i].expected_macs / tables[c].static_macs_upto(
-            fed.method.client_exits(c)) for c in curves]
-        drops = [float(ev.test[c].correct[:, -1].mean()) - curves[c][i].accuracy for c in curves]
         row = {"threshold": point.threshold, "accuracy": point.accuracy, "expected_macs": point.expected_macs,
-               "cost_reduction": float(np.mean(reductions)), "acc_drop": float(np.mean(drops))}
+               **curve_cost(curves, ev.test, tables, fed.method.client_exits, i)}
+        if val_curves:
+            val = curve_cost(val_curves, ev.val, tables, fed.method.client_exits, i)
+            row.update({f"val_{k}": v for k, v in val.items()},
+                       val_accuracy=float(np.mean([val_curves[c][i].accuracy for c in val_curves])))
         if is_headline(point.threshold, cfg.eval.report_threshold):
             metrics.update({dyn_metric(name, point.threshold): row[column] for name, column in CURVE_COLUMNS.items()})
         curve_rows.append({**row, **{f"exit_{k + 1}_fraction": f for k, f in enumerate(point.exit_fractions)}})

@@ -24,12 +24,12 @@ from mlflow.tracking import MlflowClient
 
 from bench.measure.summary import CURVE_COLUMNS, CURVE_TABLE, dyn_metric
 from bench.track.mlflow_tracker import PARENT_TAG, search_all_runs, tracking_uri
+from bench.track.tags import ROLE_TAG, TUNED_TAG
 
 log = logging.getLogger(__name__)
 
 REPORT_TAG = "cafebench.report"
 STUDY_TAG = "optuna_study"
-TUNED_TAG = "tuned"  # the best parameters of a tuned sweep's run (JSON), set by bench.sweep
 REQUIRED_TAGS = ("method", "family", "dataset", "alpha", "seed")
 HISTORY_METRICS = ("test/acc/mean", "comm/bytes_up", "comm/bytes_down")
 LEGACY_CURVE_ARTIFACT = "dynamic/dynamic_curve.csv"
@@ -44,7 +44,8 @@ class RunData:
     """Everything the tables and figures read, one experiment's worth.
 
     ``runs``: index ``run_id``; columns method, family, dataset, model, alpha (float), seed (int), start_time,
-    tuned (the JSON of the parameters a tune stage chose for the run; empty when none did).
+    tuned (the JSON of the parameters a tune stage chose for the run; empty when none did), role (the sweep's
+    ``role`` tag, :mod:`bench.track.tags`; empty for runs outside a sweep).
     ``params`` / ``metrics``: index ``run_id``; one column per param (strings) / final metric value (floats).
     ``history``: long frame run_id, metric, step, value of the metrics in :data:`HISTORY_METRICS`.
     ``curves``: the rows of the runs' dynamic-inference curve tables, with a ``run_id`` column.
@@ -102,7 +103,7 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
         "run_id": r.info.run_id, "method": r.data.tags["method"], "family": r.data.tags["family"],
         "dataset": r.data.tags["dataset"], "model": r.data.tags.get("model", ""),
         "alpha": float(r.data.tags["alpha"]), "seed": int(r.data.tags["seed"]), "start_time": r.info.start_time,
-        "tuned": r.data.tags.get(TUNED_TAG, ""),
+        "tuned": r.data.tags.get(TUNED_TAG, ""), "role": r.data.tags.get(ROLE_TAG, ""),
     } for r in kept]).set_index("run_id")
     params = pd.DataFrame({r.info.run_id: r.data.params for r in kept}).T.reindex(runs.index)
     metrics = pd.DataFrame({r.info.run_id: r.data.metrics for r in kept}).T.reindex(runs.index).astype(float)

@@ -1,0 +1,14 @@
+"""The MLflow tags a sweep sets on its runs and the report reads back.
+
+* ``tuned``: the JSON of the parameters the sweep's tune stage chose for the run (empty when none did).
+* ``role``: what the run is for in the sweep's tables — ``main`` (the grid point's own setting: a main-table
+  cell), ``ablation`` (a row that changes one of the method's switches, e.g. ``cross_client: false``) or
+  ``sensitivity`` (a row that fixes a hyperparameter the method or the tune stage would search, e.g.
+  ``mu: 0.1``; tag ``sensitivity`` names it). Sensitivity runs are shown in their own table and never stand for
+  a method in the main tables.
+"""
+
+TUNED_TAG = "tuned"
+ROLE_TAG = "role"
+SENSITIVITY_TAG = "sensitivity"
+MAIN, ABLATION, SENSITIVITY = "main", "ablation", "sensitivity"
