@@ -45,6 +45,7 @@ from bench.track.description import NOTE_TAG
 from bench.track.mlflow_tracker import PARENT_TAG, MlflowTracker, get_or_create_experiment, tracking_uri
 from bench.track.owner import owner_alive, this_process
 from bench.track.runner import run_experiment
+from bench.track.tags import CANDIDATE_TAG
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -54,7 +55,6 @@ BEST_PARAMS_TAG = "best_params"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 CANDIDATE_ATTR = "candidate"
 OWNER_ATTR = "owner"
-CANDIDATE_TAG = "optuna_candidate"
 
 
 @dataclass
@@ -66,6 +66,12 @@ class TuneResult:
     parent_run_id: str
     completed: int
     pruned: int
+    tuning_seed: int  # the seed the study scored trials on: test the preset on others
+
+    @property
+    def test_command(self) -> str:
+        """The command that tests the best setting on a seed other than the tuning seed."""
+        return f"cafebench run {self.preset_path} seed={self.tuning_seed + 1}"
 
 
 class PruningCallback(Callback):
@@ -119,7 +125,7 @@ def shared_candidate(space: dict[str, dict[str, Any]], integer: dict[str, bool],
         return {}
     names = sorted(space)
     sobol = qmc.Sobol(len(names), scramble=True, seed=np.random.default_rng(seed))
-    point = sobol.random(index + 1)[index]
+    point = sobol.random_base2(max(0, math.ceil(math.log2(index + 1))))[index]  # a prefix of the sequence
     return {name: unit_to_value(float(u), space[name], integer[name]) for name, u in zip(names, point, strict=True)}
 
 
@@ -348,8 +354,10 @@ def best_result(study: optuna.Study, base: ExperimentConfig, path: Path, parent_
     config = with_params(base, best.params, None)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# Best of Optuna study {study.study_name!r}: trial {best.number}, {OBJECTIVE}={best.value:.4f}\n"
-              f"# ({completed} completed, {pruned} pruned trials). Run it with: cafebench run {path}\n")
+              f"# ({completed} completed, {pruned} pruned trials), chosen on seed {base.seed}'s validation splits;\n"
+              f"# its seed is that tuning seed. Test it on another seed: cafebench run {path} seed={base.seed + 1}\n")
     path.write_text(header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     client = MlflowClient(tracking_uri=tracking_uri(base.run.tracking_uri))
     finish_study(Study(study, parent_run_id, client), path)
-    return TuneResult(study.study_name, float(best.value), dict(best.params), path, parent_run_id, completed, pruned)
+    return TuneResult(study.study_name, float(best.value), dict(best.params), path, parent_run_id, completed, pruned,
+                      base.seed)

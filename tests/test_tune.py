@@ -66,3 +66,45 @@ def test_nothing_to_tune_or_no_validation_split_is_an_error(tmp_path, preset, me
     with pytest.raises(ConfigError, match=message):
         tune(method, preset, 2, overrides, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert not (tmp_path / "optuna.db").exists()
+
+
+def test_a_trial_that_failed_is_offered_the_same_candidate_when_the_study_goes_on(tmp_path, tracking_uri, preset,
+                                                                                  monkeypatch):
+    import bench.tune as tune_module
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    real = tune_module.run_experiment
+    calls = []
+
+    def fail_the_second(config, *args, **kwargs):
+        calls.append(config)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "run_experiment", fail_the_second)
+    with pytest.raises(RuntimeError, match="killed"):
+        tune("fedprox", preset, 3, storage=storage, study_name="s")
+    monkeypatch.setattr(tune_module, "run_experiment", real)
+    tune("fedprox", preset, 3, storage=storage, study_name="s")
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    done = {t.user_attrs["candidate"]: t.params for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert len(failed) == 1 and sorted(done) == [0, 1, 2]
+    assert done[failed[0].user_attrs["candidate"]] == failed[0].params  # the same mu again
+    assert len({d["mu"] for d in done.values()}) == 3
+
+
+def test_shared_candidates_are_one_sequence_whatever_else_a_study_searches():
+    from bench.tune import shared_candidate
+
+    space = {"train.lr": {"low": 0.005, "high": 0.2, "log": True}, "train.local_epochs": {"choices": [1, 2]}}
+    integer = {"train.lr": False, "train.local_epochs": True}
+    first = [shared_candidate(space, integer, k, 100) for k in range(4)]
+    assert first == [shared_candidate(space, integer, k, 100) for k in range(4)]
+    assert all(0.005 <= c["train.lr"] <= 0.2 and c["train.local_epochs"] in (1, 2) for c in first)
+    # Sobol: the first two points fall in the two halves of each range (in log space for lr)
+    lrs = sorted(c["train.lr"] for c in first[:2])
+    assert lrs[0] < (0.005 * 0.2) ** 0.5 < lrs[1]
+    assert {c["train.local_epochs"] for c in first[:2]} == {1, 2}
+    assert first != [shared_candidate(space, integer, k, 101) for k in range(4)]

@@ -54,6 +54,12 @@ def test_every_method_gets_the_same_trials_and_the_test_runs_use_the_best_settin
         if method == "fedprox":
             assert float(test_run.data.params["method.hparams.mu"]) == pytest.approx(study.best_params["mu"])
 
+    # trial k of every study is offered the same lr, whatever the method's own parameters
+    offered = {s.study_name: [t.params["train.lr"] for t in sorted(optuna.load_study(
+        study_name=s.study_name, storage=storage).trials, key=lambda t: t.user_attrs["candidate"])] for s in studies}
+    (fedprox_lrs,), (local_lrs,) = ([v for k, v in offered.items() if f"/{m}/" in k] for m in ("fedprox", "local"))
+    assert fedprox_lrs == local_lrs and len(set(local_lrs)) == 2
+
     again = run_sweep(load_sweep(tuned_sweep(tmp_path)))  # resumes: studies full, test runs finished
     assert (again.done, again.skipped) == (0, 2)
     assert len(client.search_runs([exp])) == 2 + 1 + 2 * 3  # two test runs, the sweep's parent, two studies of 1 + 2
@@ -64,6 +70,8 @@ def test_every_method_gets_the_same_trials_and_the_test_runs_use_the_best_settin
     cell = table.text.loc["fedprox", ("digits", "0.5")]
     lr = json.loads(client.get_run(ctx.main[ctx.main["method"] == "fedprox"].index[0]).data.tags[TUNED_TAG])
     assert cell == ", ".join(f"{k}={v:.3g}" for k, v in sorted(lr.items()))
+    assert (f"Candidates offered to all 2 studies: train.lr by trial — 0: {local_lrs[0]:.3g}; 1: {local_lrs[1]:.3g}."
+            in table.note)
 
 
 def test_a_tune_stage_on_two_workers_starts_from_a_store_that_does_not_exist_yet(tmp_path, monkeypatch):

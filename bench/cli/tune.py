@@ -14,8 +14,8 @@ from bench.tune import DEFAULT_STORAGE, OBJECTIVE, tune
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="tune a method's hyperparameters with Optuna on validation accuracy",
-                       description=f"An Optuna study (seeded TPE, median pruning) over the method's declared "
-                                   f"hyperparameter ranges, maximizing the final {OBJECTIVE}. Each trial is a "
+                       description=f"An Optuna study (seeded TPE per candidate, median pruning) over the method's "
+                                   f"declared hyperparameter ranges, maximizing the final {OBJECTIVE}. Each trial is a "
                                    f"child MLflow run; the best configuration is written as a preset.")
     p.add_argument("method", help="method name (see `cafebench methods` for the tunable ranges)")
     p.add_argument("preset", help="experiment preset name or config file")
@@ -43,5 +43,6 @@ def run(args: argparse.Namespace) -> int:
           f"(parent MLflow run {result.parent_run_id}, the trials nested beneath it: {parent})")
     print(f"best {OBJECTIVE} = {result.best_value:.4f} with "
           + ", ".join(f"{k}={v!r}" for k, v in result.best_params.items()))
-    print(f"best configuration written to {result.preset_path}; run it with:  cafebench run {result.preset_path}")
+    print(f"best configuration written to {result.preset_path} (its seed, {result.tuning_seed}, is the one it was "
+          f"tuned on); test it on another seed:  {result.test_command}")
     return 0

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.measure.summary import CURVE_COLUMNS, CURVE_TABLE, dyn_metric
 from bench.track.mlflow_tracker import PARENT_TAG, search_all_runs, tracking_uri
-from bench.track.tags import ROLE_TAG, TUNED_TAG
+from bench.track.tags import CANDIDATE_TAG, ROLE_TAG, TUNED_TAG
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class RunData:
     ``clients``: run_id, client, accuracy: each client's test accuracy averaged over the exits it holds, from
     the runs' ``results/per_client.csv``.
     ``heatmaps``: one partition heatmap per (dataset, alpha), from the run with the lowest seed.
+    ``candidates``: one row per finished tuning run of a tune stage: ``candidate`` (its trial's candidate index),
+    ``study`` and its ``train.*`` params — what each study was offered.
     """
 
     experiment: str
@@ -63,6 +65,7 @@ class RunData:
     heatmaps: dict[tuple[str, float], Path] = field(default_factory=dict)
     skipped: int = 0  # finished runs left out for missing layout tags (report runs not counted)
     clients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLIENT_COLUMNS))
+    candidates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["candidate", "study"]))
 
 
 def experiment_id(client: MlflowClient, experiment: str) -> str:
@@ -85,9 +88,12 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
     """
     client = MlflowClient(tracking_uri=tracking_uri(uri))
     exp_id = experiment_id(client, experiment)
-    kept, skipped = [], 0
+    kept, skipped, offered = [], 0, []
     for run in finished_runs(client, exp_id):
         tags = run.data.tags
+        if CANDIDATE_TAG in tags and STUDY_TAG in tags:
+            offered.append({"candidate": int(tags[CANDIDATE_TAG]), "study": tags[STUDY_TAG],
+                            **{k: v for k, v in run.data.params.items() if k.startswith("train.")}})
         if tags.get(REPORT_TAG) == "true" or PARENT_TAG in tags or STUDY_TAG in tags:
             continue
         if all(t in tags for t in REQUIRED_TAGS):
@@ -111,7 +117,8 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
     curves = dynamic_curves(client, runs.index, artifact_dir)
     return RunData(experiment, runs, params, metrics.combine_first(curve_metrics(curves)).reindex(runs.index),
                    metric_histories(client, runs.index), curves, partition_heatmaps(client, runs, artifact_dir),
-                   skipped, client_accuracies(client, runs.index, artifact_dir))
+                   skipped, client_accuracies(client, runs.index, artifact_dir),
+                   pd.DataFrame(offered, columns=None if offered else ["candidate", "study"]))
 
 
 def metric_histories(client: MlflowClient, run_ids: pd.Index) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from bench.report.aggregate import mean_curves, mean_history, seed_stats
 from bench.report.context import OURS, Column, Context, alpha_label, column_of
-from bench.report.selection import select_best
+from bench.report.selection import select_best, sensitivity_runs
 from bench.report.tables import ABLATION_METHOD
 
 SENSITIVITY_PARAM = "method.hparams.mu"
@@ -112,8 +112,9 @@ def client_spread_figure(ctx: Context) -> Figure | None:
 
 
 def sensitivity_stats(ctx: Context) -> pd.DataFrame:
-    """CAFEDistill's mean-over-exits accuracy per μ (default switches; best validation setting per μ)."""
-    runs = ctx.runs[(ctx.runs["method"] == ABLATION_METHOD) & ctx.runs["is_default"].astype(bool)]
+    """CAFEDistill's mean-over-exits accuracy per μ, from its sensitivity runs (μ fixed; best validation setting
+    per μ)."""
+    runs = sensitivity_runs(ctx.runs[ctx.runs["method"] == ABLATION_METHOD])
     if runs.empty or SENSITIVITY_PARAM not in ctx.data.params:
         return pd.DataFrame(columns=["dataset", "alpha", "mu", "mean", "std", "n", "ci"])
     runs = runs.assign(mu=pd.to_numeric(ctx.data.params.loc[runs.index, SENSITIVITY_PARAM], errors="coerce"))

@@ -36,6 +36,7 @@ from bench.report.tables import (
     main_table,
     per_exit_table,
     seeds_table,
+    sensitivity_table,
 )
 from bench.track.mlflow_tracker import tracking_uri as resolve_tracking_uri
 
@@ -61,8 +62,9 @@ def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_TH
     comparisons = paired_comparisons(ctx)
     sections = [
         Section("Accuracy", "Each client's personalized model on its own test split, averaged over clients. "
-                "Each cell reports the method with its default switches; where several settings of it ran (e.g. "
-                "values of μ), the one with the best validation accuracy.",
+                "Each cell is the grid point's own run of the method (tag role=main; with a tune stage, the "
+                "setting its study chose on validation accuracy); ablation variants and runs that fix a tuned "
+                "hyperparameter (μ sensitivity) have their own tables and never fill a cell here.",
                 [main_table(ctx), per_exit_table(ctx), *filter(None, [eval_point_table(ctx)])]),
         Section("Dynamic inference", "Early exit at the first exit whose top softmax probability reaches the "
                 "threshold; costs in multiply-accumulates (MACs) per sample.",
@@ -85,7 +87,8 @@ def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_TH
             sensitivity_figure(sensitivity), figures_dir, "mu_sensitivity",
             f"{ABLATION_METHOD}: mean-over-exits test accuracy against μ (default switches), with the 95% "
             "Student-t interval over seeds")]
-        sections.append(Section(f"{ABLATION_METHOD} ablation and sensitivity", "", [ablation], figures))
+        sections.append(Section(f"{ABLATION_METHOD} ablation and sensitivity", "",
+                                [ablation, *filter(None, [sensitivity_table(ctx, sensitivity)])], figures))
     sections.append(Section("Communication", tables=[communication_table(ctx)]))
     heatmaps = []
     for (dataset, alpha), source in sorted(ctx.data.heatmaps.items()):

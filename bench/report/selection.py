@@ -5,10 +5,15 @@
   twice in one setting counts once (the latest run).
 * A method's *switches* are its categorical hyperparameters (``method.hparams.*`` whose values are not
   numbers, e.g. ``cross_client``, ``teacher_mode``); numeric ones (``mu``, ``tau``) are tuned.
-* Main rows use each method's default switches (its registered ``Hparams`` defaults) — so CAFEDistill's
-  ablation variants never stand in for the full method — and, where several settings remain in a cell, the
-  one with the highest mean validation accuracy (``val/acc/mean``) over its seeds: model selection on
-  validation data, never on test data.
+* A sweep tags each run with its *role* (:mod:`bench.track.tags`): ``main`` (the grid point's own, tuned
+  setting), ``ablation`` or ``sensitivity`` (a row that fixes a hyperparameter the tune stage searches, e.g.
+  ``mu: 0.1``). Main cells come from ``main`` runs only; sensitivity runs have their own table and are never a
+  candidate for a main cell, an ablation row or a claim about the method. Runs without a role tag (run outside a
+  sweep) count as main when they have the method's default switches (its registered ``Hparams`` defaults), so
+  CAFEDistill's ablation variants never stand in for the full method.
+* Where several main settings remain in a cell (runs of two sweeps in one experiment), the one with the highest
+  mean validation accuracy (``val/acc/mean``) over its seeds: model selection on validation data, never on test
+  data.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import pandas as pd
 
 from bench.methods.registry import available_methods
 from bench.report.aggregate import CELL
+from bench.track.tags import MAIN, SENSITIVITY
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +87,10 @@ def switch_labels(params: pd.DataFrame, defaults: dict[str, str] | None) -> pd.S
 
 def annotate(runs: pd.DataFrame, params: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """``runs`` plus columns ``setting``, ``switches`` (label), ``is_default`` (default switches, or the method's
-    defaults are unknown) and ``val``; duplicate seeds dropped."""
-    out = runs.assign(setting=setting_keys(params), switches=DEFAULT_LABEL, is_default=True,
+    defaults are unknown), ``role`` (the sweep's tag; empty without one), ``is_main`` (see the module doc) and
+    ``val``; duplicate seeds dropped."""
+    role = runs["role"].fillna("") if "role" in runs else pd.Series("", index=runs.index)
+    out = runs.assign(setting=setting_keys(params), switches=DEFAULT_LABEL, is_default=True, role=role,
                       val=metrics[SELECTION_METRIC] if SELECTION_METRIC in metrics else float("nan"))
     for method, group in out.groupby("method"):
         method_params = params.loc[group.index].dropna(axis=1, how="all")
@@ -93,6 +101,7 @@ def annotate(runs: pd.DataFrame, params: pd.DataFrame, metrics: pd.DataFrame) ->
         labels = switch_labels(method_params, defaults)
         out.loc[group.index, "switches"] = labels
         out.loc[group.index, "is_default"] = defaults is None or labels.eq(DEFAULT_LABEL)
+    out["is_main"] = out["role"].eq(MAIN) | (out["role"].eq("") & out["is_default"].astype(bool))
     out = out.sort_values("start_time")
     duplicated = out.duplicated(CELL + ["setting", "seed"], keep="last")
     if duplicated.any():
@@ -114,5 +123,15 @@ def select_best(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs behind the main tables: default switches, best validation setting per (method, dataset, α)."""
-    return select_best(runs[runs["is_default"].astype(bool)], CELL)
+    """The runs behind the main tables: main runs, best validation setting per (method, dataset, α)."""
+    return select_best(runs[runs["is_main"].astype(bool)], CELL)
+
+
+def sensitivity_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs a sensitivity table or claim reads: tagged ``sensitivity``, or untagged with default switches."""
+    return runs[runs["role"].eq(SENSITIVITY) | (runs["role"].eq("") & runs["is_default"].astype(bool))]
+
+
+def without_sensitivity(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs an ablation row may read: all but the sensitivity runs."""
+    return runs[~runs["role"].eq(SENSITIVITY)]

@@ -26,22 +26,28 @@ def t_half_width(std: float, n: int, confidence: float = CONFIDENCE) -> float:
     return float(sps.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
 
 
+MIN_PAIRS = 3  # fewer paired seeds give no p-value (n/a): two pairs leave a t-test one degree of freedom
+
+
 @dataclass(frozen=True)
 class Paired:
-    """``a − b`` over paired seeds: mean difference, its Student-t interval, the paired-t p-value (two-sided)."""
+    """``a − b`` over paired seeds: mean difference, its Student-t interval, the paired-t p-values (two-sided, and
+    one-sided for ``a > b``) and the standard error of the mean difference."""
 
     n: int
     mean: float
     low: float
     high: float
     p: float
+    p_greater: float = math.nan
+    se: float = math.nan
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Paired:
     """The paired comparison of ``a`` and ``b`` (equal length, position i of both from the same seed).
 
-    With fewer than two pairs the interval and p-value are NaN; with identical differences (zero spread) the
-    interval is the point and the p-value is 0 unless the difference is zero (then 1).
+    With fewer than two pairs the interval is NaN; with fewer than :data:`MIN_PAIRS` pairs, or identical
+    differences (zero spread, where a t-test has no meaning), the p-values are NaN: the comparison is n/a.
     """
     if len(a) != len(b):
         raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
@@ -53,11 +59,21 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     if n < 2:
         return Paired(n, mean, math.nan, math.nan, math.nan)
     std = float(diff.std(ddof=1))
-    if std == 0:
-        return Paired(n, mean, mean, mean, 1.0 if mean == 0 else 0.0)
+    se = std / math.sqrt(n)
     half = t_half_width(std, n, confidence)
+    if std == 0 or n < MIN_PAIRS:
+        return Paired(n, mean, mean - half, mean + half, math.nan, math.nan, se)
     p = float(sps.ttest_1samp(diff, 0.0).pvalue)
-    return Paired(n, mean, mean - half, mean + half, p)
+    p_greater = float(sps.ttest_1samp(diff, 0.0, alternative="greater").pvalue)
+    return Paired(n, mean, mean - half, mean + half, p, p_greater, se)
+
+
+def detectable_difference(se: float, n: int, level: float = 0.05) -> float:
+    """The smallest mean difference a one-sided paired t-test at ``level`` declares, given the measured standard
+    error: ``t(1 − level, n − 1) · se`` (NaN below :data:`MIN_PAIRS` pairs or at zero spread)."""
+    if n < MIN_PAIRS or not math.isfinite(se) or se == 0:
+        return math.nan
+    return float(sps.t.ppf(1 - level, n - 1) * se)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -77,7 +93,8 @@ SIGNIFICANCE = 0.05
 
 def verdict(mean: float, p_adjusted: float, level: float = SIGNIFICANCE) -> str:
     """``win`` / ``loss`` when the Holm-adjusted p-value of ``ours − baseline`` is below ``level`` and the mean
-    difference is positive / negative, else ``tie``; ``n/a`` without a p-value (fewer than two paired seeds)."""
+    difference is positive / negative, else ``tie``; ``n/a`` without a p-value (fewer than three paired seeds, or
+    zero spread)."""
     if math.isnan(p_adjusted):
         return "n/a"
     if p_adjusted < level:

@@ -17,7 +17,7 @@ import pandas as pd
 from bench.measure.summary import dyn_metric
 from bench.report.aggregate import CELL, late_gain, mean_curves, per_round_mean, seed_stats
 from bench.report.context import OURS, Context, alpha_label, column_of
-from bench.report.selection import DEFAULT_LABEL, select_best
+from bench.report.selection import DEFAULT_LABEL, is_number, select_best, without_sensitivity
 
 ABLATION_METHOD = "cafedistill"
 INTERVAL = "95% Student-t interval"
@@ -211,7 +211,25 @@ def chosen_settings_table(ctx: Context) -> Table | None:
     return Table("chosen_settings", "Settings chosen by the tune stage", empty, empty, pd.Series("", index=index),
                  groups=ctx.groups(), text=text,
                  note="Best trial of each setting's Optuna study (same number of trials for every method, mean "
-                      "final validation accuracy over the tuning seeds); the test runs behind each cell use it.")
+                      "final validation accuracy over the tuning seeds); the test runs behind each cell use it. "
+                      + candidates_text(ctx.data.candidates))
+
+
+def candidates_text(candidates: pd.DataFrame) -> str:
+    """What trial k of every study was offered, for each shared ``train.*`` parameter that varies between trials
+    (e.g. ``train.lr``): one value per candidate when all studies got the same, else the spread, flagged."""
+    if candidates.empty:
+        return ""
+    shared = [c for c in candidates.columns if c.startswith("train.") and candidates[c].nunique() > 1]
+    parts = []
+    for name in shared:
+        per_candidate = candidates.groupby("candidate")[name].agg(
+            lambda v: sorted({f"{float(x):.3g}" if is_number(x) else str(x) for x in v}))
+        values = [f"{k}: {v[0]}" if len(v) == 1 else f"{k}: {', '.join(v)} (differs between studies)"
+                  for k, v in per_candidate.items()]
+        parts.append(f"{name} by trial — " + "; ".join(values))
+    studies = candidates["study"].nunique()
+    return (f"Candidates offered to all {studies} studies: " + " | ".join(parts) + ".") if parts else ""
 
 
 def seeds_table(ctx: Context) -> Table:
@@ -223,7 +241,7 @@ def seeds_table(ctx: Context) -> Table:
 
 def ablation_table(ctx: Context) -> Table | None:
     """CAFEDistill's switch settings (rows) × (dataset, α); None without CAFEDistill runs."""
-    runs = ctx.runs[ctx.runs["method"] == ABLATION_METHOD]
+    runs = without_sensitivity(ctx.runs[ctx.runs["method"] == ABLATION_METHOD])
     if runs.empty:
         return None
     chosen = select_best(runs, ["switches", "dataset", "alpha"])
@@ -232,5 +250,19 @@ def ablation_table(ctx: Context) -> Table | None:
     return cell_table("ablation", f"{ABLATION_METHOD} ablation: mean-over-exits test accuracy (%)", stats, rows,
                       ctx.columns, COLUMN_LEVELS, row_key="switches",
                       note="Rows: the switch settings found among the runs, named by how they differ from the "
-                           "defaults; each cell uses the setting with the best validation accuracy.")
+                           "defaults (the default row is the main table's run); sensitivity runs (μ fixed) are not "
+                           "among them.")
+
+
+def sensitivity_table(ctx: Context, stats: pd.DataFrame) -> Table | None:
+    """CAFEDistill's accuracy per fixed μ (rows) × (dataset, α) from :func:`figures.sensitivity_stats`; None
+    without sensitivity runs."""
+    if stats.empty:
+        return None
+    labels = {m: f"μ = {m:g}" for m in sorted(set(stats["mu"]))}
+    stats = stats.assign(mu=stats["mu"].map(labels))
+    return cell_table("mu_sensitivity", f"{ABLATION_METHOD} sensitivity to μ: mean-over-exits test accuracy (%)",
+                      stats, list(labels.values()), ctx.columns, COLUMN_LEVELS, row_key="mu",
+                      note="Runs with μ fixed (tag role=sensitivity; their lr tuned like every setting's). The "
+                           "main table's μ is tuned, so its run is none of these points.")
 

@@ -6,9 +6,12 @@
   ``sensitivity`` (a row that fixes a hyperparameter the method or the tune stage would search, e.g.
   ``mu: 0.1``; tag ``sensitivity`` names it). Sensitivity runs are shown in their own table and never stand for
   a method in the main tables.
+* ``optuna_candidate``: on a tuning run, the candidate index of its trial (:mod:`bench.tune`): trial ``k`` of every
+  study of a sweep is offered the same shared-range values.
 """
 
 TUNED_TAG = "tuned"
 ROLE_TAG = "role"
 SENSITIVITY_TAG = "sensitivity"
 MAIN, ABLATION, SENSITIVITY = "main", "ablation", "sensitivity"
+CANDIDATE_TAG = "optuna_candidate"
