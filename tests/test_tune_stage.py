@@ -131,3 +131,24 @@ def test_a_failed_study_lets_the_others_finish_then_names_itself(tmp_path, track
     parent = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("fair").experiment_id],
                                         "tags.`cafebench.parent` = 'sweep:fair'")[0]
     assert parent.info.status == "FAILED"
+
+
+def test_rows_are_tagged_by_role_and_a_mu_row_at_its_default_is_a_run_of_its_own(tmp_path):
+    path = write_sweep(tmp_path, "roles", tiny_base(tmp_path), experiment="roles",
+                       grid={"method.name": ["fedavg", "cafedistill"], "seed": [0]},
+                       runs=[{"method.name": "cafedistill", "method.hparams.cross_client": False},
+                             {"method.name": "cafedistill", "method.hparams.mu": 1.0},
+                             {"method.name": "cafedistill", "method.hparams.mu": 10.0}],
+                       tune={"trials": 1, "seeds": [7], "ranges": {"train.lr": {"low": 0.01, "high": 0.2}}})
+    sweep = load_sweep(path)
+    roles = sorted((c.method.name, c.method.hparams.get("mu"), c.method.hparams.get("cross_client"), t["role"],
+                    t.get("sensitivity", "")) for c, t in zip(sweep.configs, sweep.tags, strict=True))
+    assert roles == [("cafedistill", 1.0, False, "ablation", ""), ("cafedistill", 1.0, True, "main", ""),
+                     ("cafedistill", 1.0, True, "sensitivity", "mu"), ("cafedistill", 10.0, True, "sensitivity", "mu"),
+                     ("fedavg", None, None, "main", "")]
+    # the mu = 1 row has the main run's config before tuning, and its own study that holds mu fixed
+    specs, names = sweep_module.study_specs(sweep, "", None)
+    assert len(set(names)) == 5 and len(specs) == 5
+    by_name = {s.name: s for s in specs}
+    fixed_mu = [by_name[n] for n, t in zip(names, sweep.tags, strict=True) if t.get("sensitivity") == "mu"]
+    assert all("mu" not in s.space and set(s.shared) == {"train.lr"} for s in fixed_mu)

@@ -260,6 +260,9 @@ def claim_rows(ctx: Context, comparisons: pd.DataFrame, threshold: float = CLAIM
     """Every claim for every (dataset, α) of the experiment (see the module doc)."""
     metrics = ctx.data.metrics
     accuracy = metrics[ACCURACY]
+    sensitivity = sensitivity_runs(ctx.runs[ctx.runs["method"] == ABLATION_METHOD])
+    # (f) where μ sensitivity runs are (presets run them at one α); everywhere, as missing, when none are
+    mu_columns = [c for c in ctx.columns if len(column_of(sensitivity, c))] or ctx.columns
     rows = []
     for column in ctx.columns:
         where = column_name(column)
@@ -281,7 +284,8 @@ def claim_rows(ctx: Context, comparisons: pd.DataFrame, threshold: float = CLAIM
             row = ClaimRow(f"({letter}) {where}", claim, "lower accuracy (ablation table)")
             rows.append(paired_row(row, ours, variant_runs(ctx, switches, column),
                                    f"{ABLATION_METHOD} {switches}", column, accuracy))
-        rows.append(mu_claim(ctx, column, accuracy))
+        if column in mu_columns:
+            rows.append(mu_claim(ctx, column, accuracy))
     return rows
 
 
