@@ -23,10 +23,13 @@ Optional FedDyn regulariser (Acar et al., "Federated Learning Based on Dynamic R
 ``feddyn_alpha = α > 0``: client ``k`` keeps its gradient-correction state ``g_k`` (zero at first, over the
 parameters it holds) and minimises ``L(θ) − ⟨g_k, θ⟩ + α/2·‖θ − θ_server‖²``, then sets
 ``g_k ← g_k − α(θ_k − θ_server)``. The server keeps ``h`` and, for every parameter entry ``e`` that some
-participant holds, sets ``h_e ← h_e − α/m_e·Σ_{k holds e}(θ_k,e − θ_e)`` (``m_e``: the number of all
-clients holding ``e``) and ``θ_e ← avg_e − h_e/α``, where ``avg_e`` is the *uniform* average over the
-round's holders of ``e``, as in FedDyn and the DepthFL authors' code (without FedDyn the average is weighted
-by train size, as for every other method). Buffers (BatchNorm statistics) are averaged without correction.
+participant holds, sets ``h_e ← h_e − α/m·Σ_{k holds e}(θ_k,e − θ_e)`` (``m``: the number of all clients of
+the federation, holders or not, as in FedDyn and Flower's DepthFL baseline, whose ``aggregate`` divides by
+``cfg.num_clients``) and ``θ_e ← avg_e − h_e/α``, where ``avg_e`` is the *uniform* average over the round's
+holders of ``e``, as in FedDyn and the DepthFL authors' code (without FedDyn the average is weighted by train
+size, as for every other method). With every client at full depth this is FedDyn exactly; with tiers an entry
+held by few clients gets a correction scaled down by the share of clients holding it. Buffers (BatchNorm
+statistics) are averaged without correction.
 
 With the default tiers (everyone at full depth) and ``kd_weight = 0`` DepthFL is FedAvg bit for bit
 (``test_depthfl_with_one_tier_and_no_distillation_is_fedavg_bitwise``), so any gap to FedAvg in that setting comes
@@ -177,6 +180,6 @@ class DepthFL(TieredMethod):
             if not held:
                 continue
             drift = torch.stack([t - previous[name] for t in held]).sum(dim=0)
-            correction[name] = h - self.alpha / self.plan.holder_count(name) * drift
+            correction[name] = h - self.alpha / self.ctx.num_clients * drift
             averaged[name] = averaged[name] - correction[name] / self.alpha
         return {"model": averaged, "feddyn_h": correction}

@@ -4,7 +4,9 @@ Data", AAAI 2021.
 Attentive message passing: every client keeps a personal model ``w_i``. After each round the server builds one
 personalized *cloud model* per participating client, ``u_i = Σ_j ξ_ij w_j``, over the personal models uploaded
 in that round; the client then trains its personal model, starting from where it left it, on its own data plus
-the proximal term ``λ/2·‖w − u_i‖²`` towards its cloud model. The evaluated model is the personal one.
+the paper's proximal term ``λ/(2α_k)·‖w − u_i‖²`` towards its cloud model (the paper's local
+problem, whose step ``α_k`` also scales the messages below; with the default ``α_k`` and N clients the coefficient is
+``λ(N − 1)/σ``). The evaluated model is the personal one.
 
 Attention, ``attention="fedamp"`` (the default, as published): the message from client j weighs
 ``ξ_ij = α_k · A'(‖w_i − w_j‖²)`` for ``j ≠ i`` with the attention function ``A(x) = 1 − exp(−x/σ)``, so
@@ -20,7 +22,8 @@ into local training.
 
 ``attention="heurfedamp"`` is the paper's HeurFedAMP for deep networks: ``ξ_ii = self_weight`` is a
 hyperparameter and the others share ``1 − ξ_ii`` by a softmax of ``cosine_scale·cos(w_i, w_j)`` (the paper's σ
-of that rule; it leaves it open, 10 here: a neighbour at cosine 0.9 outweighs one at 0.5 by e⁴).
+of that rule; it leaves it open, 10 here: a neighbour at cosine 0.9 outweighs one at 0.5 by e⁴). Its proximal
+term is FedAMP's, ``λ/(2α_k)``, with ``α_k`` as above (where it then scales only that term).
 
 Distances and cosines use the parameters (not the BatchNorm statistics); the cloud model combines the whole
 state. With fewer participants than clients a round's weights run over its participants only (``N`` in the
@@ -43,6 +46,7 @@ from bench.methods.api import (
     ClientData,
     Hparams,
     LocalResult,
+    LossFn,
     Message,
     Method,
     MethodContext,
@@ -60,12 +64,13 @@ class FedAMPHparams(Hparams):
         "fedamp", description="message-passing weights: FedAMP's (self-weight 1 − Σ, attention exp(−d²/σ)) or "
                               "HeurFedAMP's (fixed self-weight, softmax of cosine_scale·cos)")
     proximal: float = Field(1.0, gt=0,
-                            description="λ of the proximal term λ/2·‖w − u_i‖² towards the cloud model",
+                            description="λ of the proximal term λ/(2α_k)·‖w − u_i‖² towards the cloud model",
                             json_schema_extra={"search": {"low": 0.01, "high": 10.0, "log": True}})
     sigma: float = Field(5.0, gt=0, description="FedAMP: σ of the attention derivative exp(−‖w_i − w_j‖²/σ)/σ",
                          json_schema_extra={"search": {"low": 0.1, "high": 100.0, "log": True}})
-    alpha_k: float | None = Field(None, gt=0, description="FedAMP: step size α_k of the messages "
-                                                          "(None: σ/(N − 1), the largest that keeps ξ_ii ≥ 0)")
+    alpha_k: float | None = Field(None, gt=0, description="step size α_k of the messages and of the "
+                                                          "proximal term λ/(2α_k) (None: σ/(N − 1), the largest "
+                                                          "that keeps FedAMP's ξ_ii ≥ 0)")
     self_weight: float = Field(0.5, ge=0, le=1, description="HeurFedAMP: ξ_ii, a client's own share of its "
                                                             "cloud model")
     cosine_scale: float = Field(10.0, gt=0, description="HeurFedAMP: σ of the attention exp(σ·cos(w_i, w_j))")
@@ -122,9 +127,18 @@ class FedAMP(Method):
     def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
                      data: ClientData, gen: torch.Generator) -> LocalResult:
         load_state(model, state["model"])
-        loss = train_epochs(model, data, gen, self.ctx.train, proximal_objective(payload.tensors, self.hp.proximal))
+        loss = train_epochs(model, data, gen, self.ctx.train, self.local_objective(payload))
         personal = extract(model)
         return LocalResult(Message(personal), {"model": personal}, {"train/loss": loss})
+
+    @property
+    def proximal_coefficient(self) -> float:
+        """``λ/α_k``: the local objective adds ``λ/(2α_k)·‖w − u_i‖²``."""
+        return self.hp.proximal / self.alpha_k
+
+    def local_objective(self, payload: Message) -> LossFn:
+        """The summed exit cross-entropy plus ``λ/(2α_k)·‖w − u_i‖²`` towards the received cloud model."""
+        return proximal_objective(payload.tensors, self.proximal_coefficient)
 
     def weights(self, models: torch.Tensor) -> torch.Tensor:
         """The message-passing weights ξ of the round's flattened models (rows), by the chosen rule."""

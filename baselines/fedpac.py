@@ -1,20 +1,35 @@
 """FedPAC — Xu, Tong & Huang, "Personalized Federated Learning with Feature Alignment and Classifier
 Collaboration", ICLR 2023.
 
-Local training, per round: first the personal classifier for ``head_epochs`` epochs with the feature extractor
-fixed (its BatchNorm in train mode, as in the authors' code; ``head_batchnorm=eval``: on its stored statistics),
-then the feature extractor (classifier frozen) on cross-entropy plus the feature-alignment regulariser
-``λ · ‖f(x) − c_y‖² / d`` (mean over the d feature dimensions, as ``nn.MSELoss`` in the authors' code) towards
-the server's global prototype ``c_y`` of the sample's class. After training the client computes, on its train
-split, its class prototypes (per-class mean features) and the feature statistics the server needs.
+Local training, per round, as in the authors' code (``methods/fedpac.py``, ``train_round_fedpac``):
+
+1. *Statistics*, before any training, on the received model (the global feature extractor with the client's
+   combined classifier), on the client's train split in eval mode without augmentation: the class prototypes
+   ``μ_i,c`` (per-class mean features) and the feature statistics the server's QP needs (``h_i``, ``V_i`` below).
+   The authors take them here (``statistics_extraction`` before ``local_training``), so every client's ``h`` is
+   measured in the same feature space, the global extractor's, and ``h_i − h_j`` compares like with like.
+2. The personal classifier for ``head_epochs`` epochs with the feature extractor fixed.
+3. The feature extractor (classifier frozen) on cross-entropy plus the feature-alignment regulariser
+   ``λ · ‖f(x) − c_y‖² / d`` (mean over the batch and the d feature dimensions, as ``nn.MSELoss`` in the
+   authors' code). The target ``c_y`` is the server's global prototype of the sample's class, or, for a class
+   that has none yet, the client's own prototype of step 1, so every sample is aligned (as the authors do). The
+   regulariser is on from the second round (0-based round ``r > 0``, as the authors' ``if round > 0``): before
+   the first aggregation there are no global prototypes.
+4. After training, the class prototypes again: these are uploaded for the global prototypes (the authors'
+   ``local_protos2``).
+
+BatchNorm of the fixed extractor in step 2: the authors' CNNs have no BatchNorm, so their code settles nothing
+here; the default ``head_batchnorm=train`` (batch statistics, running statistics updated) is the convention of
+every head phase in this project, FedRep's authors' ``model.train()``; ``head_batchnorm=eval`` uses the stored
+statistics instead.
 
 Server: the feature extractor is averaged (weighted by train size); the global prototype of a class is the
-sample-count-weighted average of the clients' prototypes of that class; and each client's classifier becomes
-``Σ_j α_ij φ_j``, a combination of the round's classifiers whose weights solve the paper's QP
+sample-count-weighted average of the clients' (post-training) prototypes of that class; and each client's
+classifier becomes ``Σ_j α_ij φ_j``, a combination of the round's classifiers whose weights solve the paper's QP
 
     min_{α ∈ simplex}  Σ_j α_j² V_j + ‖Σ_j α_j (h_i − h_j)‖²_F,
 
-with ``h_j`` the client's class-prior-weighted prototypes (row c = ``p_j(c)·μ_j,c``) and
+with ``h_j`` the client's class-prior-weighted prototypes of step 1 (row c = ``p_j(c)·μ_j,c``) and
 ``V_j = (1/n_j) Σ_c [p_j(c)·E_c‖f‖² − p_j(c)²·‖μ_j,c‖²]`` the variance of that estimate (the authors' feature
 statistics). The QP has one variable per client of the round, so it is solved exactly, by an active-set
 method on its KKT system (:func:`bench.methods.simplex_qp.minimize_on_simplex`), instead of a generic QP
@@ -25,6 +40,7 @@ alignment term (summed over exits) and the classifier collaboration (one QP per 
 classifiers are the exit heads chosen by ``personal_heads`` (``all``, or only the ``last``; shared heads are
 then averaged with the backbone). The server holds each client's combined classifiers and sends them with the
 backbone and the global prototypes; the evaluated model is the global backbone with the client's classifiers.
+The upload carries both sets of prototypes (step 1's for ``h``, step 4's for the global prototypes).
 """
 
 from __future__ import annotations
@@ -43,17 +59,19 @@ from bench.methods.api import (
     Message,
     Method,
     exit_ce_losses,
+    exit_logits,
     extract,
     head_index,
     load_state,
 )
-from bench.methods.personalization import personal_keys
+from bench.methods.personalization import PersonalHeadsSplit
 from bench.methods.phases import HeadPhaseHparams, train_head_then_body
 from bench.methods.registry import register
 from bench.methods.simplex_qp import minimize_on_simplex
 from bench.models.base import EarlyExitNet
 
 PROTOTYPE = "prototype."  # payload/upload keys of the per-exit prototypes: "prototype.{k}"
+STATISTIC_PROTOTYPE = "statistic_prototype."  # upload keys of the pre-training prototypes behind h: ".{k}"
 CLASS_COUNTS = "class_counts"
 VARIANCE = "feature_variance"
 
@@ -94,14 +112,15 @@ def feature_statistics(model: EarlyExitNet, data: ClientData, num_classes: int,
     return FeatureStatistics(prototypes, counts, torch.stack(variances))
 
 
-def alignment_loss(features: torch.Tensor, y: torch.Tensor, prototypes: torch.Tensor,
-                   known: torch.Tensor) -> torch.Tensor:
-    """``‖f − c_y‖² / d`` averaged over the batch samples whose class has a global prototype (0 if none)."""
-    mask = known[y]
-    if not mask.any():
-        return features.sum() * 0.0
-    target = prototypes[y[mask]].to(features.dtype)
-    return (features[mask] - target).pow(2).mean()
+def alignment_targets(global_prototypes: torch.Tensor, known: torch.Tensor,
+                      local_prototypes: torch.Tensor) -> torch.Tensor:
+    """Per class: the global prototype where the class has one (``known``), else the client's own prototype."""
+    return torch.where(known.unsqueeze(1), global_prototypes.to(local_prototypes.dtype), local_prototypes)
+
+
+def alignment_loss(features: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``‖f − t_y‖² / d`` averaged over all samples of the batch (``targets``: one row per class)."""
+    return (features - targets[y].to(features.dtype)).pow(2).mean()
 
 
 def combination_weights(weighted_prototypes: torch.Tensor, variances: torch.Tensor,
@@ -127,16 +146,10 @@ def aggregate_prototypes(uploads: list[TensorDict],
 
 
 @register
-class FedPAC(Method):
+class FedPAC(PersonalHeadsSplit, Method):
     name = "fedpac"
     family = "pfl"
     Hparams = FedPACHparams
-
-    def is_personal(self, name: str) -> bool:
-        return personal_keys(self.hp.personal_heads, self.ctx.num_exits)(name)
-
-    def is_shared(self, name: str) -> bool:
-        return not self.is_personal(name)
 
     def init_server(self, model: EarlyExitNet) -> dict[str, Any]:
         heads = extract(model, self.is_personal)
@@ -156,22 +169,28 @@ class FedPAC(Method):
                      data: ClientData, gen: torch.Generator) -> LocalResult:
         load_state(model, {k: v for k, v in payload.tensors.items()
                            if not k.startswith(PROTOTYPE) and k != CLASS_COUNTS})
-        prototypes = [payload.tensors[f"{PROTOTYPE}{k}"] for k in range(self.ctx.num_exits)]
-        known = payload.tensors[CLASS_COUNTS] > 0
         train = self.ctx.train
+        received = feature_statistics(model, data, self.ctx.num_classes, train.batch_size)
+        known = payload.tensors[CLASS_COUNTS] > 0
+        targets = [alignment_targets(payload.tensors[f"{PROTOTYPE}{k}"], known, local)
+                   for k, local in enumerate(received.prototypes)]
+        align_weight = self.hp.align_weight if round > 0 else 0.0
 
         def loss_fn(net: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             feats = net.features(x)
-            logits = [head(f) for head, f in zip(net.exits, feats, strict=True)]
-            align = [alignment_loss(f, y, c, known) for f, c in zip(feats, prototypes, strict=True)]
-            ce = torch.stack(exit_ce_losses(logits, y)).sum()
-            return ce + self.hp.align_weight * torch.stack(align).sum()
+            ce = torch.stack(exit_ce_losses(exit_logits(net, feats), y)).sum()
+            if not align_weight:
+                return ce
+            align = [alignment_loss(f, y, t) for f, t in zip(feats, targets, strict=True)]
+            return ce + align_weight * torch.stack(align).sum()
 
         _, loss = train_head_then_body(model, data, gen, train, self.is_personal, self.hp.head_epochs,
                                        self.hp.head_batchnorm, body_loss=loss_fn)
-        stats = feature_statistics(model, data, self.ctx.num_classes, train.batch_size)
-        upload = {**extract(model), **{f"{PROTOTYPE}{k}": p.float() for k, p in enumerate(stats.prototypes)},
-                  CLASS_COUNTS: stats.counts, VARIANCE: stats.variances}
+        trained = feature_statistics(model, data, self.ctx.num_classes, train.batch_size)
+        upload = {**extract(model),
+                  **{f"{PROTOTYPE}{k}": p.float() for k, p in enumerate(trained.prototypes)},
+                  **{f"{STATISTIC_PROTOTYPE}{k}": p.float() for k, p in enumerate(received.prototypes)},
+                  CLASS_COUNTS: received.counts, VARIANCE: received.variances}
         return LocalResult(Message(upload), state, {"train/loss": loss})
 
     def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +204,7 @@ class FedPAC(Method):
         head_names = list(server["heads"][0])
         combined: dict[int, TensorDict] = {client: {} for client in clients}
         for k in sorted({head_index(name) for name in head_names}):
-            weighted = torch.stack([t[f"{PROTOTYPE}{k}"] for t in tensors]).double() * priors.unsqueeze(2)
+            weighted = torch.stack([t[f"{STATISTIC_PROTOTYPE}{k}"] for t in tensors]).double() * priors.unsqueeze(2)
             variances = torch.stack([t[VARIANCE][k] for t in tensors])
             names = [name for name in head_names if head_index(name) == k]
             for row, client in enumerate(clients):

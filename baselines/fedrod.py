@@ -5,8 +5,9 @@ Two heads read the same features: a *generic* head, trained with the balanced-so
 by the log of the client's class prior, so the head learns the class-balanced posterior) and averaged with the
 backbone, and a *personal* head that stays on the client and is trained on the residual: the prediction is
 ``generic + personal`` logits, with cross-entropy on that sum, the generic part detached and the features
-detached (so the backbone learns only from the generic loss, as in the paper). Personal heads start at zero,
-so a new client's prediction is the generic one.
+detached (so the backbone learns only from the generic loss, as in the paper). Every client's personal heads
+start as a copy of the initial generic heads, as in PFLlib's and FL-bench's FedRoD (``copy.deepcopy`` of the
+generic head), so before any training a client predicts with twice the initial generic logits.
 
 Early-exit extension ("-EE"): every exit has both heads. The network's ``exits`` are the generic heads; the
 personal heads are extra tensors in the client state (only those of the exits chosen by ``personal_heads``:
@@ -24,8 +25,18 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from bench.methods.aggregation import GlobalModelMethod
-from bench.methods.api import ClientData, LocalResult, Message, Predictor, extract, head_index, load_state, train_epochs
-from bench.methods.personalization import PersonalHeadsHparams, personal_keys
+from bench.methods.api import (
+    ClientData,
+    LocalResult,
+    Message,
+    Predictor,
+    exit_logits,
+    extract,
+    head_index,
+    load_state,
+    train_epochs,
+)
+from bench.methods.personalization import PersonalHeadsHparams, PersonalHeadsSplit
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
 
@@ -59,21 +70,20 @@ def personal_logits(heads: HeadTensors, k: int, features: torch.Tensor) -> torch
 def combined_logits(model: EarlyExitNet, heads: HeadTensors, x: torch.Tensor) -> list[torch.Tensor]:
     """Per exit: generic logits, plus the personal logits where the exit has a personal head."""
     feats = model.features(x)
-    logits = [head(f) for head, f in zip(model.exits, feats, strict=True)]
+    logits = exit_logits(model, feats)
     for k in personal_exits(heads):
         logits[k] = logits[k] + personal_logits(heads, k, feats[k])
     return logits
 
 
 @register
-class FedRoD(GlobalModelMethod):
+class FedRoD(PersonalHeadsSplit, GlobalModelMethod):
     name = "fedrod"
     family = "pfl"
     Hparams = FedRoDHparams
 
     def init_client(self, client: int, model: EarlyExitNet, server: dict[str, Any]) -> dict[str, Any]:
-        is_personal = personal_keys(self.hp.personal_heads, self.ctx.num_exits)
-        return {"heads": {k: torch.zeros_like(v) for k, v in extract(model, is_personal).items()}}
+        return {"heads": {k: v.clone() for k, v in server["model"].items() if self.is_personal(k)}}
 
     def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
                      data: ClientData, gen: torch.Generator) -> LocalResult:
@@ -85,7 +95,7 @@ class FedRoD(GlobalModelMethod):
 
         def loss_fn(net: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             feats = net.features(x)
-            generic = [head(f) for head, f in zip(net.exits, feats, strict=True)]
+            generic = exit_logits(net, feats)
             losses = [balanced_softmax_loss(z, y, log_prior) for z in generic]
             for k in personal_exits(heads):
                 residual = generic[k].detach() + personal_logits(heads, k, feats[k].detach())

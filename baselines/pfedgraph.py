@@ -9,16 +9,23 @@ Graph inference. For client i the row ``a_i`` of the graph solves, over the prob
 
 where ``p`` is the data-size prior (train sizes of the round's clients, normalised), ``s_ij`` the cosine
 similarity of the model updates ``θ_j − θ_0`` (parameters only, relative to the initial global model, as in
-the authors' code) and ``α`` the hyperparameter that keeps the graph from concentrating on a few neighbours.
-The closed form is the Euclidean projection ``a_i = Π_simplex(p + s_i/(2α))`` (:func:`collaboration_graph`).
+the authors' code), with every similarity above 0.9 taken as 1 (the authors' ``if diff < -0.9: diff = -1.0``:
+near-identical updates count as identical), and ``α`` the hyperparameter that keeps the graph from
+concentrating on a few neighbours. The closed form is the Euclidean projection ``a_i = Π_simplex(p + s_i/(2α))``
+(:func:`collaboration_graph`).
 
 Aggregation and local training. Client i receives ``θ̄_i = Σ_j a_ij θ_j`` and trains from it with the local
 loss plus ``λ·(1 − cos(θ, t_i))`` over the parameters, towards the regulariser target
 ``t_i = Σ_j a_ij θ_j/‖θ_j‖``: the graph's combination of the neighbours' *normalised* parameter vectors (the
 authors' cosine variant), so a neighbour's pull on the direction does not grow with the size of its weights.
-The target is sent with the aggregate (its bytes count as communication); before the first aggregation it is
-the initial model's parameter vector, so the first round's regulariser pulls towards the common starting
-direction. Norms and the target use the parameters (the authors' code also flattens BatchNorm statistics).
+As in the authors' code the regulariser is on from the second round (0-based round ``r > 0``): the first round
+trains on the local loss alone, and its payload carries no target. The target is sent with the aggregate (its
+bytes count as communication); a client that has not been aggregated yet receives the initial model's parameter
+vector. Norms and the target use the parameters (the authors' code also flattens BatchNorm statistics).
+
+The sign of the regulariser follows the paper, not the authors' code: the code adds ``λ·⟨t_i, θ⟩/‖θ‖``
+(``= λ‖t_i‖·cos(θ, t_i)``) to the loss it minimises, which turns the model *away* from its target, while the
+paper's regulariser pulls each model towards its neighbours' combination; ``λ·(1 − cos)`` here does the latter.
 
 Early-exit extension ("-EE"): the whole early-exit network is one model; local training uses the sum of the
 exits' cross-entropy losses plus the regulariser. The evaluated model is the client's personalized aggregate.
@@ -45,6 +52,7 @@ from bench.methods.api import (
     ClientData,
     Hparams,
     LocalResult,
+    LossFn,
     Message,
     Method,
     extract,
@@ -55,7 +63,8 @@ from bench.methods.api import (
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
 
-TARGET = "regulariser_target"  # payload key of the flattened regulariser target t_i
+TARGET = "regulariser_target"  # payload key of the flattened regulariser target t_i (from round 1 on)
+SAME_DIRECTION = 0.9  # update cosine similarities above this count as 1 (the authors' rule)
 
 
 class PFedGraphHparams(Hparams):
@@ -66,12 +75,18 @@ class PFedGraphHparams(Hparams):
                               json_schema_extra={"search": {"low": 0.001, "high": 1.0, "log": True}})
 
 
+def update_similarity(updates: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities of the flattened updates (rows), each one above ``SAME_DIRECTION`` taken as 1."""
+    similarity = cosine_similarity_matrix(updates)
+    return torch.where(similarity > SAME_DIRECTION, torch.ones_like(similarity), similarity)
+
+
 def collaboration_graph(updates: torch.Tensor, prior: torch.Tensor, alpha: float) -> torch.Tensor:
     """The n×n graph of n clients from their flattened updates (rows) and data-size prior.
 
     Row i is client i's aggregation weights ``Π_simplex(p + s_i/(2α))``, so every row lies on the simplex.
     """
-    similarity = cosine_similarity_matrix(updates)
+    similarity = update_similarity(updates)
     p = normalized_weights(prior)
     return torch.stack([project_simplex(p + similarity[i] / (2.0 * alpha)) for i in range(len(p))])
 
@@ -102,17 +117,25 @@ class PFedGraph(Method):
                 "targets": [start for _ in range(self.ctx.num_clients)]}
 
     def payload(self, round: int, client: int, server: dict[str, Any]) -> Message:
+        if round == 0:
+            return Message(server["aggregates"][client])
         return Message({**server["aggregates"][client], TARGET: server["targets"][client]})
 
-    def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
-                     data: ClientData, gen: torch.Generator) -> LocalResult:
-        load_state(model, {k: v for k, v in payload.tensors.items() if k != TARGET})
-        target = payload.tensors[TARGET]
+    def local_objective(self, payload: Message) -> LossFn:
+        """The summed exit cross-entropy, plus ``λ·(1 − cos(θ, t_i))`` when the payload carries a target."""
+        target = payload.tensors.get(TARGET)
+        if target is None or self.hp.cosine_reg == 0:
+            return sum_ce_loss
 
         def loss_fn(net: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return sum_ce_loss(net, x, y) + self.hp.cosine_reg * (1.0 - cosine_to(net, target))
 
-        loss = train_epochs(model, data, gen, self.ctx.train, loss_fn)
+        return loss_fn
+
+    def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
+                     data: ClientData, gen: torch.Generator) -> LocalResult:
+        load_state(model, {k: v for k, v in payload.tensors.items() if k != TARGET})
+        loss = train_epochs(model, data, gen, self.ctx.train, self.local_objective(payload))
         return LocalResult(Message(extract(model)), state, {"train/loss": loss})
 
     def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:

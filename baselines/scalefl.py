@@ -7,15 +7,21 @@ parameters are the leading slices of the full model's (widths are multipliers of
 like ``model.width``, which they must not exceed). Its local loss weights the held exits by position and
 normalises, as the authors' code does:
 
-    L = Σ_{j=1..d} j·ℓ_j / (d(d+1)/2),   ℓ_j = CE(z_j, y) + [r ≥ T/4]·γ·τ²·KL_mean(softmax(z_d/τ) ‖ softmax(z_j/τ))
+    L = Σ_{j=1..d} j·ℓ_j / (d(d+1)/2),   ℓ_j = CE(z_j, y) + [r > T/4]·γ·τ²·KL_mean(softmax(z_d/τ) ‖ softmax(z_j/τ))
 
-for the ``d`` held exits (``ℓ_d`` is the last exit's cross-entropy alone; its softened prediction,
-detached, is the teacher of the earlier exits). Self-distillation is on from 25% of the ``T`` rounds
-(0-based round index ``r ≥ 0.25·T``). ``KL_mean`` is the authors' scale: PyTorch's ``nn.KLDivLoss()`` with its
-default element-wise mean, i.e. the per-sample KL divergence averaged over the batch *and divided by the
-number of classes C*; ``γ = kd_weight`` (0.05, the authors' AG News setting) is meant for that scale, and
-``τ = temperature`` (3, the authors' default). The server averages every weight entry over the clients that
-hold it, element by element for width slices, weighted by train size.
+for the ``d`` held exits (``ℓ_d`` is the last exit's cross-entropy alone; its softened prediction is the teacher
+of the earlier exits). Self-distillation is on after 25% of the ``T`` rounds: 0-based round index
+``r > 0.25·T``, the authors' ``gamma_active = round > args.num_rounds * 0.25`` (with 8 rounds, from round 3 on).
+``KL_mean`` is the authors' scale: PyTorch's ``nn.KLDivLoss()`` with its default element-wise mean, i.e. the
+per-sample KL divergence averaged over the batch *and divided by the number of classes C*; ``γ = kd_weight``
+(0.05, the authors' AG News setting) is meant for that scale, and ``τ = temperature`` (3, the authors' default).
+The teacher is not detached (``detach_teacher=false``, the default): the authors' ``softmax(soft_target / T)``
+keeps its graph, so the KD term also moves the last exit (and the stages under it) towards the earlier exits;
+``detach_teacher=true`` stops that gradient, the usual one-way distillation.
+
+The server averages every weight entry over the clients that hold it, element by element for width slices,
+*uniformly* (``aggregation=uniform``, the default: the authors' ``average_weights`` sums the holders' values and
+divides by their count); ``aggregation=train_size`` weights the holders by train size, like every other method.
 
 Two details of the authors' width-scaled models, both on by default:
 
@@ -40,18 +46,21 @@ cross-entropy enters with weight 1/6 where the "-EE" sum of FedAvg gives it weig
 gradient is scaled down likewise (by 1/6 … 1/2 per exit's share). With the same learning rate the first head
 and the stages under it therefore learn several times more slowly than under FedAvg. The KD term is not the
 cause: on Fashion-MNIST (a fixed 2,400 images, 10 clients, α = 0.3, conv3 at width 0.25, 8 rounds) exit 1
-reads 10.3% with γ = 0, chance, against 24.1% for FedAvg, and exit 2 21.5% against 29.4%
-(``test_scalefl_first_exit_lags_fedavg_by_its_position_weight``); with 3,000 images and 10 rounds exit 1 reads
-9.3% with γ = 0 and with the default γ alike, against 26.2% for FedAvg.
-Before the KD term had the authors' scale it was C times stronger (a per-sample ``batchmean`` KL with the
-same γ); on the tiny synthetic test config (4 clients, 12 rounds, α = 0.3) this moved exit 1 by about one
-point (15.8% with γ = 0.5, the old strength, against 17.0% with γ = 0 and with the default γ).
+reads 10.3% with γ = 0, chance, against 24.1% for FedAvg, and exit 2 23.9% against 29.4%
+(``test_scalefl_first_exit_lags_fedavg_by_its_position_weight``, uniform aggregation; with the train-size
+weighted aggregation ScaleFL had before, 10.3% and 21.5%). Measured with that earlier aggregation, a detached
+teacher and KD from round ``r ≥ T/4``: with 3,000 images and 10 rounds exit 1 read 9.3% with γ = 0 and with
+the default γ alike, against 26.2% for FedAvg; and before the KD term had the authors' scale it was C times
+stronger (a per-sample ``batchmean`` KL with the same γ), which on the tiny synthetic test config (4 clients,
+12 rounds, α = 0.3) moved exit 1 by about one point (15.8% with γ = 0.5, the old strength, against 17.0% with
+γ = 0 and with the default γ).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -67,14 +76,13 @@ from bench.methods.api import (
     distillation_loss,
     exit_ce_losses,
     extract,
-    load_state,
 )
 from bench.methods.batchnorm import batch_statistics_only, estimate_batchnorm_statistics
 from bench.methods.heterogeneous import CapacityLevel, TieredMethod, check_fractions
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
 
-#: Self-distillation starts at this fraction of the rounds.
+#: Self-distillation starts after this fraction of the rounds (0-based round > fraction·rounds).
 KD_START_FRACTION = 0.25
 
 
@@ -89,6 +97,10 @@ class ScaleFLHparams(Hparams):
                                                       "width rate (the authors' scaler)")
     static_batchnorm: bool = Field(True, description="BatchNorm without tracked statistics in training, "
                                                      "re-estimated on the client's train split to evaluate")
+    detach_teacher: bool = Field(False, description="stop the KD term's gradient into the last exit (the "
+                                                    "authors' teacher keeps its graph)")
+    aggregation: Literal["uniform", "train_size"] = Field(
+        "uniform", description="average each entry over its holders uniformly (the authors) or by train size")
 
     @field_validator("levels")
     @classmethod
@@ -98,18 +110,20 @@ class ScaleFLHparams(Hparams):
         return levels
 
 
-def scalefl_objective(kd_weight: float, temperature: float) -> LossFn:
+def scalefl_objective(kd_weight: float, temperature: float, detach_teacher: bool = False) -> LossFn:
     """Position-weighted, normalised exit losses; with ``kd_weight > 0`` earlier exits distil the last one.
 
     The distillation term is ``γ·τ²·KL/C``: the per-sample KL averaged over the batch and divided by the
-    number of classes, the element-wise mean of the authors' ``nn.KLDivLoss()``.
+    number of classes, the element-wise mean of the authors' ``nn.KLDivLoss()``. The teacher keeps its graph
+    unless ``detach_teacher``.
     """
 
     def loss(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = model(x)
         terms = exit_ce_losses(logits, y)
         if kd_weight > 0:
-            teacher = F.softmax(logits[-1].detach() / temperature, dim=-1)
+            last = logits[-1].detach() if detach_teacher else logits[-1]
+            teacher = F.softmax(last / temperature, dim=-1)
             num_classes = logits[-1].shape[-1]
             for j in range(len(logits) - 1):
                 kd = distillation_loss(logits[j], teacher, temperature) / num_classes
@@ -135,11 +149,13 @@ class ScaleFL(TieredMethod):
         return self.hp.activation_scaler
 
     def kd_active(self, round: int) -> bool:
-        return round >= KD_START_FRACTION * self.ctx.rounds
+        """Whether 0-based round ``round`` distils: ``round > T/4``, as the authors' ``gamma_active``."""
+        return round > KD_START_FRACTION * self.ctx.rounds
 
     def objective(self, round: int) -> LossFn:
-        """The local loss of round ``round`` (self-distillation only from 25% of the rounds on)."""
-        return scalefl_objective(self.hp.kd_weight if self.kd_active(round) else 0.0, self.hp.temperature)
+        """The local loss of round ``round`` (self-distillation only after 25% of the rounds)."""
+        return scalefl_objective(self.hp.kd_weight if self.kd_active(round) else 0.0, self.hp.temperature,
+                                 self.hp.detach_teacher)
 
     def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
                      data: ClientData, gen: torch.Generator) -> LocalResult:
@@ -148,10 +164,13 @@ class ScaleFL(TieredMethod):
             sub, loss = self.train_sub_model(model, payload.tensors, data, gen, self.objective(round))
         return LocalResult(Message(extract(sub)), state, {"train/loss": loss})
 
+    def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
+        uniform = self.hp.aggregation == "uniform"
+        return {**server, "model": self.plan.aggregate(server["model"], uploads, uniform=uniform)}
+
     def eval_model(self, model: EarlyExitNet, client: int, server: dict[str, Any], state: dict[str, Any],
                    data: ClientData, gen: torch.Generator) -> Predictor:
-        sub = self.plan.model_for(client, model)
-        load_state(sub, self.eval_params(client, server, state))
+        sub = super().eval_model(model, client, server, state, data, gen)
         if self.hp.static_batchnorm:
             estimate_batchnorm_statistics(sub, data, self.ctx.train.batch_size)
         return sub

@@ -6,13 +6,16 @@ from helpers import DEBIAN_FMNIST, federation, fmnist_config
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+import baselines.ditto as ditto_module
+import baselines.fedper as fedper_module
+import baselines.local as local_module
 import bench.methods.phases as phases_module
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.federation import Federation
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import clone_dict, flatten, subtract
-from bench.methods.api import LocalResult, extract, is_backbone, is_head, train_epochs
+from bench.methods.api import LocalResult, Message, extract, is_backbone, is_head, sum_ce_loss, train_epochs
 from bench.methods.personalization import frozen, personal_keys, proximal_term
 from bench.track.runner import run_experiment
 
@@ -37,6 +40,77 @@ def distance(a: dict, b: dict) -> float:
 
 def history_without_time(sim: Simulation) -> list[dict]:
     return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in sim.history]
+
+
+class ShiftingTraining:
+    """A stand-in for ``train_epochs`` whose outcome is known by hand: every parameter it trains moves by
+    ``client + 1`` per epoch (client 0: +1, client 1: +2, ...). It records each call's loss function, epochs and
+    trained parameters, so a test can also evaluate the objective a method built."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def __call__(self, model, data, gen, train, loss_fn, params=None, epochs=None, lr=None, after_step=None):
+        chosen = list(model.parameters()) if params is None else list(params)
+        n_epochs = train.local_epochs if epochs is None else epochs
+        with torch.no_grad():
+            for p in chosen:
+                p.add_(float((data.client + 1) * n_epochs))
+        self.calls.append({"loss_fn": loss_fn, "epochs": n_epochs, "params": chosen})
+        return 0.0
+
+
+def shifted(tensors: dict, shift: float) -> dict:
+    """The floating-point entries of ``tensors`` moved by ``shift`` (integer ones as they are)."""
+    return {k: v + shift if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def moved_by(model: nn.Module, delta: float) -> nn.Module:
+    """``model`` with every parameter moved by ``delta``, in eval mode (its loss then depends on it alone)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(delta)
+    return model.eval()
+
+
+def a_batch(fed: Federation, client: int = 0, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    return next(fed.batches.eval_batches(fed.client_data(client).train_idx, size))
+
+
+# -- Local and FedAvg ------------------------------------------------------------------------------------------
+
+def test_local_clients_continue_from_their_own_model(tiny_config_data, monkeypatch):
+    monkeypatch.setattr(local_module, "train_epochs", ShiftingTraining())
+    fed = federation(tiny_config_data, "method.name=local")
+    method, initial = fed.method, extract(fed.new_model())
+    server = method.init_server(fed.new_model())
+    state = method.init_client(1, fed.new_model(), server)
+    for round in range(2):
+        result = method.local_update(fed.new_model(), round, method.payload(round, 1, server), state,
+                                     fed.client_data(1), torch_generator(0, "test", round, 1))
+        state = result.state
+    # client 1 moves +2 per epoch, 2 epochs a round, 2 rounds: +8 from its own model; a client that restarted
+    # every round from the common model (FedAvg's round 0) would end at +4
+    key = "stages.0.0.weight"
+    assert torch.allclose(method.eval_params(1, server, state)[key], initial[key] + 8.0)
+    assert result.upload.nbytes == 0  # nothing is communicated
+
+
+def test_fedavg_averages_the_uploads_weighted_by_train_size(tiny_config_data):
+    fed = federation(tiny_config_data)
+    method = fed.method
+    server = method.init_server(fed.new_model())
+    n0, n3 = method.ctx.client_train_sizes[0], method.ctx.client_train_sizes[3]  # 102 and 207 images
+    uploads = {0: Message(shifted(server["model"], 1.0)), 3: Message(shifted(server["model"], 3.0))}
+    new = method.aggregate(0, uploads, server)
+    expected = (1.0 * n0 + 3.0 * n3) / (n0 + n3)  # 2.34
+    assert abs(expected - 2.0) > 0.1  # the unweighted mean would give 2
+    key = "stages.1.0.weight"
+    assert torch.allclose(new["model"][key], server["model"][key] + expected, atol=1e-5)
 
 
 # -- FedProx -------------------------------------------------------------------------------------------------
@@ -69,6 +143,18 @@ def test_fedprox_with_mu_zero_reproduces_fedavg_bitwise(tiny_config_data):
         assert torch.equal(fedprox.state.server["model"][key], value), key
 
 
+def test_fedprox_objective_adds_half_mu_times_the_squared_distance_to_the_global_model(tiny_config_data):
+    fed = federation(tiny_config_data, "method.name=fedprox", "method.hparams.mu=0.5")
+    method = fed.method
+    server = method.init_server(fed.new_model())
+    model = moved_by(fed.new_model(), 0.1)
+    x, y = a_batch(fed)
+    with torch.no_grad():
+        extra = method.local_objective(method.payload(0, 0, server))(model, x, y) - sum_ce_loss(model, x, y)
+    # μ/2·‖θ − θ_global‖² with every parameter 0.1 away: 0.25·0.01·P (FedAvg's objective adds nothing)
+    assert float(extra) == pytest.approx(0.25 * 0.01 * parameter_count(model), rel=1e-4)
+
+
 def test_fedprox_keeps_the_local_update_closer_to_the_global_model(tiny_config_data):
     fedavg = federation(tiny_config_data, "method.name=fedavg")
     fedprox = federation(tiny_config_data, "method.name=fedprox", "method.hparams.mu=1.0")
@@ -96,6 +182,22 @@ def test_fedper_shares_the_backbone_and_keeps_personal_heads(tiny_config_data, p
     for key in params[0]:
         personal = is_head(key) and int(key.split(".")[1]) in personal_exits
         assert torch.equal(params[0][key], params[1][key]) == (not personal), key
+
+
+def test_fedper_averages_the_backbone_and_keeps_each_clients_heads_by_hand(tiny_config_data, monkeypatch):
+    monkeypatch.setattr(fedper_module, "train_epochs", ShiftingTraining())
+    fed = federation(tiny_config_data, "method.name=fedper")
+    method = fed.method
+    server = method.init_server(fed.new_model())
+    initial = extract(fed.new_model())
+    results = {c: local_update(fed, c, server) for c in (0, 1)}  # client 0 moves +2, client 1 +4 (2 epochs)
+    server = method.aggregate(0, {c: r.upload for c, r in results.items()}, server)
+    n0, n1 = method.ctx.client_train_sizes[:2]
+    backbone, head = "stages.0.0.weight", "exits.1.weight"
+    for c, own in ((0, 2.0), (1, 4.0)):
+        params = method.eval_params(c, server, results[c].state)
+        assert torch.allclose(params[backbone], initial[backbone] + (2.0 * n0 + 4.0 * n1) / (n0 + n1), atol=1e-5)
+        assert torch.allclose(params[head], initial[head] + own)  # FedAvg would average the heads as well
 
 
 def test_personal_keys_selects_every_head_or_only_the_last():
@@ -140,6 +242,24 @@ def test_fedrep_trains_heads_with_the_backbone_fixed_then_the_backbone_with_head
     assert changed(body_before, body_after, is_backbone) == backbone  # FedAvg: one phase moving everything
     assert all(p.requires_grad for p in model.parameters())  # the freezing is undone
     assert set(result.upload.tensors) == set(head_before) - head_keys
+
+
+def test_fedrep_trains_the_heads_for_head_epochs_then_the_body_for_body_epochs_by_hand(tiny_config_data,
+                                                                                       monkeypatch):
+    training = ShiftingTraining()
+    monkeypatch.setattr(phases_module, "train_epochs", training)
+    fed = federation(tiny_config_data, "method.name=fedrep", "method.hparams.head_epochs=3",
+                     "method.hparams.body_epochs=1")
+    server = fed.method.init_server(fed.new_model())
+    initial = extract(fed.new_model())
+    model = fed.new_model()
+    result = local_update(fed, 0, server, model=model)
+    trained = extract(model)
+    # client 0 moves +1 per epoch: heads +3 (their phase), backbone +1 (its phase); FedAvg's single phase of
+    # train.local_epochs = 2 would move both by 2
+    assert torch.allclose(trained["exits.0.weight"], initial["exits.0.weight"] + 3.0)
+    assert torch.allclose(result.upload.tensors["stages.0.0.weight"], initial["stages.0.0.weight"] + 1.0)
+    assert [call["epochs"] for call in training.calls] == [3, 1]
 
 
 def test_head_phase_normalises_with_batch_statistics_in_train_mode(tiny_config_data):
@@ -204,6 +324,27 @@ def test_fedbabu_freezes_heads_in_training_and_fine_tunes_them_at_evaluation(tin
     assert all(torch.equal(result.state["heads"][k], v) for k, v in stored[1].items())
 
 
+def test_fedbabu_trains_only_the_body_and_fine_tunes_the_whole_model_by_hand(tiny_config_data, monkeypatch):
+    monkeypatch.setattr(phases_module, "train_epochs", ShiftingTraining())
+    fed = federation(tiny_config_data, "method.name=fedbabu", "method.hparams.finetune_epochs=3")
+    method = fed.method
+    assert method.hp.finetune == "full"  # the paper's experiments fine-tune the whole network
+    server = method.init_server(fed.new_model())
+    initial = extract(fed.new_model())
+    model = fed.new_model()
+    result = local_update(fed, 0, server, model=model)
+    trained = extract(model)
+    # client 0, 2 local epochs of +1: the body moves by 2, the heads not at all (FedAvg would move them by 2 too)
+    assert torch.equal(trained["exits.2.weight"], initial["exits.2.weight"])
+    assert torch.allclose(trained["stages.2.0.weight"], initial["stages.2.0.weight"] + 2.0)
+    server = method.aggregate(0, {0: result.upload}, server)
+    tuned = extract(method.eval_model(fed.new_model(), 0, server, result.state, fed.client_data(0),
+                                      torch_generator(0, "evaluation", 1, 0)))
+    # 3 fine-tuning epochs move everything by 3 (without fine-tuning, FedAvg's evaluation, by 0)
+    assert torch.allclose(tuned["exits.2.weight"], initial["exits.2.weight"] + 3.0)
+    assert torch.allclose(tuned["stages.2.0.weight"], initial["stages.2.0.weight"] + 5.0)
+
+
 @pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(), reason="needs `apt-get install dataset-fashion-mnist`")
 def test_fedbabu_early_exits_rest_on_the_fine_tuning(tiny_config_data):
     """On Fashion-MNIST (2,400 images, 10 clients, α = 0.3, 8 rounds) FedBABU's frozen random shallow heads give
@@ -250,6 +391,28 @@ def test_ditto_personal_model_is_pulled_towards_the_global_model_as_lambda_grows
         assert distance(personal, result.upload.tensors) > 0  # two different models
         distances[lam] = distance(personal, trained_global["model"])
     assert distances[2.0] < 0.8 * distances[0.0]
+
+
+def test_ditto_trains_and_evaluates_a_personal_model_pulled_to_the_global_one_by_hand(tiny_config_data,
+                                                                                     monkeypatch):
+    training = ShiftingTraining()
+    monkeypatch.setattr(ditto_module, "train_epochs", training)
+    fed = federation(tiny_config_data, "method.name=ditto", "method.hparams.lam=0.5",
+                     "method.hparams.personal_epochs=1")
+    method = fed.method
+    server = method.init_server(fed.new_model())
+    initial = extract(fed.new_model())
+    result = local_update(fed, 0, server)
+    server = method.aggregate(0, {0: result.upload}, server)
+    key = "stages.0.0.weight"
+    # the global model trains 2 epochs (+2) and is averaged; the personal one trains 1 epoch (+1) and is evaluated
+    assert torch.allclose(server["model"][key], initial[key] + 2.0)
+    assert torch.allclose(method.eval_params(0, server, result.state)[key], initial[key] + 1.0)
+    # the personal objective adds λ/2·‖v − w‖²: 0.25·0.01·P with every parameter 0.1 from the global model
+    model, (x, y) = moved_by(fed.new_model(), 0.1), a_batch(fed)
+    with torch.no_grad():
+        extra = training.calls[1]["loss_fn"](model, x, y) - sum_ce_loss(model, x, y)
+    assert float(extra) == pytest.approx(0.25 * 0.01 * parameter_count(model), rel=1e-4)
 
 
 # -- every method, end to end --------------------------------------------------------------------------------

@@ -7,9 +7,21 @@ import torch
 import torch.nn.functional as F
 from helpers import federation
 from mlflow.tracking import MlflowClient
+from test_baselines_a import ShiftingTraining, a_batch, moved_by, parameter_count
 
+import baselines.fedrod as fedrod_module
+import bench.methods.phases as phases_module
 from baselines.fedamp import fedamp_weights, heurfedamp_weights
-from baselines.fedpac import CLASS_COUNTS, PROTOTYPE, VARIANCE, alignment_loss, combination_weights
+from baselines.fedpac import (
+    CLASS_COUNTS,
+    PROTOTYPE,
+    STATISTIC_PROTOTYPE,
+    VARIANCE,
+    alignment_loss,
+    alignment_targets,
+    combination_weights,
+    feature_statistics,
+)
 from baselines.fedrod import balanced_softmax_loss, combined_logits, log_class_prior
 from baselines.pfedgraph import TARGET, collaboration_graph, cosine_to, regulariser_targets
 from bench.config import apply_overrides, validate_config
@@ -17,7 +29,7 @@ from bench.fed.federation import Federation
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import class_prototypes, flatten, subtract
 from bench.methods.aggregation import personalized_aggregates
-from bench.methods.api import Message, extract, is_head, load_state
+from bench.methods.api import Message, exit_ce_losses, extract, is_head, load_state, sum_ce_loss
 from bench.methods.simplex_qp import minimize_on_simplex
 from bench.track.runner import run_experiment
 
@@ -136,6 +148,19 @@ def test_fedamp_cloud_models_follow_the_hand_computed_weights(tiny_config_data):
     assert torch.equal(cloud[0]["stages.0.0.weight"], server["cloud"][0]["stages.0.0.weight"])
 
 
+def test_fedamp_proximal_term_is_lambda_over_two_alpha_k_by_hand(tiny_config_data):
+    # 3 clients, σ = 4: α_k = σ/(N − 1) = 2, so λ = 1 gives λ/(2α_k) = 1/4 (λ/2 would be 1/2)
+    fed = federation(tiny_config_data, "method.name=fedamp", "data.clients=3", "method.hparams.sigma=4",
+                     "method.hparams.proximal=1")
+    method = fed.method
+    assert method.alpha_k == 2.0 and method.proximal_coefficient == 0.5
+    server = method.init_server(fed.new_model())
+    model, (x, y) = moved_by(fed.new_model(), 0.1), a_batch(fed)
+    with torch.no_grad():
+        extra = method.local_objective(method.payload(0, 0, server))(model, x, y) - sum_ce_loss(model, x, y)
+    assert float(extra) == pytest.approx(0.25 * 0.01 * parameter_count(model), rel=1e-4)  # FedAvg: 0
+
+
 def test_fedamp_trains_the_personal_model_towards_its_cloud_model_and_evaluates_it(tiny_config_data):
     distances = {}
     for lam in (0.01, 10.0):
@@ -165,6 +190,31 @@ def test_pfedgraph_graph_favours_the_similar_client():
     # p + s/(2α) = 1/3 + [1, 1, -1]/1.6 → the projection splits the mass between the twins
     assert torch.allclose(graph[0], torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64), atol=1e-3)
     assert graph[2, 2] > 0.9
+
+
+def test_pfedgraph_counts_a_similarity_above_0_9_as_1_by_hand():
+    # updates (1, 0), (0.95, √(1 − 0.95²)), (0, 1): cos = 0.95 between the first two, so they count as identical;
+    # equal priors, α = 1: row 0 is Π(1/3 + [1, 1, 0]/2) = Π(5/6, 5/6, 1/3) = (1/2, 1/2, 0) (with the raw 0.95:
+    # Π(5/6, 0.8083, 1/3) = (0.5083, 0.4833, 0.0083))
+    updates = torch.tensor([[1.0, 0.0], [0.95, math.sqrt(1 - 0.95**2)], [0.0, 1.0]], dtype=torch.float64)
+    graph = collaboration_graph(updates, torch.ones(3), alpha=1.0)
+    assert torch.allclose(graph[0], torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64), atol=1e-12)
+
+
+def test_pfedgraph_regularises_from_the_second_round_by_hand(tiny_config_data):
+    fed = federation(tiny_config_data, "method.name=pfedgraph", "method.hparams.cosine_reg=0.3")
+    method, model = fed.method, fed.new_model()
+    server = method.init_server(model)
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    server["targets"][0] = -theta  # the opposite direction: 1 − cos = 2
+    x, y = a_batch(fed)
+    model.eval()
+    first, second = method.payload(0, 0, server), method.payload(1, 0, server)
+    assert TARGET not in first.tensors and torch.equal(second.tensors[TARGET], -theta)
+    with torch.no_grad():
+        ce = sum_ce_loss(model, x, y)
+        assert float(method.local_objective(first)(model, x, y) - ce) == 0.0  # round 0: the local loss alone
+        assert float(method.local_objective(second)(model, x, y) - ce) == pytest.approx(2 * 0.3, rel=1e-5)
 
 
 def test_pfedgraph_closed_form_solves_the_graph_qp():
@@ -230,8 +280,8 @@ def test_pfedgraph_regulariser_turns_the_local_model_towards_its_target(tiny_con
         server = method.init_server(model)
         gen = torch.Generator().manual_seed(0)
         server["targets"][0] = torch.randn(server["targets"][0].shape, generator=gen)  # a direction far away
-        result = method.local_update(model, 0, method.payload(0, 0, server), {}, fed.client_data(0),
-                                     torch_generator(0, "test", 0, 0))
+        result = method.local_update(model, 1, method.payload(1, 0, server), {}, fed.client_data(0),
+                                     torch_generator(0, "test", 1, 0))
         load_state(model, result.upload.tensors)
         with torch.no_grad():
             cosines[reg] = float(cosine_to(model, server["targets"][0]))
@@ -261,7 +311,8 @@ def test_fedrod_prediction_is_generic_plus_personal_logits(tiny_config_data, per
     server = method.init_server(model)
     state = method.init_client(0, model, server)
     assert {int(k.split(".")[1]) for k in state["heads"]} == personal_exits
-    assert all((v == 0).all() for v in state["heads"].values())  # a new client predicts with the generic heads
+    # the personal heads start as a copy of the initial generic heads (PFLlib, FL-bench)
+    assert all(torch.equal(v, server["model"][k]) for k, v in state["heads"].items())
     gen = torch.Generator().manual_seed(0)
     state = {"heads": {k: torch.randn(v.shape, generator=gen) for k, v in state["heads"].items()}}
     predict = method.eval_model(model, 0, server, state, fed.client_data(0), torch_generator(0, "eval"))
@@ -279,6 +330,30 @@ def test_fedrod_prediction_is_generic_plus_personal_logits(tiny_config_data, per
     assert torch.equal(predicted[0], combined_logits(model, state["heads"], x)[0])
 
 
+def test_fedrod_local_loss_is_balanced_softmax_plus_the_residual_loss_by_hand(tiny_config_data, monkeypatch):
+    training = ShiftingTraining()
+    monkeypatch.setattr(fedrod_module, "train_epochs", training)
+    fed = federation(tiny_config_data, "method.name=fedrod")
+    method, model = fed.method, fed.new_model()
+    server = method.init_server(model)
+    for k, v in server["model"].items():
+        if is_head(k):
+            server["model"][k] = torch.zeros_like(v)  # every generic head, and so every personal copy, gives 0
+    state = method.init_client(2, model, server)
+    method.local_update(model, 0, method.payload(0, 2, server), state, fed.client_data(2),
+                        torch_generator(0, "test", 0, 2))
+    load_state(model, server["model"])
+    x, y = a_batch(fed, client=2, size=64)
+    with torch.no_grad():
+        loss = float(training.calls[0]["loss_fn"](model.eval(), x, y))
+    # zero logits: the balanced softmax of exit k is −log p(y) under the client's class prior (plain
+    # cross-entropy: log 10), and the residual loss of generic + personal = 0 is log 10; three exits of each
+    counts = torch.bincount(fed.client_data(2).train_labels(), minlength=10).double()
+    balanced = float(-(counts / counts.sum()).log()[y].mean())
+    assert abs(balanced - math.log(10)) > 0.2
+    assert loss == pytest.approx(3 * balanced + 3 * math.log(10), rel=1e-5)
+
+
 def test_fedrod_personal_heads_learn_and_backbone_is_averaged(tiny_config_data):
     fed = federation(tiny_config_data, "method.name=fedrod", "train.local_epochs=1")
     method, model = fed.method, fed.new_model()
@@ -286,7 +361,7 @@ def test_fedrod_personal_heads_learn_and_backbone_is_averaged(tiny_config_data):
     state = method.init_client(1, model, server)
     result = method.local_update(model, 0, method.payload(0, 1, server), state, fed.client_data(1),
                                  torch_generator(0, "test", 0, 1))
-    assert all(v.abs().sum() > 0 for v in result.state["heads"].values())
+    assert all(not torch.equal(v, state["heads"][k]) for k, v in result.state["heads"].items())
     assert set(result.upload.tensors) == set(server["model"])  # personal heads never leave the client
 
 
@@ -309,9 +384,72 @@ def mean_alignment(fed: Federation, model, client: int, prototypes: list[torch.T
     data = fed.client_data(client)
     model.eval()
     x, y = next(fed.batches.eval_batches(data.train_idx, 10_000))
-    known = torch.ones(fed.method.ctx.num_classes, dtype=torch.bool)
     with torch.no_grad():
-        return sum(float(alignment_loss(f, y, c, known)) for f, c in zip(model.features(x), prototypes, strict=True))
+        return sum(float(alignment_loss(f, y, c)) for f, c in zip(model.features(x), prototypes, strict=True))
+
+
+def test_fedpac_aligns_every_sample_by_hand():
+    # class 1 has no global prototype: its sample is aligned to the client's own prototype (0, 1), not dropped
+    features = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    global_prototypes = torch.tensor([[1.0, 1.0], [5.0, 5.0], [0.0, 0.0]])
+    local_prototypes = torch.tensor([[9.0, 9.0], [0.0, 1.0], [9.0, 9.0]], dtype=torch.float64)
+    targets = alignment_targets(global_prototypes, torch.tensor([True, False, True]), local_prototypes)
+    assert torch.equal(targets, torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]], dtype=torch.float64))
+    # squared residuals 1, 1 and 18 over 3 samples × 2 dimensions (dropping class 1 would give 19/4)
+    assert float(alignment_loss(features, torch.tensor([0, 1, 2]), targets)) == pytest.approx(20 / 6)
+
+
+def test_fedpac_takes_its_statistics_before_training_on_the_received_model(tiny_config_data, monkeypatch):
+    monkeypatch.setattr(phases_module, "train_epochs", ShiftingTraining())
+    fed = federation(tiny_config_data, "method.name=fedpac")
+    method = fed.method
+    server = method.init_server(fed.new_model())
+    payload = method.payload(1, 0, server)
+    result = method.local_update(fed.new_model(), 1, payload, {}, fed.client_data(0),
+                                 torch_generator(0, "test", 1, 0))
+    upload = result.upload.tensors
+    received, trained = fed.new_model(), fed.new_model()
+    load_state(received, method.eval_params(0, server, {}))
+    load_state(trained, {k: v for k, v in upload.items() if k in trained.state_dict()})
+    batch = method.ctx.train.batch_size
+    before = feature_statistics(received, fed.client_data(0), 10, batch)
+    after = feature_statistics(trained, fed.client_data(0), 10, batch)
+    # h and V come from the received global extractor (as the authors' statistics_extraction before training);
+    # the prototypes for the global ones from the trained model (their local_protos2)
+    assert torch.equal(upload[VARIANCE], before.variances)
+    assert not torch.allclose(after.variances, before.variances, rtol=1e-3)  # training did change the features
+    for k in range(3):
+        assert torch.equal(upload[f"{STATISTIC_PROTOTYPE}{k}"], before.prototypes[k].float())
+        assert torch.equal(upload[f"{PROTOTYPE}{k}"], after.prototypes[k].float())
+
+
+def test_fedpac_alignment_term_is_on_from_the_second_round_by_hand(tiny_config_data, monkeypatch):
+    training = ShiftingTraining()
+    monkeypatch.setattr(phases_module, "train_epochs", training)
+    fed = federation(tiny_config_data, "method.name=fedpac", "method.hparams.align_weight=0.5")
+    method = fed.method
+    server = method.init_server(fed.new_model())
+    gen = torch.Generator().manual_seed(0)
+    server["prototypes"] = [torch.rand(p.shape, generator=gen) for p in server["prototypes"]]
+    x, y = a_batch(fed)
+    new_class = int(y[0])  # a class of the client's without a global prototype: its own prototype is the target
+    server["class_counts"] = torch.ones_like(server["class_counts"])
+    server["class_counts"][new_class] = 0
+    for round in (0, 1):
+        method.local_update(fed.new_model(), round, method.payload(round, 0, server), {}, fed.client_data(0),
+                            torch_generator(0, "test", round, 0))
+    round0_loss, round1_loss = training.calls[1]["loss_fn"], training.calls[3]["loss_fn"]  # the body phases
+    model = fed.new_model()  # the received model: the initial one
+    own = feature_statistics(model, fed.client_data(0), 10, method.ctx.train.batch_size).prototypes
+    targets = [c.clone() for c in server["prototypes"]]
+    for k, target in enumerate(targets):
+        target[new_class] = own[k][new_class].float()
+    with torch.no_grad():
+        feats = model.features(x)
+        ce = torch.stack(exit_ce_losses(model(x), y)).sum()
+        align = sum((f - c[y]).pow(2).mean() for f, c in zip(feats, targets, strict=True))
+        assert float(round0_loss(model, x, y)) == pytest.approx(float(ce), rel=1e-6)
+        assert float(round1_loss(model, x, y)) == pytest.approx(float(ce + 0.5 * align), rel=1e-6)
 
 
 def test_fedpac_alignment_term_falls_during_local_training(tiny_config_data):
@@ -325,8 +463,8 @@ def test_fedpac_alignment_term_falls_during_local_training(tiny_config_data):
         server["class_counts"] = torch.ones_like(server["class_counts"])
         load_state(model, method.eval_params(0, server, {}))
         before = mean_alignment(fed, model, 0, server["prototypes"])
-        result = method.local_update(model, 0, method.payload(0, 0, server), {}, fed.client_data(0),
-                                     torch_generator(0, "test", 0, 0))
+        result = method.local_update(model, 1, method.payload(1, 0, server), {}, fed.client_data(0),
+                                     torch_generator(0, "test", 1, 0))
         load_state(model, {k: v for k, v in result.upload.tensors.items() if k in model.state_dict()})
         after[weight] = mean_alignment(fed, model, 0, server["prototypes"])
     assert after[5.0] < 0.8 * before
@@ -356,12 +494,15 @@ def test_fedpac_aggregate_combines_the_heads_by_the_exact_qp(tiny_config_data):
     uploads = {}
     for c, shift in enumerate([0.0, 0.0, 10.0]):  # clients 0 and 1 have equal feature statistics, 2 is far away
         state = {k: v + c if v.is_floating_point() else v for k, v in extract(model).items()}
-        prototypes = {f"{PROTOTYPE}{k}": torch.ones(method.ctx.num_classes, head.in_features) + shift
+        statistics = {f"{STATISTIC_PROTOTYPE}{k}": torch.ones(method.ctx.num_classes, head.in_features) + shift
                       for k, head in enumerate(model.exits)}
-        uploads[c] = Message({**state, **prototypes, CLASS_COUNTS: counts,
+        # the post-training prototypes (for the global ones) are alike: h must come from the statistics above
+        prototypes = {f"{PROTOTYPE}{k}": torch.ones(method.ctx.num_classes, head.in_features)
+                      for k, head in enumerate(model.exits)}
+        uploads[c] = Message({**state, **statistics, **prototypes, CLASS_COUNTS: counts,
                               VARIANCE: torch.full((3,), 0.2, dtype=torch.float64)})
     new = method.aggregate(0, uploads, server)
-    # every client's class prior is uniform (0.1), so h_j = 0.1·prototypes and for client 0 the QP matrix is
+    # every client's class prior is uniform (0.1), so h_j = 0.1·statistics and for client 0 the QP matrix is
     # diagonal: diag(V) + ‖h_0 − h_j‖², with ‖h_0 − h_2‖² = 10 classes × 64 features × (0.1·10)² = 640; its
     # minimiser on the simplex is ∝ 1/M_jj = (5, 5, 1/640.2). FedAvg would average all three by train size.
     far = (1 / 640.2) / (10 + 1 / 640.2)

@@ -8,7 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import DEBIAN_FMNIST, federation, fmnist_config
+from test_baselines_a import ShiftingTraining, a_batch, shifted
+from torch import nn
 
+import bench.methods.heterogeneous as heterogeneous_module
 from baselines.depthfl import consistency_weight, mutual_distillation
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
@@ -154,10 +157,11 @@ def test_depthfl_gap_to_fedavg_at_alpha_0_1_comes_from_the_distillation(tiny_con
 
 # -- ScaleFL ----------------------------------------------------------------------------------------------------
 
-def test_scalefl_distillation_is_off_before_a_quarter_of_the_rounds_and_on_after(tiny_config_data):
+def test_scalefl_distillation_is_off_until_a_quarter_of_the_rounds_and_on_after(tiny_config_data):
     fed = federation(tiny_config_data, "method.name=scalefl", "train.rounds=8", "method.hparams.kd_weight=0.5")
     method = fed.method
-    assert [method.kd_active(r) for r in range(8)] == [False, False] + [True] * 6
+    # the authors' round > 0.25·T with 0-based rounds: 8 rounds, on from round 3
+    assert [method.kd_active(r) for r in range(8)] == [False, False, False] + [True] * 5
     model = fed.new_model().eval()
     x = torch.randn(6, *fed.dataset.input_shape, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 2, 3, 4, 5])
@@ -167,10 +171,54 @@ def test_scalefl_distillation_is_off_before_a_quarter_of_the_rounds_and_on_after
         weighted_ce = (ce[0] + 2 * ce[1] + 3 * ce[2]) / 6
         # the authors' element-wise-mean KL: the per-sample KL divided by the 10 classes
         kd = (kl(logits[2], logits[0], 3.0) + 2 * kl(logits[2], logits[1], 3.0)) / 6 / 10
-        before, after = method.objective(1)(model, x, y), method.objective(2)(model, x, y)
+        before, after = method.objective(2)(model, x, y), method.objective(3)(model, x, y)
     assert float(kd) > 0.001
     assert float(before) == pytest.approx(float(weighted_ce), rel=1e-6)
     assert float(after) == pytest.approx(float(weighted_ce + 0.5 * kd), rel=1e-6)
+
+
+class FixedLogits(nn.Module):
+    """Two "exits" whose logits are parameters: the gradient of a loss is then read off them directly."""
+
+    def __init__(self, first: list[float], last: list[float]):
+        super().__init__()
+        self.first = nn.Parameter(torch.tensor([first], dtype=torch.float64))
+        self.last = nn.Parameter(torch.tensor([last], dtype=torch.float64))
+
+    def forward(self, x):
+        return [self.first, self.last]
+
+
+@pytest.mark.parametrize("detach_teacher", [False, True])
+def test_scalefl_teacher_keeps_its_gradient_unless_detached_by_hand(tiny_config_data, detach_teacher):
+    overrides = ["method.name=scalefl", "train.rounds=8", "method.hparams.kd_weight=0.4",
+                 "method.hparams.temperature=2"] + (["method.hparams.detach_teacher=true"] if detach_teacher else [])
+    method = federation(tiny_config_data, *overrides).method  # by default the teacher keeps its graph
+    model, y, tau, gamma = FixedLogits([0.5, -1.0, 2.0], [1.0, 0.0, -0.5]), torch.tensor([2]), 2.0, 0.4
+    method.objective(3)(model, None, y).backward()
+    with torch.no_grad():
+        p, q = F.softmax(model.last / tau, dim=-1), F.softmax(model.first / tau, dim=-1)
+        kl_pq = (p * (p.log() - q.log())).sum()
+        # L = [CE(z1) + γ·τ²·KL(p‖q)/C + 2·CE(z2)]/3 with C = 3 classes; ∂KL/∂z2_j = p_j·(log p_j − log q_j − KL)/τ
+        ce_grad = F.softmax(model.last, dim=-1) - F.one_hot(y, 3)
+        kd_grad = gamma * tau * tau / 3 * p * (p.log() - q.log() - kl_pq) / tau  # γτ²/C·∂KL/∂z2
+        expected = (2 * ce_grad + (0 if detach_teacher else kd_grad)) / 3
+    assert float(kd_grad.abs().max()) > 1e-3
+    assert torch.allclose(model.last.grad, expected, atol=1e-12)
+
+
+def test_scalefl_averages_each_entry_uniformly_over_its_holders(tiny_config_data):
+    for overrides, expected in (((), 2.0), (("method.hparams.aggregation=train_size",), None)):
+        fed = federation(tiny_config_data, "method.name=scalefl", *overrides)  # by default uniformly
+        method = fed.method
+        server = method.init_server(fed.new_model())
+        n0, n3 = method.ctx.client_train_sizes[0], method.ctx.client_train_sizes[3]
+        uploads = {0: Message(shifted(server["model"], 1.0)), 3: Message(shifted(server["model"], 3.0))}
+        new = method.aggregate(0, uploads, server)
+        # the authors' average_weights: the holders' sum over their count, 2 (by train size: 2.34)
+        shift = expected if expected is not None else (1.0 * n0 + 3.0 * n3) / (n0 + n3)
+        key = "stages.1.0.weight"
+        assert torch.allclose(new["model"][key], server["model"][key] + shift, atol=1e-5)
 
 
 def test_scalefl_narrow_sub_models_scale_their_convolutions_by_the_width_rate(tiny_config_data):
@@ -227,7 +275,7 @@ def test_scalefl_first_exit_lags_fedavg_by_its_position_weight(tiny_config_data)
     fedavg = simulate(data).last_eval.metrics
     scalefl = simulate(data, "method.name=scalefl", "method.hparams.kd_weight=0").last_eval.metrics
     assert scalefl["test/acc/exit_1"] < fedavg["test/acc/exit_1"] - 0.08  # 10.3% (chance) against 24.1%
-    assert scalefl["test/acc/exit_2"] < fedavg["test/acc/exit_2"] - 0.04  # 21.5% against 29.4%
+    assert scalefl["test/acc/exit_2"] < fedavg["test/acc/exit_2"] - 0.04  # 23.9% against 29.4%
     fed = federation(data, "method.name=scalefl", "method.hparams.kd_weight=0")
     model = fed.new_model().train()
     x, y = next(fed.batches.eval_batches(fed.client_data(0).train_idx, 32))
@@ -325,6 +373,42 @@ def test_depthfl_local_update_distils_the_exits_into_each_other(tiny_config_data
     # after the ramp-up the KL among the exits is part of the loss: the exits agree much more than under FedAvg's
     # summed cross-entropy (kd_weight = 0)
     assert disagreement[3.0] < 0.7 * disagreement[0.0]
+
+
+def test_depthfl_feddyn_divides_the_correction_by_all_clients_by_hand(tiny_config_data):
+    fed = federation(tiny_config_data, "method.name=depthfl", "method.hparams.feddyn_alpha=0.1",
+                     "method.hparams.tiers=[0.5,0.0,0.5]")
+    method = fed.method
+    server = method.init_server(fed.new_model())
+    deep = [c for c in range(4) if method.client_exits(c) == 3]
+    assert len(deep) == 2  # stages.2 is held by 2 of the 4 clients
+    uploads = {c: Message(shifted(method.payload(0, c, server).tensors, shift))
+               for c, shift in zip(deep, (1.0, 3.0), strict=True)}
+    new = method.aggregate(0, uploads, server)
+    key = "stages.2.0.weight"
+    # h = −α/N·Σ(θ_k − θ) = −0.1/4·(1 + 3) = −0.1 (Flower divides by all N = 4 clients; by the 2 holders it would
+    # be −0.2) and θ = mean(θ_k) − h/α = θ + 2 + 1
+    assert torch.allclose(new["feddyn_h"][key], torch.full_like(new["feddyn_h"][key], -0.1))
+    assert torch.allclose(new["model"][key], server["model"][key] + 3.0, atol=1e-5)
+
+
+def test_depthfl_objective_adds_the_mutual_distillation_by_hand(tiny_config_data, monkeypatch):
+    training = ShiftingTraining()
+    monkeypatch.setattr(heterogeneous_module, "train_epochs", training)
+    fed = federation(tiny_config_data, "method.name=depthfl", "method.hparams.kd_weight=0.7",
+                     "method.hparams.temperature=2")
+    method = fed.method
+    server = method.init_server(fed.new_model())
+    method.local_update(fed.new_model(), method.ctx.rounds, method.payload(0, 0, server), {}, fed.client_data(0),
+                        torch_generator(0, "test", 0, 0))  # after the ramp-up: weight 0.7
+    model, (x, y) = fed.new_model().eval(), a_batch(fed)
+    with torch.no_grad():
+        logits = model(x)
+        ce = sum(F.cross_entropy(z, y) for z in logits)
+        kd = sum(kl(t, s, 2.0) for s in logits for t in logits if t is not s) / 2
+        loss = training.calls[0]["loss_fn"](model, x, y)
+    assert float(kd) > 1e-3
+    assert float(loss) == pytest.approx(float(ce + 0.7 * kd), rel=1e-5)  # FedAvg: ce alone
 
 
 # -- tiered runs end to end -------------------------------------------------------------------------------------

@@ -213,6 +213,11 @@ def split_state(tensors: Mapping[str, torch.Tensor], keep: Callable[[str], bool]
     return {k: v for k, v in tensors.items() if keep(k)}
 
 
+def exit_logits(model: EarlyExitNet, features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every exit head applied to the pooled features it reads (``model.features(x)``)."""
+    return [head(f) for head, f in zip(model.exits, features, strict=True)]
+
+
 def exit_ce_losses(logits: list[torch.Tensor], y: torch.Tensor) -> list[torch.Tensor]:
     return [F.cross_entropy(z, y) for z in logits]
 

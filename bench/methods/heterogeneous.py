@@ -212,10 +212,6 @@ class CapacityPlan:
     def holds(self, client: int, name: str) -> bool:
         return holds_entry(name, self.level(client).depth)
 
-    def holder_count(self, name: str) -> int:
-        """How many clients (participating or not) hold entry ``name``."""
-        return sum(holds_entry(name, self.levels[tier].depth) for tier in self.tier_of)
-
     def held_part(self, client: int, tensors: Mapping[str, torch.Tensor]) -> TensorDict:
         """The entries of full-model ``tensors`` that ``client`` holds, sliced to its sub-model's shapes."""
         level = self.level(client)

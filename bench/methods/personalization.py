@@ -3,7 +3,9 @@
 * :class:`PersonalHeadsHparams` — the ``personal_heads = "all" | "last"`` option of methods that keep
   "the head" personal: ``"all"`` makes every exit head personal, ``"last"`` only the last one (the shallow
   heads are then shared and averaged like the backbone).
-* :func:`personal_keys` — the predicate "this parameter/buffer name belongs to the personal heads".
+* :func:`personal_keys` — the predicate "this parameter/buffer name belongs to the personal heads", and
+  :class:`PersonalHeadsSplit`, which gives a method ``is_personal`` / ``is_shared`` from its hyperparameters
+  (FedRoD and FedPAC use it directly; they keep their personal heads elsewhere than in the client state).
 * :class:`PersonalHeadsMethod` — a method whose server holds the shared part, whose clients keep only their
   personal heads, and which averages the shared part weighted by train size (FedPer, FedRep, FedBABU).
 * :func:`proximal_term` — ``coefficient/2 · ‖θ − θ_ref‖²`` over a model's parameters, and
@@ -22,7 +24,17 @@ import torch
 from pydantic import Field
 
 from bench.methods.aggregation import average_uploads
-from bench.methods.api import Hparams, LossFn, Message, Method, extract, head_index, is_head, sum_ce_loss
+from bench.methods.api import (
+    Hparams,
+    LossFn,
+    Message,
+    Method,
+    MethodContext,
+    extract,
+    head_index,
+    is_head,
+    sum_ce_loss,
+)
 from bench.models.base import EarlyExitNet
 
 KeyFilter = Callable[[str], bool]
@@ -46,14 +58,11 @@ def personal_keys(personal_heads: PersonalHeads, num_exits: int) -> KeyFilter:
     raise ValueError(f"personal_heads must be 'all' or 'last', got {personal_heads!r}")
 
 
-class PersonalHeadsMethod(Method):
-    """Shared part (backbone; shallow heads under ``personal_heads="last"``) averaged; personal heads local.
+class PersonalHeadsSplit:
+    """Mixin of methods whose ``Hparams`` derive from :class:`PersonalHeadsHparams`: which entries are personal."""
 
-    Server state: ``{"shared": tensors}``. Client state: ``{"heads": tensors}`` (only the personal heads;
-    every client starts from the same initial heads). Payload and upload are the shared part. Subclasses
-    implement :meth:`local_update`, typically ``load_state(model, payload.tensors, state["heads"])``, some
-    training, then :meth:`split_trained`. ``Hparams`` must derive from :class:`PersonalHeadsHparams`.
-    """
+    hp: PersonalHeadsHparams
+    ctx: MethodContext
 
     @property
     def is_personal(self) -> KeyFilter:
@@ -61,6 +70,16 @@ class PersonalHeadsMethod(Method):
 
     def is_shared(self, name: str) -> bool:
         return not self.is_personal(name)
+
+
+class PersonalHeadsMethod(PersonalHeadsSplit, Method):
+    """Shared part (backbone; shallow heads under ``personal_heads="last"``) averaged; personal heads local.
+
+    Server state: ``{"shared": tensors}``. Client state: ``{"heads": tensors}`` (only the personal heads;
+    every client starts from the same initial heads). Payload and upload are the shared part. Subclasses
+    implement :meth:`local_update`, typically ``load_state(model, payload.tensors, state["heads"])``, some
+    training, then :meth:`split_trained`. ``Hparams`` must derive from :class:`PersonalHeadsHparams`.
+    """
 
     def init_server(self, model: EarlyExitNet) -> dict[str, Any]:
         return {"shared": extract(model, self.is_shared)}

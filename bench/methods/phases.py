@@ -17,7 +17,15 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from bench.methods.api import ClientData, LossFn, TrainSettings, exit_ce_losses, sum_ce_loss, train_epochs
+from bench.methods.api import (
+    ClientData,
+    LossFn,
+    TrainSettings,
+    exit_ce_losses,
+    exit_logits,
+    sum_ce_loss,
+    train_epochs,
+)
 from bench.methods.personalization import KeyFilter, PersonalHeadsHparams, frozen, parameters_where
 from bench.models.base import EarlyExitNet
 
@@ -49,8 +57,7 @@ def head_loss(batchnorm: BatchNormMode) -> LossFn:
                     child.eval()
         with torch.no_grad():
             feats = model.features(x)
-        logits = [head(f) for head, f in zip(model.exits, feats, strict=True)]
-        return torch.stack(exit_ce_losses(logits, y)).sum()
+        return torch.stack(exit_ce_losses(exit_logits(model, feats), y)).sum()
 
     return loss
 
