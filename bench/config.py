@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import importlib.resources
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench.ground.plugins import PluginError, import_plugin
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -160,22 +159,10 @@ def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def import_plugins(plugins: list[str]) -> None:
     """Import plugin modules (dotted names or paths to .py files) so their ``@register`` runs."""
     for spec in plugins:
-        path = Path(spec)
-        if spec.endswith(".py"):
-            if not path.is_file():
-                raise ConfigError(f"plugins: file {spec!r} does not exist")
-            module_name = f"cafebench_plugin_{path.stem}"
-            if module_name in sys.modules:
-                continue
-            loader_spec = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules[module_name] = module
-            loader_spec.loader.exec_module(module)
-        else:
-            try:
-                importlib.import_module(spec)
-            except ImportError as exc:
-                raise ConfigError(f"plugins: cannot import {spec!r}: {exc}") from exc
+        try:
+            import_plugin(spec)
+        except PluginError as exc:
+            raise ConfigError(f"plugins: {exc}") from exc
 
 
 # -- loading -----------------------------------------------------------------------------------------------------

@@ -4,8 +4,13 @@ sources on small files made here, and each of their refusals."""
 from __future__ import annotations
 
 import importlib.util
+import io
+import re
 import sys
 import textwrap
+import time
+import tracemalloc
+import zipfile
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -20,7 +25,9 @@ from bench.config import ConfigError, apply_overrides, validate_config
 from bench.data.sources import (
     CorruptDataError,
     DataNotFoundError,
+    DataTooLargeError,
     available_datasets,
+    limits,
     load_dataset,
     register_dataset,
     registry,
@@ -173,6 +180,34 @@ def test_imagefolder_refusals_name_the_folder_or_file(folder, damage, message):
         load_dataset("imagefolder", path=str(folder), cache=False)
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"size": 99_999}, "size must be an integer in 1..4096 or [height, width] of such integers, got 99999"),
+    ({"size": [8, 0]}, "size must be an integer in 1..4096 or [height, width] of such integers, got [8, 0]"),
+    ({"size": 3.5}, "size must be an integer in 1..4096 or [height, width] of such integers, got 3.5"),
+    ({"size": True}, "size must be an integer in 1..4096 or [height, width] of such integers, got True"),
+    ({"channels": True}, "channels must be 1 (grey) or 3 (RGB), got True"),
+    ({"cache": "yes"}, "cache must be true or false, got 'yes'"),
+])
+def test_imagefolder_options_are_bounded(folder, options, message):
+    with pytest.raises(ValueError, match=rf"^imagefolder: {re.escape(message)}$"):
+        load_dataset("imagefolder", path=str(folder), **options)
+
+
+def test_imagefolder_refuses_a_size_that_does_not_fit_in_memory_before_decoding(folder, monkeypatch):
+    monkeypatch.setattr(limits, "available_memory", lambda: 100_000_000)
+    monkeypatch.setattr(imagefolder_source, "decode_images", lambda *args: pytest.fail("decoded"))
+    with pytest.raises(DataTooLargeError, match=r"^imagefolder: size=4,096 needs 251.7 MB for 5 images of 3×4096×4096 "
+                                                r"\(size is the height here\), more than the 100.0 MB of memory "
+                                                r"available; size may be 1..1,627 here$"):
+        load_dataset("imagefolder", path=str(folder), size=4096)
+    monkeypatch.undo()
+    monkeypatch.setattr(limits, "available_memory", lambda: 500)  # 5 native 3×8×8 images are 960 bytes
+    with pytest.raises(DataTooLargeError, match=r"pets: 5 images of 3×8×8 \(cat/0.png's size; set data.options.size "
+                                                r"to resize them\) need 960 bytes, more than the 500 bytes of memory "
+                                                r"available$"):
+        load_dataset("imagefolder", path=str(folder), cache=False)
+
+
 def test_imagefolder_refuses_loose_images_a_single_class_and_a_missing_folder(tmp_path):
     write_image(tmp_path / "loose" / "a.png", 1)
     with pytest.raises(CorruptDataError, match=r"loose: holds images but no class folders, so its images have no "
@@ -216,6 +251,11 @@ def test_npz_reads_every_image_layout_and_named_labels(tmp_path):
      r"sample 1: label 1.5 is neither an integer nor a name"),
     ({"x": np.zeros((4, 5, 5), np.uint8), "y": [0, 2, 0, 2]}, r"labels run 0..2 but class 1 has no sample"),
     ({"x": np.zeros((4, 5, 5), np.uint8), "y": [3, 3, 3, 3]}, r"labels run 3..3 but class 0 has no sample"),
+    ({"x": np.zeros((4, 5, 5), np.uint8), "y": [0, 1, 3 * 10**12, 0]},  # np.bincount would ask for 24 TB
+     r"labels run 0..3000000000000 but class 2 has no sample; .*\(so labels lie in 0..3 for 4 samples\)"),
+    ({"x": np.zeros((4, 5, 5), np.uint8), "y": [0.0, 1.0, 1e300, 1.0]}, r"labels run 0..1e\+300 but class 2"),
+    ({"x": np.zeros((4, 5, 5), np.uint8), "y": np.array([0, 1, 2**64 - 1, 1], np.uint64)},
+     r"labels run 0..18446744073709551615 but class 2"),
     ({"x": np.zeros((4, 5, 5), np.uint8), "y": ["a", "a", "a", "a"]}, r"all samples have the one label 'a'"),
     ({"x": np.zeros((4, 5), np.uint8), "y": [0, 1, 0, 1]}, r"x has shape \(4, 5\); expected N×H×W"),
 ])
@@ -223,6 +263,25 @@ def test_npz_refusals_name_the_file_and_the_problem(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(CorruptDataError, match=r"bad\.npz: " + message):
         load_dataset("npz", path=str(tmp_path / "bad.npz"))
+
+
+def test_npz_whose_headers_declare_more_than_memory_holds_is_refused_before_loading(tmp_path, capsys):
+    # x.npy declares 3·10^12 bytes but holds none: NumPy would allocate them before finding the data missing.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (1_000_000, 3, 1000, 1000)})
+    labels = io.BytesIO()
+    np.save(labels, np.arange(4))
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as archive:
+        archive.writestr("x.npy", header.getvalue())
+        archive.writestr("y.npy", labels.getvalue())
+    started = time.perf_counter()
+    assert main(["datasets", "npz", f"path={tmp_path / 'huge.npz'}"]) == 2
+    assert time.perf_counter() - started < 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and re.fullmatch(
+        rf"cafebench datasets: error: {tmp_path}/huge.npz: x \(1000000, 3, 1000, 1000\) uint8 and y \(4,\) int64 "
+        r"need 3.0 TB, more than the [\d.]+ [MGT]B of memory available", err[0])
 
 
 def test_npz_refuses_a_file_that_is_not_an_archive(tmp_path):
@@ -272,11 +331,52 @@ def test_parquet_without_pyarrow_names_the_missing_package(tmp_path, monkeypatch
     ("text,label\nhello,0.5\nworld,1\n", {}, r"news\.csv:2: label 0.5 is neither an integer nor a name"),
     ("text,label\nhello,1\nworld,2\n", {}, r"labels run 1..2 but class 0 has no sample"),
     ("text,label\n", {}, r"news\.csv: holds no samples"),
+    ("text,label\n,0\n\"  \",1\n!?,0\n", {}, r"news\.csv: the column 'text' holds no words \(all 3 texts are empty or "
+                                          r"without letters and digits\); set data.options.text_column to the texts$"),
+    ("text,label\nhello,3000000000000\nworld,0\n", {}, r"labels run 0..3000000000000 but class 1 has no sample"),
+    ("text,label\nhello,1\nworld,0\n", {"text_column": ["text"]}, r"^textcsv: text_column must be a column name"),
 ])
 def test_textcsv_refusals_name_the_file_and_the_problem(tmp_path, rows, options, message):
     (tmp_path / "news.csv").write_text(rows)
-    with pytest.raises(CorruptDataError, match=message):
+    with pytest.raises(ValueError, match=message):
         load_dataset("textcsv", path=str(tmp_path / "news.csv"), **options)
+
+
+@pytest.mark.parametrize("option, message", [
+    ("seq_len=1000000000", "textcsv: seq_len must be an integer in 1..65,536, got 1000000000"),  # grew to 22 GB
+    ("seq_len=0", "textcsv: seq_len must be an integer in 1..65,536, got 0"),
+    ("vocab_size=1e12", "textcsv: vocab_size must be an integer in 3..16,777,216, got '1e12'"),
+    ("vocab_size=2", "textcsv: vocab_size must be an integer in 3..16,777,216, got 2"),
+])
+def test_textcsv_size_options_are_refused_in_one_line_before_allocating(tmp_path, capsys, option, message):
+    TEXTS.to_csv(tmp_path / "news.csv", index=False)
+    started = time.perf_counter()
+    assert main(["datasets", "textcsv", f"path={tmp_path / 'news.csv'}", "text_column=body", "label_column=topic",
+                 option]) == 2
+    assert time.perf_counter() - started < 1
+    assert capsys.readouterr().err == f"cafebench datasets: error: {message}\n"
+
+
+def test_textcsv_refuses_a_seq_len_whose_token_ids_do_not_fit_in_memory(tmp_path, monkeypatch, capsys):
+    pd.DataFrame({"text": ["some words"] * 64, "label": [0, 1] * 32}).to_csv(tmp_path / "news.csv", index=False)
+    monkeypatch.setattr(limits, "available_memory", lambda: 16_000_000)  # 64 texts × 65,536 tokens are 33.6 MB
+    tracemalloc.start()
+    try:
+        assert main(["datasets", "textcsv", f"path={tmp_path / 'news.csv'}", "seq_len=65536"]) == 2
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000  # the token-id array was never allocated
+    assert capsys.readouterr().err == (
+        "cafebench datasets: error: textcsv: seq_len=65,536 needs 33.6 MB for the token ids of 64 texts (8 bytes a "
+        "token), more than the 16.0 MB of memory available; seq_len may be 1..31,250 here\n")
+    monkeypatch.undo()
+    assert load_dataset("textcsv", path=str(tmp_path / "news.csv"), seq_len=65536).x.shape == (64, 65536)
+
+
+def test_a_path_that_is_not_a_path_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"^npz: path must be a file or folder path, got \['a.npz'\]$"):
+        load_dataset("npz", path=["a.npz"])
 
 
 def test_textcsv_refuses_other_file_types(tmp_path):

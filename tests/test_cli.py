@@ -67,6 +67,8 @@ def test_errors_found_without_training_create_no_run(tracking_uri, tmp_path, cap
         (["data.clients=500"], "500 clients × min_samples=10 need 5000 samples but dataset 'digits' has 1797"),
         (["data.alpha=.inf"], "alpha must be a finite number > 0, got inf"),
         (["data.dataset=cifar10"], "dataset 'cifar10' not found"),
+        ([f"data.root={tmp_path / 'no-such-root'}"],  # was skipped: the run trained on another dataset
+         f"error: data root '{tmp_path / 'no-such-root'}' (data.root) does not exist; give the folder"),
     ]:
         assert main([*digits, *extra]) == 2
         assert message in capsys.readouterr().err
@@ -95,3 +97,34 @@ def test_ui_binds_to_loopback_on_the_tracking_store():
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--backend-store-uri") + 1] == "sqlite:///x.db"
     assert cmd[cmd.index("--port") + 1] == "5123"
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["run", "data.clients=5", "demo"], "cafebench run: error: 'data.clients=5' is an override, not a config: "
+     "key=value overrides go after the config name, as in: cafebench run demo data.clients=5"),
+    (["run", "train.rounds=1", "--tracking-uri", "sqlite:///x.db", "demo", "seed=2"], "cafebench run: error: "
+     "'train.rounds=1' is an override, not a config: key=value overrides go after the config name, as in: "
+     "cafebench run demo train.rounds=1 seed=2"),
+    (["sweep", "seed=[1]", "smoke", "--dry-run"], "cafebench sweep: error: 'seed=[1]' is an override, not a preset: "
+     "key=value overrides go after the preset name, as in: cafebench sweep smoke seed=[1]"),
+    (["partition", "data.alpha=0.1"], "cafebench partition: error: 'data.alpha=0.1' is an override, not a config: "
+     "key=value overrides go after the config name, as in: cafebench partition CONFIG data.alpha=0.1"),
+])
+def test_an_override_before_the_config_name_says_where_overrides_go(capsys, argv, line):
+    with pytest.raises(SystemExit) as exit_status:
+        main(argv)
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_a_plugin_that_raises_on_import_is_named_with_the_exception_type(tmp_path, capsys):
+    plugin = tmp_path / "boom_plugin.py"
+    plugin.write_text("import math\n\nraise RuntimeError('boom on import')\n")
+    assert main(["datasets", "--plugin", str(plugin)]) == 2
+    assert capsys.readouterr().err == (f"cafebench datasets: error: plugins: plugin file '{plugin}' raised "
+                                       "RuntimeError on import (line 3): boom on import\n")
+    plugin.write_text("def broken(:\n")
+    assert main(["methods", "--plugin", str(plugin)]) == 2  # imported again, not taken as loaded the first time
+    err = capsys.readouterr().err
+    assert err.startswith(f"cafebench methods: error: plugins: plugin file '{plugin}' raised SyntaxError on import")
+    assert err.count("\n") == 1 and "line 1" in err

@@ -66,3 +66,17 @@ def test_invalid_yaml_is_reported(tmp_path):
     path.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+def test_a_plugin_module_that_raises_on_import_names_its_file_and_the_exception(tmp_path, monkeypatch,
+                                                                                tiny_config_data):
+    (tmp_path / "zero_division_plugin.py").write_text("ratio = 1 / 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^plugins: plugin module 'zero_division_plugin' \(.*/zero_division_plugin"
+                                          r"\.py\) raised ZeroDivisionError on import \(line 1\): division by zero$"):
+        validate_config(dict(tiny_config_data, plugins=["zero_division_plugin"]))
+    (tmp_path / "needs_a_package_plugin.py").write_text("import no_such_package_xyz\n")
+    with pytest.raises(ConfigError, match=r"^plugins: plugin module 'needs_a_package_plugin' .* raised "
+                                          r"ModuleNotFoundError on import \(line 1\): No module named "
+                                          r"'no_such_package_xyz'$"):
+        validate_config(dict(tiny_config_data, plugins=["needs_a_package_plugin"]))

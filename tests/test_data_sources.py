@@ -6,7 +6,10 @@ import csv
 import gzip
 import os
 import pickle
+import re
 import struct
+import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +18,15 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.data.sources import CorruptDataError, DataNotFoundError, available_datasets, data_roots, load_dataset
+from bench.data.sources import (
+    CorruptDataError,
+    DataNotFoundError,
+    DataTooLargeError,
+    available_datasets,
+    data_roots,
+    limits,
+    load_dataset,
+)
 from bench.data.sources import fmnist as fmnist_source
 from bench.data.sources.cifar import CIFAR10, CIFAR100, CifarLayout
 from bench.data.sources.safe_pickle import load_numpy_pickle
@@ -116,7 +127,7 @@ def test_fmnist_num_samples_keeps_a_fixed_class_balanced_subset() -> None:
     assert all(index[bytes(image.numpy())] == label for image, label in zip(small.x, small.y.tolist(), strict=True))
     in_larger = {bytes(image.numpy()) for image in larger.x}
     assert all(bytes(image.numpy()) in in_larger for image in small.x)
-    with pytest.raises(ValueError, match="num_samples must lie in 10..70000"):
+    with pytest.raises(ValueError, match="num_samples must be an integer in 10..70,000, got 5"):
         load_dataset("fmnist", download=False, num_samples=5)
 
 
@@ -155,6 +166,28 @@ def test_idx_with_wrong_magic_or_broken_gzip_is_corrupt(tmp_path: Path) -> None:
         load_dataset("fmnist", root=tmp_path, download=False)
 
 
+def test_idx_whose_header_declares_more_than_memory_holds_is_refused_before_decompressing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_fmnist(tmp_path, compress=True)
+    images = tmp_path / "train-images-idx3-ubyte.gz"  # a gzip bomb: 12 MB of zeros in 12 kB
+    images.write_bytes(gzip.compress(idx_bytes(np.zeros((12, 1000, 1000), np.uint8))))
+    monkeypatch.setattr(limits, "available_memory", lambda: 4_000_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataTooLargeError, match=r"train-images-idx3-ubyte.gz: the 12×1000×1000 bytes its header "
+                                                    r"declares need 12.0 MB, more than the 4.0 MB of memory "
+                                                    r"available$"):
+            load_dataset("fmnist", root=tmp_path, download=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000  # the 12 MB were never read
+    monkeypatch.undo()
+    images.write_bytes(gzip.compress(struct.pack(">HBB3I", 0, 0x08, 3, 60_000, 100_000, 100_000)))  # header only
+    with pytest.raises(DataTooLargeError, match=r"the 60000×100000×100000 bytes its header declares need 600.0 TB"):
+        load_dataset("fmnist", root=tmp_path, download=False)
+
+
 def test_fmnist_labels_out_of_range_are_corrupt(tmp_path: Path) -> None:
     write_fmnist(tmp_path, compress=False)
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10]), compress=False)
@@ -178,6 +211,7 @@ def test_missing_data_lists_every_place_looked(tmp_path: Path, monkeypatch: pyte
     system_dir = tmp_path / "usr-share-fashion-mnist"
     monkeypatch.setattr(fmnist_source, "SYSTEM_DIRS", [system_dir])
     monkeypatch.setenv("CAFEBENCH_DATA", str(tmp_path / "env"))
+    (tmp_path / "explicit").mkdir()  # an explicit root must exist (see the next test)
     with pytest.raises(DataNotFoundError) as caught:
         load_dataset("fmnist", root=tmp_path / "explicit")
     message = str(caught.value)
@@ -186,6 +220,32 @@ def test_missing_data_lists_every_place_looked(tmp_path: Path, monkeypatch: pyte
             assert f"  - {place}\n" in message
     assert f"  - {system_dir}\n" in message
     assert "no download attempted" in message and "apt-get install dataset-fashion-mnist" in message
+
+
+def test_an_explicit_root_that_is_no_folder_is_refused_not_skipped(tmp_path: Path) -> None:
+    # Skipped, it let the system's Fashion-MNIST (or a dataset taking no root) stand in for the data asked for.
+    for dataset in ("fmnist", "synthetic"):
+        with pytest.raises(DataNotFoundError, match=rf"^data root '{tmp_path}/nope' \(data.root\) does not exist; "
+                                                    r"give the folder that holds the data .*\./datasets$"):
+            load_dataset(dataset, root=tmp_path / "nope")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataNotFoundError, match=r"data root '.*/file' \(data.root\) is not a folder"):
+        load_dataset("synthetic", root=str(tmp_path / "file"))
+    assert len(load_dataset("synthetic", root=tmp_path, num_samples=20)) == 20  # an existing root is fine
+
+
+@pytest.mark.parametrize("dataset, option, value, message", [
+    ("fmnist", "num_samples", 2000.0, "num_samples must be an integer in 10..70,000, got 2000.0"),
+    ("fmnist", "num_samples", True, "num_samples must be an integer in 10..70,000, got True"),
+    ("fmnist", "download", "yes", "download must be true or false, got 'yes'"),
+    ("cifar10", "download", 1, "download must be true or false, got 1"),
+    ("tinyimagenet", "cache", "no", "cache must be true or false, got 'no'"),
+    ("agnews", "seq_len", 10**9, "seq_len must be an integer in 1..65,536, got 1000000000"),
+    ("agnews", "vocab_size", "big", "vocab_size must be an integer in 3..16,777,216, got 'big'"),
+])
+def test_options_of_the_wrong_type_or_size_are_refused_before_any_data_is_read(dataset, option, value, message):
+    with pytest.raises(ValueError, match=rf"^{dataset}: {re.escape(message)}$"):
+        load_dataset(dataset, **{option: value})  # no data root holds these datasets: the option is checked first
 
 
 def test_download_option_and_failure_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -510,8 +570,10 @@ def test_agnews_tokens_and_vocabulary(tmp_path: Path) -> None:
 
 def test_agnews_rejects_bad_rows_and_options(tmp_path: Path) -> None:
     write_agnews(tmp_path)
-    with pytest.raises(ValueError, match="vocab_size must exceed 2"):
+    with pytest.raises(ValueError, match=r"^agnews: vocab_size must be an integer in 3..16,777,216, got 2$"):
         load_dataset("agnews", root=tmp_path, vocab_size=2)
+    with pytest.raises(ValueError, match=r"^agnews: seq_len must be an integer in 1..65,536, got 0$"):
+        load_dataset("agnews", root=tmp_path, seq_len=0)
     (tmp_path / "ag_news_csv" / "test.csv").write_text('"5","Title","Body"\n')
     with pytest.raises(CorruptDataError, match=r"test.csv: labels range over 4..4, expected 0..3"):
         load_dataset("agnews", root=tmp_path)
@@ -579,6 +641,27 @@ def test_synthetic_is_deterministic_per_seed() -> None:
     assert first.x.shape == (2000, 1, 16, 16) and first.y.bincount().tolist() == [200] * 10
     small = load_dataset("synthetic", num_samples=30, num_classes=3, image_size=8, channels=3)
     assert small.x.shape == (30, 3, 8, 8) and len(small.mean) == 3 and small.num_classes == 3
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"channels": 5}, "channels must be an integer in 1..4, got 5"),
+    ({"image_size": 100_000}, "image_size must be an integer in 1..4,096, got 100000"),
+    ({"image_size": 16.0}, "image_size must be an integer in 1..4,096, got 16.0"),
+    ({"seed": "x"}, "seed must be an integer in -9,223,372,036,854,775,808..9,223,372,036,854,775,807, got 'x'"),
+    ({"num_samples": "many"}, "num_samples must be an integer of at least 2, got 'many'"),
+    ({"num_samples": 20, "num_classes": 3000}, "num_classes must be an integer in 2..20, got 3000"),
+    ({"num_samples": 10**7}, "num_samples=10,000,000 needs 43.5 GB for images of 1×16×16 (17 bytes a pixel while "
+                             "drawn), more than the 1.0 GB of memory available; num_samples may be 2..229,779 here"),
+    ({"num_samples": 10, "image_size": 4096, "channels": 4},
+     "images of 4×4096×4096 (17 bytes a pixel while drawn) need 2.3 GB even at num_samples=2, more than the 1.0 GB of "
+     "memory available"),
+])
+def test_synthetic_options_are_bounded_before_drawing(monkeypatch: pytest.MonkeyPatch, options, message) -> None:
+    monkeypatch.setattr(limits, "available_memory", lambda: 1_000_000_000)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"^synthetic: {re.escape(message)}$"):
+        load_dataset("synthetic", **options)
+    assert time.perf_counter() - started < 0.5  # refused, not drawn
 
 
 def test_synthetic_is_learnable_by_nearest_class_mean() -> None:

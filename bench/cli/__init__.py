@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from bench.config import ConfigError
 from bench.track.runner import Terminated, raise_on_sigterm
@@ -25,10 +26,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CONFIG_ARGUMENTS = ("config", "preset")  # the positional that names a command's config, before its overrides
+
+
+def misplaced_override(args: argparse.Namespace, extra: list[str]) -> str | None:
+    """The message for an override given before the config name (``run data.clients=5 demo``), None otherwise."""
+    for attr in CONFIG_ARGUMENTS:
+        value = getattr(args, attr, None)
+        if not isinstance(value, str) or "=" not in value or Path(value).suffix in (".yaml", ".yml") \
+                or Path(value).exists():
+            continue
+        rest = [*getattr(args, "overrides", []), *extra]
+        names = [arg for arg in rest if "=" not in arg and not arg.startswith("-")]
+        leading = [args.method] if isinstance(getattr(args, "method", None), str) else []
+        example = " ".join(["cafebench", args.command, *leading, names[0] if names else attr.upper(), value,
+                            *(arg for arg in rest if "=" in arg)])
+        return (f"cafebench {args.command}: error: {value!r} is an override, not a {attr}: key=value overrides go "
+                f"after the {attr} name, as in: {example}")
+    return None
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line, taking ``key=value`` overrides wherever they stand (``run demo --tracking-uri X
-    data.dataset=digits``): argparse ends a command's positionals at its first option."""
+    data.dataset=digits``): argparse ends a command's positionals at its first option. An override given before the
+    config name is refused with one line saying where overrides go."""
     args, extra = parser.parse_known_args(argv)
+    misplaced = misplaced_override(args, extra)
+    if misplaced:
+        parser.exit(2, misplaced + "\n")
     stray = [arg for arg in extra if arg.startswith("-") or "=" not in arg or not hasattr(args, "overrides")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")

@@ -18,10 +18,10 @@ from bench.data.sources import imagefolder, npz, textcsv  # noqa: F401  (each re
 from bench.data.sources.agnews import load_agnews
 from bench.data.sources.bundled import load_digits, load_mnist5k
 from bench.data.sources.cifar import load_cifar10, load_cifar100
-from bench.data.sources.errors import CorruptDataError, DataNotFoundError
+from bench.data.sources.errors import CorruptDataError, DataNotFoundError, DataTooLargeError
 from bench.data.sources.fmnist import load_fmnist
 from bench.data.sources.registry import DatasetEntry, DatasetShape, available_datasets, get_dataset, register_dataset
-from bench.data.sources.roots import data_roots
+from bench.data.sources.roots import data_roots, require_root
 from bench.data.sources.synthetic import load_synthetic
 from bench.data.sources.tinyimagenet import load_tinyimagenet
 
@@ -50,7 +50,8 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, **options: ob
 
     Raises:
         ValueError: unknown dataset name, an option the loader does not take, or one it needs and lacks.
-        DataNotFoundError: the data is nowhere to be found (the message says where it looked).
+        DataNotFoundError: the data is nowhere to be found (the message says where it looked), or ``root`` is given
+            but is not a folder.
         CorruptDataError: a data file is malformed (the message names it).
     """
     loader = get_dataset(name).loader
@@ -65,10 +66,12 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, **options: ob
     needed = sorted(k for k in accepted - set(options) if parameters[k].default is inspect.Parameter.empty)
     if needed:
         raise ValueError(f"dataset {name!r} needs the option {', '.join(needed)} (data.options.{needed[0]})")
+    if root is not None:
+        require_root(root)
     if "root" in parameters:
         options["root"] = root
     return loader(**options)
 
 
-__all__ = ["CorruptDataError", "DataNotFoundError", "DatasetEntry", "DatasetShape", "available_datasets",
-           "data_roots", "dataset_shape", "get_dataset", "load_dataset", "register_dataset"]
+__all__ = ["CorruptDataError", "DataNotFoundError", "DataTooLargeError", "DatasetEntry", "DatasetShape",
+           "available_datasets", "data_roots", "dataset_shape", "get_dataset", "load_dataset", "register_dataset"]

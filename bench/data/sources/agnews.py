@@ -15,6 +15,7 @@ import torch
 
 from bench.data.dataset import Dataset
 from bench.data.sources.errors import CorruptDataError, require_labels_in_range
+from bench.data.sources.limits import MAX_SEQ_LEN, MAX_VOCAB_SIZE, require_fits, require_int
 from bench.data.sources.roots import candidate_dirs, locate
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,28 @@ def build_vocabulary(documents: list[list[str]], vocab_size: int) -> dict[str, i
     return {token: NUM_SPECIAL_IDS + rank for rank, (token, _) in enumerate(ranked)}
 
 
-def encode(document: list[str], vocabulary: dict[str, int], seq_len: int) -> list[int]:
-    """Token ids of the first ``seq_len`` tokens, right-padded with :data:`PAD_ID`."""
-    ids = [vocabulary.get(token, UNKNOWN_ID) for token in document[:seq_len]]
-    return ids + [PAD_ID] * (seq_len - len(ids))
+def require_text_options(dataset: str, vocab_size: object, seq_len: object) -> None:
+    """Refuse a ``vocab_size`` outside ``3..MAX_VOCAB_SIZE`` or a ``seq_len`` outside ``1..MAX_SEQ_LEN``."""
+    require_int(dataset, "vocab_size", vocab_size, NUM_SPECIAL_IDS + 1, MAX_VOCAB_SIZE)
+    require_int(dataset, "seq_len", seq_len, 1, MAX_SEQ_LEN)
+
+
+def encode_all(documents: list[list[str]], vocabulary: dict[str, int], seq_len: int, dataset: str) -> torch.Tensor:
+    """int64 token ids ``N×seq_len``: each document's first ``seq_len`` tokens (:data:`UNKNOWN_ID` for a token
+    outside ``vocabulary``), right-padded with :data:`PAD_ID`, in one array whose size is checked against the memory
+    available before it is allocated.
+
+    Raises:
+        DataTooLargeError: ``seq_len`` tokens of every document would not fit (the message gives the range that does).
+    """
+    itemsize = np.dtype(np.int64).itemsize
+    require_fits(dataset, "seq_len", seq_len, 1, len(documents) * itemsize,
+                 f"the token ids of {len(documents):,} texts ({itemsize} bytes a token)")
+    x = np.full((len(documents), seq_len), PAD_ID, dtype=np.int64)
+    for row, document in zip(x, documents, strict=True):
+        ids = [vocabulary.get(token, UNKNOWN_ID) for token in document[:seq_len]]
+        row[: len(ids)] = ids
+    return torch.from_numpy(x)
 
 
 def _read_csv(path: Path) -> tuple[list[list[str]], np.ndarray]:
@@ -96,12 +115,7 @@ def load_agnews(root: str | os.PathLike | None = None, vocab_size: int = 20000, 
     The vocabulary comes from the training part only: the ``vocab_size - 2`` most frequent tokens,
     after the special ids 0 (padding) and 1 (unknown).
     """
-    if vocab_size <= NUM_SPECIAL_IDS:
-        raise ValueError(
-            f"agnews: vocab_size must exceed {NUM_SPECIAL_IDS} (the special ids), got {vocab_size}"
-        )
-    if seq_len < 1:
-        raise ValueError(f"agnews: seq_len must be at least 1, got {seq_len}")
+    require_text_options("agnews", vocab_size, seq_len)
     directory = locate(
         "agnews",
         candidate_dirs(root, SUBDIRS),
@@ -112,10 +126,7 @@ def load_agnews(root: str | os.PathLike | None = None, vocab_size: int = 20000, 
     train_documents, train_labels = _read_csv(directory / "train.csv")
     test_documents, test_labels = _read_csv(directory / "test.csv")
     vocabulary = build_vocabulary(train_documents, vocab_size)
-    x = torch.tensor(
-        [encode(document, vocabulary, seq_len) for document in train_documents + test_documents],
-        dtype=torch.int64,
-    ).reshape(-1, seq_len)
+    x = encode_all(train_documents + test_documents, vocabulary, seq_len, "agnews")
     y = torch.from_numpy(np.concatenate([train_labels, test_labels]))
     log.info("loaded AG News from %s: %d articles, %d-token vocabulary", directory, len(y), len(vocabulary))
     return Dataset(

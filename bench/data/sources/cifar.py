@@ -14,6 +14,7 @@ import torch
 from bench.data.dataset import Dataset
 from bench.data.sources.errors import CorruptDataError, require_labels_in_range
 from bench.data.sources.image_dataset import make_image_dataset
+from bench.data.sources.limits import require_bool
 from bench.data.sources.roots import candidate_dirs, data_roots, downloads_enabled, locate
 from bench.data.sources.safe_pickle import load_numpy_pickle
 
@@ -115,6 +116,7 @@ def _fetch(layout: CifarLayout, destination: Path) -> Path:
 
 
 def _load_cifar(layout: CifarLayout, root: str | os.PathLike | None, download: bool) -> Dataset:
+    require_bool(layout.name, "download", download)
     destination = data_roots(root)[0]
     directory = locate(
         layout.name,

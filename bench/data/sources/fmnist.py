@@ -13,6 +13,7 @@ from bench.data.dataset import Dataset
 from bench.data.sources.errors import CorruptDataError, require_labels_in_range
 from bench.data.sources.idx import read_idx
 from bench.data.sources.image_dataset import make_image_dataset
+from bench.data.sources.limits import require_bool, require_int
 from bench.data.sources.roots import candidate_dirs, data_roots, downloads_enabled, locate
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ PARTS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+FULL_SIZE = 70_000  # the train and test images pooled
 CLASS_NAMES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]  # fmt: skip
@@ -95,9 +97,9 @@ def load_fmnist(root: str | os.PathLike | None = None, download: bool = True,
 
     ``num_samples`` keeps a class-balanced subset of that many images (a fixed seeded draw over the pooled set,
     see :func:`balanced_subset`), for runs of seconds on real data (the tests); None keeps all 70,000."""
-    if num_samples is not None and not 10 <= num_samples <= 70_000:
-        raise ValueError(f"fmnist: num_samples must lie in 10..70000 (one image per class at least), "
-                         f"got {num_samples}")
+    require_bool("fmnist", "download", download)
+    if num_samples is not None:  # one image per class at least, all 70,000 at most
+        require_int("fmnist", "num_samples", num_samples, len(CLASS_NAMES), FULL_SIZE)
     candidates = candidate_dirs(root, SUBDIRS, SYSTEM_DIRS)
     destination = data_roots(root)[0] / "fashion-mnist"
     directory = locate(

@@ -21,6 +21,7 @@ from bench.data.dataset import Dataset
 from bench.data.sources.decoded_cache import read_decoded_cache, write_decoded_cache
 from bench.data.sources.errors import CorruptDataError
 from bench.data.sources.image_dataset import make_image_dataset
+from bench.data.sources.limits import MAX_IMAGE_SIDE, require_bool, require_fits, require_memory
 from bench.data.sources.registry import register_dataset
 from bench.data.sources.user_files import MIN_CLASSES, find_user_path
 
@@ -70,7 +71,7 @@ def _decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
             if size is not None and image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             pixels = np.array(image, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise CorruptDataError(f"{path}: cannot decode image ({err})") from err
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
@@ -78,6 +79,9 @@ def _decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
 def decode_images(folder: Path, paths: list[Path], size: tuple[int, int] | None, channels: int) -> torch.Tensor:
     """uint8 ``N×C×H×W``; without ``size`` every image must have the size of the first."""
     first = _decode(paths[0], MODES[channels], size)
+    require_memory(str(folder), f"{len(paths):,} images of {channels}×{first.shape[0]}×{first.shape[1]} "
+                                f"({paths[0].relative_to(folder)}'s size; set data.options.size to resize them)",
+                   len(paths) * channels * first.shape[0] * first.shape[1])
     x = torch.empty((len(paths), channels, *first.shape[:2]), dtype=torch.uint8)
     for index, path in enumerate(paths):
         pixels = first if index == 0 else _decode(path, MODES[channels], size)
@@ -100,18 +104,32 @@ def _read_cache(path: Path, key: str) -> torch.Tensor | None:
     return cached["x"]
 
 
+def image_size_option(size: object) -> tuple[int, int] | None:
+    """The ``size`` option as (height, width): an integer side or ``[height, width]``, each in
+    ``1..MAX_IMAGE_SIDE``; None keeps the images' own size."""
+    if size is None:
+        return None
+    sides = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
+    if (not isinstance(sides, list | tuple) or len(sides) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_IMAGE_SIDE for s in sides)):
+        raise ValueError(f"imagefolder: size must be an integer in 1..{MAX_IMAGE_SIDE} or [height, width] of such "
+                         f"integers, got {size!r}")
+    return sides[0], sides[1]
+
+
 @register_dataset("imagefolder")
 def load_imagefolder(path: str, root: str | os.PathLike | None = None, size: int | list[int] | None = None,
                      channels: int = 3, cache: bool = True) -> Dataset:
     """Your images, one sub-folder per class: options path, size (H or [H, W]), channels (1 or 3), cache."""
-    if channels not in MODES:
-        raise ValueError(f"imagefolder: channels must be 1 (grey) or 3 (RGB), got {channels}")
-    sides = None if size is None else ([size, size] if isinstance(size, int) else list(size))
-    if sides is not None and (len(sides) != 2 or not all(isinstance(s, int) and s > 0 for s in sides)):
-        raise ValueError(f"imagefolder: size must be a positive integer or [height, width], got {size!r}")
-    target = None if sides is None else (sides[0], sides[1])
+    if isinstance(channels, bool) or channels not in MODES:
+        raise ValueError(f"imagefolder: channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    require_bool("imagefolder", "cache", cache)
+    target = image_size_option(size)
     folder = find_user_path("imagefolder", path, root, folder=True)
     classes, images = list_classes(folder)
+    if target is not None:
+        require_fits("imagefolder", "size", target[0], 1, len(images) * channels * target[1],
+                     f"{len(images):,} images of {channels}×{target[0]}×{target[1]} (size is the height here)")
     y = torch.tensor([label for _, label in images], dtype=torch.int64)
     key = content_key(folder, images, target, channels)
     cache_path = folder / f".cafebench-{'x'.join(map(str, target or ('native',)))}-c{channels}.pt"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -12,10 +14,34 @@ import torch
 from bench.data.dataset import Dataset
 from bench.data.sources.errors import CorruptDataError
 from bench.data.sources.image_dataset import make_image_dataset
+from bench.data.sources.limits import require_memory
 from bench.data.sources.registry import register_dataset
 from bench.data.sources.user_files import class_ids, find_user_path
 
 CHANNEL_COUNTS = (1, 3, 4)
+ARRAYS = ("x", "y")
+_NPY_ERRORS = (OSError, zipfile.BadZipFile, EOFError, ValueError)
+
+
+def declared_arrays(file: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of the arrays ``x`` and ``y`` of an archive as their ``.npy`` headers declare them, read
+    without loading the data (NumPy allocates the declared size before reading an array from a zip archive)."""
+    declared = {}
+    try:
+        with zipfile.ZipFile(file) as archive:
+            members = set(archive.namelist())
+            for key in ARRAYS:
+                if f"{key}.npy" not in members:
+                    continue
+                with archive.open(f"{key}.npy") as stream:
+                    version = np.lib.format.read_magic(stream)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(stream)
+                declared[key] = (shape, dtype)
+    except _NPY_ERRORS as err:
+        raise CorruptDataError(f"{file}: not a readable .npz archive ({err})") from err
+    return declared
 
 
 def channels_first(x: np.ndarray, layout: str, where: str) -> np.ndarray:
@@ -41,6 +67,9 @@ def load_npz(path: str, root: str | os.PathLike | None = None,
     if layout not in ("auto", "nhwc", "nchw"):
         raise ValueError(f"npz: layout must be auto, nhwc or nchw, got {layout!r}")
     file = find_user_path("npz", path, root, folder=False)
+    declared = declared_arrays(file)
+    require_memory(str(file), " and ".join(f"{key} {shape} {dtype}" for key, (shape, dtype) in declared.items()),
+                   sum(math.prod(shape) * dtype.itemsize for shape, dtype in declared.values()))
     try:
         with np.load(file, allow_pickle=False) as arrays:
             names = list(arrays.files)

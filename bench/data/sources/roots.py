@@ -32,6 +32,22 @@ def data_roots(root: str | os.PathLike | None = None) -> list[Path]:
     return roots
 
 
+def require_root(root: str | os.PathLike) -> Path:
+    """The explicit data root as a resolved folder.
+
+    Raises:
+        DataNotFoundError: ``root`` is not an existing folder (it would otherwise be skipped silently, and a dataset
+            found in a later root or a system folder used in its place).
+    """
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        problem = "is not a folder" if path.exists() else "does not exist"
+        raise DataNotFoundError(f"data root {str(root)!r} (data.root) {problem}; give the folder that holds the data "
+                                f"(create it first for a download), or leave data.root unset to search "
+                                f"${DATA_ENV} and ./datasets")
+    return path.resolve()
+
+
 def downloads_enabled(download: bool) -> bool:
     """Whether a loader may download: its ``download`` option, unless ``CAFEBENCH_NO_DOWNLOAD`` is set."""
     vetoed = os.environ.get(NO_DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes")

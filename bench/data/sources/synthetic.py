@@ -7,9 +7,14 @@ import torch.nn.functional as F
 
 from bench.data.dataset import Dataset
 from bench.data.sources.image_dataset import make_image_dataset
+from bench.data.sources.limits import MAX_IMAGE_SIDE, require_fits, require_int
 
 NOISE_STD = 0.35  # per-pixel Gaussian noise on the 0..1 scale around each class template
 _TEMPLATE_RESOLUTION = 4  # templates are coarse random patterns upsampled to the image size
+MAX_CHANNELS = 4  # grey, RGB, RGBA
+# Peak bytes per pixel while drawing: the float32 noise, the class templates gathered per sample, the sum and its
+# clamped copy (4 bytes each), then the uint8 image.
+BYTES_PER_PIXEL = 4 * 4 + 1
 
 
 def load_synthetic(
@@ -21,12 +26,13 @@ def load_synthetic(
     Gaussian noise (std :data:`NOISE_STD`), so a small CNN separates the classes well above
     chance within a few hundred steps. Identical for identical arguments.
     """
-    if num_samples < 1 or num_classes < 2 or image_size < 1 or channels < 1:
-        raise ValueError(
-            "synthetic: need num_samples >= 1, num_classes >= 2, image_size >= 1 and channels >= 1; got "
-            f"num_samples={num_samples}, num_classes={num_classes}, "
-            f"image_size={image_size}, channels={channels}"
-        )
+    require_int("synthetic", "channels", channels, 1, MAX_CHANNELS)
+    require_int("synthetic", "image_size", image_size, 1, MAX_IMAGE_SIDE)
+    require_int("synthetic", "seed", seed, -(2**63), 2**63 - 1)
+    require_int("synthetic", "num_samples", num_samples, 2, None)
+    require_fits("synthetic", "num_samples", num_samples, 2, channels * image_size * image_size * BYTES_PER_PIXEL,
+                 f"images of {channels}×{image_size}×{image_size} ({BYTES_PER_PIXEL} bytes a pixel while drawn)")
+    require_int("synthetic", "num_classes", num_classes, 2, max(num_samples, 2))  # a sample for every class
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(
         num_classes, channels, _TEMPLATE_RESOLUTION, _TEMPLATE_RESOLUTION, generator=generator

@@ -11,12 +11,11 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from bench.data.dataset import Dataset
-from bench.data.sources.agnews import NUM_SPECIAL_IDS, build_vocabulary, encode, tokenize
+from bench.data.sources.agnews import NUM_SPECIAL_IDS, build_vocabulary, encode_all, require_text_options, tokenize
 from bench.data.sources.errors import CorruptDataError
 from bench.data.sources.registry import register_dataset
 from bench.data.sources.user_files import class_ids, find_user_path
@@ -49,21 +48,23 @@ def load_textcsv(path: str, root: str | os.PathLike | None = None, text_column: 
     """Your texts: a CSV or Parquet table with a text and a label column (see the options).
 
     Options: path, text_column, label_column, vocab_size, seq_len."""
-    if vocab_size <= NUM_SPECIAL_IDS:
-        raise ValueError(f"textcsv: vocab_size must exceed {NUM_SPECIAL_IDS} (the special ids), got {vocab_size}")
-    if seq_len < 1:
-        raise ValueError(f"textcsv: seq_len must be at least 1, got {seq_len}")
+    require_text_options("textcsv", vocab_size, seq_len)
     file = find_user_path("textcsv", path, root, folder=False)
     table = read_table(file)
     for column, option in ((text_column, "text_column"), (label_column, "label_column")):
+        if isinstance(column, bool) or not isinstance(column, str | int):
+            raise ValueError(f"textcsv: {option} must be a column name, got {column!r}")
         if column not in table.columns:
             raise CorruptDataError(f"{file}: no column {column!r} (columns: {', '.join(map(str, table.columns))}); "
                                    f"set data.options.{option}")
     first_line = CSV_FIRST_LINE if file.suffix.lower() == ".csv" else None
     ids, names = class_ids(table[label_column].to_numpy(), file, first_line)
     documents = [[] if pd.isna(text) else tokenize(str(text)) for text in table[text_column]]
+    if not any(documents):
+        raise CorruptDataError(f"{file}: the column {text_column!r} holds no words (all {len(documents):,} texts are "
+                               "empty or without letters and digits); set data.options.text_column to the texts")
     vocabulary = build_vocabulary(documents, vocab_size)
-    x = torch.tensor(np.array([encode(d, vocabulary, seq_len) for d in documents], dtype=np.int64).reshape(-1, seq_len))
+    x = encode_all(documents, vocabulary, seq_len, "textcsv")
     log.info("loaded %d texts of %d classes from %s, %d-token vocabulary", len(ids), len(names), file, len(vocabulary))
     return Dataset(name="textcsv", x=x, y=torch.from_numpy(ids), num_classes=len(names), kind="text",
                    vocab_size=NUM_SPECIAL_IDS + len(vocabulary), class_names=names)

@@ -21,6 +21,7 @@ from bench.data.dataset import Dataset
 from bench.data.sources.decoded_cache import read_decoded_cache, write_decoded_cache
 from bench.data.sources.errors import CorruptDataError
 from bench.data.sources.image_dataset import make_image_dataset
+from bench.data.sources.limits import require_bool, require_memory
 from bench.data.sources.roots import candidate_dirs, locate
 
 log = logging.getLogger(__name__)
@@ -123,14 +124,16 @@ def _decode(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             pixels = np.array(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise CorruptDataError(f"{path}: cannot decode image ({err})") from err
     if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise CorruptDataError(f"{path}: image is {pixels.shape[1]}×{pixels.shape[0]}, expected 64×64")
     return pixels
 
 
-def _decode_all(paths: list[Path]) -> torch.Tensor:
+def _decode_all(paths: list[Path], directory: Path) -> torch.Tensor:
+    require_memory(str(directory), f"{len(paths):,} images of 3×{IMAGE_SIZE}×{IMAGE_SIZE}",
+                   len(paths) * 3 * IMAGE_SIZE * IMAGE_SIZE)
     x = torch.empty((len(paths), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
     for index, path in enumerate(paths):
         x[index] = torch.from_numpy(_decode(path)).permute(2, 0, 1)
@@ -163,6 +166,7 @@ def load_tinyimagenet(root: str | os.PathLike | None = None, cache: bool = True)
     Classes are numbered in ``wnids.txt`` order. With ``cache`` the decoded tensors are kept in
     ``tiny-imagenet-200/cafebench-decoded.pt``; delete that file to force decoding again.
     """
+    require_bool("tinyimagenet", "cache", cache)
     directory = locate(
         "tinyimagenet",
         candidate_dirs(root, [FOLDER]),
@@ -178,7 +182,7 @@ def load_tinyimagenet(root: str | os.PathLike | None = None, cache: bool = True)
     x = _read_cache(cache_path, wnids, y) if cache else None
     if x is None:
         log.info("decoding %d Tiny ImageNet images from %s", len(images), directory)
-        x = _decode_all([path for path, _ in images])
+        x = _decode_all([path for path, _ in images], directory)
         if cache:
             write_decoded_cache(cache_path, {"wnids": wnids, "x": x, "y": y})
     return make_image_dataset("tinyimagenet", x, y, len(wnids), _read_class_names(directory, wnids))

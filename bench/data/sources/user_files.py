@@ -20,7 +20,9 @@ def find_user_path(dataset: str, path: str | os.PathLike, root: str | os.PathLik
     Raises:
         DataNotFoundError: nowhere to be found (the message lists every place looked).
     """
-    given = Path(path).expanduser()
+    if isinstance(path, bool) or not isinstance(path, str | os.PathLike | int):  # an int: a name like 2024 in YAML
+        raise ValueError(f"{dataset}: path must be a file or folder path, got {path!r}")
+    given = Path(str(path) if isinstance(path, int) else path).expanduser()
     candidates = [given] if given.is_absolute() else [Path.cwd() / given, *(base / given for base in data_roots(root))]
     unique = list(dict.fromkeys(candidates))
     kind = "folder" if folder else "file"
@@ -31,6 +33,11 @@ def find_user_path(dataset: str, path: str | os.PathLike, root: str | os.PathLik
 
 def _where(path: Path, index: int, first_line: int | None) -> str:
     return f"{path}:{index + first_line}" if first_line is not None else f"{path}: sample {index}"
+
+
+def _number(value: np.generic) -> str:
+    """A label as written: integers in full, floats without a trailing ``.0``."""
+    return f"{value:g}" if isinstance(value, np.floating) else str(int(value))
 
 
 def class_ids(labels: np.ndarray, path: Path, first_line: int | None = None) -> tuple[np.ndarray, list[str]]:
@@ -67,16 +74,19 @@ def class_ids(labels: np.ndarray, path: Path, first_line: int | None = None) -> 
                 raise CorruptDataError(f"{_where(path, int(bad[0]), first_line)}: {problem}")
         elif labels.dtype.kind not in "iub":
             raise CorruptDataError(f"{path}: labels of type {labels.dtype} are neither integers nor names")
+        if labels.min() < 0:
+            first = int(np.flatnonzero(labels < 0)[0])
+            raise CorruptDataError(f"{_where(path, first, first_line)}: negative label {_number(labels[first])}")
+        # The classes present, sorted, found without np.bincount, which would allocate (largest label + 1) counters.
+        present = np.unique(labels)
+        gaps = np.flatnonzero(present != np.arange(len(present)))
+        if gaps.size:
+            raise CorruptDataError(f"{path}: labels run {_number(present[0])}..{_number(present[-1])} but class "
+                                   f"{int(gaps[0])} has no sample; number the classes 0..K-1 with none empty (so "
+                                   f"labels lie in 0..{len(labels) - 1:,} for {len(labels):,} samples), or use class "
+                                   "names")
         ids = labels.astype(np.int64)
-        if ids.min() < 0:
-            first = int(np.flatnonzero(ids < 0)[0])
-            raise CorruptDataError(f"{_where(path, first, first_line)}: negative label {ids[first]}")
-        counts = np.bincount(ids)
-        empty = np.flatnonzero(counts == 0)
-        if empty.size:
-            raise CorruptDataError(f"{path}: labels run {ids.min()}..{ids.max()} but class {int(empty[0])} has no "
-                                   "sample; number the classes 0..K-1 with none empty, or use class names")
-        class_names = [str(k) for k in range(len(counts))]
+        class_names = [str(k) for k in range(len(present))]
     if len(class_names) < MIN_CLASSES:
         raise CorruptDataError(f"{path}: all samples have the one label {class_names[0]!r}; "
                                f"a classification dataset needs at least {MIN_CLASSES} classes")
