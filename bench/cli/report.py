@@ -22,13 +22,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=REPORT_THRESHOLD,
                    help=f"exit threshold of the dynamic-inference table (default {REPORT_THRESHOLD:g}; must be "
                         "one of the runs' eval.thresholds)")
+    p.add_argument("--preamble", default="",
+                   help="text that opens the report, e.g. the command that made the runs, the machine and its wall "
+                        "time")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     check_store(tracking_uri(args.tracking_uri))
     path = render_report(args.experiment, args.out or default_report_dir(args.experiment), args.tracking_uri,
-                         args.threshold)
+                         args.threshold, args.preamble)
     print(f"report of experiment {args.experiment!r}: {path} (and report.md, tables/, figures/ beside it)")
     print(f"its runs: {experiment_runs_url(tracking_uri(args.tracking_uri), args.experiment)}")
     return 0

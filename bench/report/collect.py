@@ -44,6 +44,7 @@ class RunData:
     """Everything the tables and figures read, one experiment's worth.
 
     ``runs``: index ``run_id``; columns method, family, dataset, model, alpha (float), seed (int), start_time,
+    end_time (ms), code_version (of the code that made the run),
     tuned (the JSON of the parameters a tune stage chose for the run; empty when none did), role (the sweep's
     ``role`` tag, :mod:`bench.track.tags`; empty for runs outside a sweep).
     ``params`` / ``metrics``: index ``run_id``; one column per param (strings) / final metric value (floats).
@@ -109,6 +110,7 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
         "run_id": r.info.run_id, "method": r.data.tags["method"], "family": r.data.tags["family"],
         "dataset": r.data.tags["dataset"], "model": r.data.tags.get("model", ""),
         "alpha": float(r.data.tags["alpha"]), "seed": int(r.data.tags["seed"]), "start_time": r.info.start_time,
+        "end_time": r.info.end_time, "code_version": r.data.tags.get("code_version", ""),
         "tuned": r.data.tags.get(TUNED_TAG, ""), "role": r.data.tags.get(ROLE_TAG, ""),
     } for r in kept]).set_index("run_id")
     params = pd.DataFrame({r.info.run_id: r.data.params for r in kept}).T.reindex(runs.index)

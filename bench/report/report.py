@@ -38,6 +38,7 @@ from bench.report.tables import (
     seeds_table,
     sensitivity_table,
 )
+from bench.track.mlflow_tracker import code_version
 from bench.track.mlflow_tracker import tracking_uri as resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -129,10 +130,26 @@ def log_report_run(client: MlflowClient, experiment: str, out_dir: Path) -> str:
     return run.info.run_id
 
 
+def provenance(runs: pd.DataFrame) -> str:
+    """Which code made the runs, and over what span of time, and which code renders the report."""
+    versions = sorted(v for v in set(runs["code_version"]) if v) if "code_version" in runs else []
+    made = f"Runs made by code version {', '.join(versions)}" if versions else "Runs made by an unrecorded code version"
+    if "end_time" in runs and runs["end_time"].notna().any():
+        start, end = runs["start_time"].min(), runs["end_time"].max()
+        made += (f" between {utc(start)} and {utc(end)} (the benchmark runs alone span "
+                 f"{(end - start) / 3.6e6:.2f} h)")
+    return f"{made}; report rendered by code version {code_version()}."
+
+
+def utc(ms: float) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def render_report(experiment: str, out_dir: str | Path, tracking_uri: str | None = None,
-                  threshold: float = REPORT_THRESHOLD) -> Path:
+                  threshold: float = REPORT_THRESHOLD, preamble: str = "") -> Path:
     """Render the report of ``experiment``'s finished runs into ``out_dir`` (report.md, report.html, tables/,
-    figures/), log it as a report run in the same experiment, and return the path of ``report.html``."""
+    figures/), log it as a report run in the same experiment, and return the path of ``report.html``.
+    ``preamble`` (e.g. the command that made the runs, the machine, the wall time) opens the report."""
     uri = resolve_tracking_uri(tracking_uri)
     out = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,7 +163,9 @@ def render_report(experiment: str, out_dir: str | Path, tracking_uri: str | None
     intro = (f"Experiment '{experiment}' ({uri}): {len(ctx.runs)} finished runs of {len(ctx.methods)} methods "
              f"on {len(ctx.columns)} (dataset, α) settings; rendered {stamp}. Accuracies in %, mean ± half-width "
              "of the 95% Student-t interval over seeds (the mean alone where one seed ran); — marks a cell without a "
-             "finished run.")
+             "finished run. " + provenance(ctx.runs))
+    if preamble:
+        intro = f"{preamble.strip()} {intro}"
     html_path = write_report(out, f"cafebench report: {experiment}", intro, sections)
     run_id = log_report_run(MlflowClient(tracking_uri=uri), experiment, out)
     log.info("report of %s written to %s and logged as run %s", experiment, out, run_id)
