@@ -1,4 +1,4 @@
-"""nox sessions: tests, gpu, lint, demo, perf, reproduce, report (each in its own virtualenv)."""
+"""nox sessions: tests, gpu, lint, demo, perf, tune_fidelity, reproduce, report (each in its own virtualenv)."""
 
 import nox
 
@@ -41,6 +41,15 @@ def perf(session: nox.Session) -> None:
     """The performance benchmark; ``nox -s perf -- --device cuda`` measures on the GPU."""
     install(session, "test,gpu")
     session.run("cafebench", "perf", *session.posargs)
+
+
+@nox.session
+def tune_fidelity(session: nox.Session) -> None:
+    """The multi-fidelity measurement (docs/tuning.md): full-fidelity against successive-halving studies of equal
+    cost for the quick preset's methods at both alphas, each choice tested on the test seeds; arguments go to
+    ``python -m bench.tune_fidelity`` (``-- --help``; e.g. ``-- --workers 2 --trials 6``)."""
+    install(session)
+    session.run("python", "-m", "bench.tune_fidelity", *session.posargs, env={"MLFLOW_DISABLE_TELEMETRY": "true"})
 
 
 @nox.session

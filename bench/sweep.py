@@ -17,6 +17,7 @@ A sweep preset is a YAML file (shipped ones live in ``bench/presets/sweeps/``)::
         train.lr: {low: 0.005, high: 0.2, log: true}
         train.local_epochs: {choices: [1, 2]}
       storage: sqlite:///optuna.db   # Optuna storage (default), any RDB URL
+      pruner: {kind: successive_halving, min_rounds: 2, reduction: 3}   # optional (default: none), see below
 
 Every grid point is one run. Each ``runs`` row adds the product of the grid axes the row leaves alone, with the
 row's values on top, so one preset can hold a main table and its ablations; without ``grid`` only the rows run.
@@ -40,12 +41,25 @@ The tune stage (``tune:``) makes the comparison fair: every distinct setting of 
 a method at a dataset and α, an ablation variant) gets its own Optuna study with the same number of trials, over
 its method's declared ranges plus the shared ``ranges``, less what the grid point or row sets explicitly (a row
 ``method.hparams.mu: 0.1`` holds μ fixed). A trial runs the setting on every tuning seed and scores the mean final
-validation accuracy (``val/acc/mean``); nothing is pruned, so every study gets the same complete trials. Then each
-run of the sweep uses its setting's best parameters (tag ``tuned``: their JSON) on its own (test) seed. Each study is
-a parent MLflow run (tag ``optuna_study``, best parameters in tag ``best_params``) with its trial runs as children;
-reports leave these tuning runs out. Studies live in the Optuna storage under names made from the sweep and the
-setting, so running the sweep again continues unfinished studies, then skips the finished runs. Studies run
-``workers`` at a time in local processes (also with the Ray backend).
+validation accuracy (``val/acc/mean``); without a ``pruner`` nothing is pruned, so every study gets the same complete
+trials. Then each run of the sweep uses its setting's best parameters (tag ``tuned``: their JSON) on its own (test)
+seed. Each study is a parent MLflow run (tag ``optuna_study``, best parameters in tag ``best_params``) with its
+trial runs as children; reports leave these tuning runs out. Studies live in the Optuna storage under names made
+from the sweep and the setting, so running the sweep again continues unfinished studies, then skips the finished
+runs. Studies run ``workers`` at a time in local processes (also with the Ray backend).
+
+Multi-fidelity: ``pruner`` (keys ``kind``: ``successive_halving`` or ``hyperband``; ``min_rounds``: the first rung,
+a positive integer; ``reduction``: an integer of at least 2, default 3) stops trials early by Optuna's successive
+halving over rounds, alone or in Hyperband's brackets (:class:`bench.tune.CandidatePruner`): rungs at
+``min_rounds * reduction**i`` rounds, each trial judged at the first evaluated round (``eval.every``) at or past a rung
+and continued while it is in the top ``1/reduction`` there. It needs one tuning seed, and an evaluated round from
+``min_rounds`` on before every run's last round. ``trials`` still counts candidates (completed or pruned), so every
+study is offered the same candidates; a pruned trial counts as finished, a failed or killed one is offered again.
+Cost is counted in full-run equivalents (rounds run / ``train.rounds``, summed over trials and seeds): at most
+``trials`` x seeds a study, logged on each study's parent run (metric ``tune/full_run_equivalents``), summed on the
+sweep's parent run and in its description; ``--dry-run`` shows the ceiling. The same for every method are the
+candidates, the rule and the ceiling; what a study spends below it depends on its trials' values. No preset prunes
+yet: ``docs/tuning.md`` says what the measurement (``nox -s tune_fidelity``) will decide.
 
 GPUs: on the local backend each concurrent run whose ``run.device`` is ``auto`` or ``cuda`` gets its own GPU
 (round-robin when there are more workers than GPUs); on Ray each run asks for ``--gpus-per-run`` GPUs. A run that
@@ -73,6 +87,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import optuna
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -95,18 +110,24 @@ from bench.track.owner import OWNER_TAG, owner_alive, why_left_running
 from bench.track.runner import CHECKPOINT_TAG, raise_on_sigterm, run_experiment
 from bench.track.tags import ABLATION, MAIN, ROLE_TAG, SENSITIVITY, SENSITIVITY_TAG, TUNED_TAG
 from bench.tune import (
+    COST_METRIC,
     DEFAULT_STORAGE,
+    PRUNER_KINDS,
+    CandidatePruner,
+    PrunerSpec,
     check_validation_split,
     finish_study,
     prepare_storage,
     run_study,
+    study_cost,
     tunable_space,
     with_params,
 )
 
 log = logging.getLogger(__name__)
 SWEEP_KEYS = ("base", "experiment", "set", "grid", "runs", "tune")
-TUNE_KEYS = ("trials", "seeds", "ranges", "storage")
+TUNE_KEYS = ("trials", "seeds", "ranges", "storage", "pruner")
+PRUNER_KEYS = ("kind", "min_rounds", "reduction")
 SWEEP_TAG = "sweep"
 
 
@@ -118,6 +139,7 @@ class TuneStage:
     seeds: list[int]
     ranges: dict[str, dict[str, Any]]
     storage: str | None = None
+    pruner: PrunerSpec | None = None  # None: every trial runs every round
 
 
 @dataclass
@@ -131,6 +153,7 @@ class Sweep:
     fixed: list[set[str]] = field(default_factory=list)
     tune: TuneStage | None = None
     tags: list[dict[str, str]] = field(default_factory=list)  # per config: extra MLflow tags of its run
+    tune_cost: float | None = None  # full-run equivalents its tune stage spent (set by run_tune_stage)
 
 
 @dataclass(frozen=True)
@@ -367,7 +390,37 @@ def tune_stage(spec: Any, configs: list[ExperimentConfig], name: str) -> TuneSta
     storage = spec.get("storage")
     if storage is not None and not isinstance(storage, str):
         raise ConfigError(f"{what}.storage must be an Optuna storage URL, not {storage!r}")
-    return TuneStage(trials, list(seeds), ranges, storage)
+    return TuneStage(trials, list(seeds), ranges, storage, pruner_spec(spec.get("pruner"), configs, seeds, what))
+
+
+def pruner_spec(spec: Any, configs: list[ExperimentConfig], seeds: list[int], what: str) -> PrunerSpec | None:
+    """The validated ``tune.pruner`` mapping (None without one): refused where it could prune nothing."""
+    if spec is None:
+        return None
+    what = f"{what}.pruner"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{what} must be a mapping with keys {', '.join(PRUNER_KEYS)}, not {spec!r}")
+    unknown = sorted(set(spec) - set(PRUNER_KEYS))
+    if unknown:
+        raise ConfigError(f"{what}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(PRUNER_KEYS)}")
+    kind, min_rounds, reduction = spec.get("kind"), spec.get("min_rounds"), spec.get("reduction", 3)
+    if kind not in PRUNER_KINDS:
+        raise ConfigError(f"{what}.kind must be one of {', '.join(PRUNER_KINDS)}, not {kind!r}")
+    if not isinstance(min_rounds, int) or isinstance(min_rounds, bool) or min_rounds < 1:
+        raise ConfigError(f"{what}.min_rounds must be a positive integer (the first rung, in rounds), "
+                          f"not {min_rounds!r}")
+    if not isinstance(reduction, int) or isinstance(reduction, bool) or reduction < 2:
+        raise ConfigError(f"{what}.reduction must be an integer of at least 2, not {reduction!r}")
+    if len(seeds) > 1:
+        raise ConfigError(f"{what} needs one tuning seed, but tune.seeds has {len(seeds)}: a trial runs its seeds one "
+                          "after the other, so there is no mean to judge it by before its end")
+    for config in configs:
+        every, rounds = config.eval.every, config.train.rounds
+        if -(-min_rounds // every) * every >= rounds:  # the first evaluated round from min_rounds on
+            raise ConfigError(f"{what}.min_rounds {min_rounds}: with eval.every={every} no round from {min_rounds} "
+                              f"on is evaluated before the last ({rounds}), so nothing could be pruned; lower "
+                              "min_rounds or eval.every")
+    return PrunerSpec(kind, min_rounds, reduction)
 
 
 # -- running -----------------------------------------------------------------------------------------------------
@@ -610,7 +663,7 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
             pending.append(i)
     log.info("sweep %s: %d runs, %d already finished", sweep.name, len(sweep.configs), len(outcomes))
     client.set_tag(parent_run_id, NOTE_TAG,
-                   f"Sweep **{sweep.name}**: {len(sweep.configs)} runs, {len(pending)} to run.")
+                   f"Sweep **{sweep.name}**: {len(sweep.configs)} runs, {len(pending)} to run." + tune_cost_note(sweep))
     tags = {SWEEP_TAG: sweep.name, "mlflow.parentRunId": parent_run_id}
     started = time.perf_counter()
 
@@ -645,7 +698,8 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         launcher.close()
     result = SweepResult([outcomes[i] for i in range(len(sweep.configs))])
     client.set_tag(parent_run_id, NOTE_TAG, f"Sweep **{sweep.name}**: {len(sweep.configs)} runs; {result.done} ran, "
-                                            f"{result.skipped} skipped (already finished), {result.failed} failed.")
+                                            f"{result.skipped} skipped (already finished), {result.failed} failed."
+                                            + tune_cost_note(sweep))
     client.set_terminated(parent_run_id, "FAILED" if result.failed else "FINISHED")
     return result
 
@@ -665,6 +719,7 @@ class StudySpec:
     seeds: list[int]
     storage: str  # absolute where it is a SQLite file: the workers may run in other folders
     parent_run_id: str | None = None  # the sweep's parent run: the study's own parent run nests beneath it
+    pruner: PrunerSpec | None = None  # multi-fidelity (see the module doc); None: every trial runs every round
 
 
 def setting_digest(config: ExperimentConfig) -> str:
@@ -690,27 +745,49 @@ def study_specs(sweep: Sweep, uri: str, threads: int | None,
             data = _runtime_config(config, uri, threads)
             data["seed"] = stage.seeds[0]
             specs[name] = StudySpec(name, sweep.name, data, space, shared, stage.trials, stage.seeds,
-                                    absolute_tracking_uri(stage.storage or DEFAULT_STORAGE), parent_run_id)
+                                    absolute_tracking_uri(stage.storage or DEFAULT_STORAGE), parent_run_id,
+                                    stage.pruner)
         names.append(name)
     return list(specs.values()), names
 
 
 def tune_summary(sweep: Sweep) -> str:
-    """E.g. ``a tune stage of 36 studies x 4 trials (144 runs) on seeds [100]``."""
-    assert sweep.tune is not None
+    """E.g. ``a tune stage of 36 studies x 4 trials (144 runs) on seeds [100]: 144 full-run equivalents``; with a
+    pruner, the pruner and the ceiling of its cost."""
+    stage = sweep.tune
+    assert stage is not None
     specs, _ = study_specs(sweep, "", None)
-    runs = len(specs) * sweep.tune.trials * len(sweep.tune.seeds)
-    return (f"a tune stage of {len(specs)} studies x {sweep.tune.trials} trials ({runs} runs) on seeds "
-            f"{sweep.tune.seeds}")
+    runs = len(specs) * stage.trials * len(stage.seeds)
+    text = f"a tune stage of {len(specs)} studies x {stage.trials} trials ({runs} runs) on seeds {stage.seeds}"
+    if stage.pruner is None:
+        return f"{text}: {runs} full-run equivalents"
+    return (f"{text}, pruned by {stage.pruner.describe()}: at most {runs} full-run equivalents (rounds run / "
+            "train.rounds)")
 
 
 def run_study_spec(spec: StudySpec) -> dict[str, Any]:
     """Run one study of the tune stage to its trial budget (in a worker process or here); its best parameters."""
-    study = run_study(validate_config(spec.config), spec.space, spec.trials, storage=spec.storage,
-                      study_name=spec.name, seeds=spec.seeds, tags={SWEEP_TAG: spec.sweep},
-                      nest_under=spec.parent_run_id, shared=spec.shared, candidate_seed=spec.seeds[0])
+    config = validate_config(spec.config)
+    pruner = CandidatePruner(spec.pruner, config.train.rounds) if spec.pruner else None
+    study = run_study(config, spec.space, spec.trials, storage=spec.storage, study_name=spec.name, seeds=spec.seeds,
+                      pruner=pruner, tags={SWEEP_TAG: spec.sweep}, nest_under=spec.parent_run_id, shared=spec.shared,
+                      candidate_seed=spec.seeds[0])
     finish_study(study)
     return dict(study.study.best_params)
+
+
+def study_spec_cost(spec: StudySpec) -> float | None:
+    """What the study has spent so far, in full-run equivalents; None when the storage holds no such study."""
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    except KeyError:
+        return None
+    return study_cost(study, int(spec.config["train"]["rounds"]), len(spec.seeds))
+
+
+def tune_cost_note(sweep: Sweep) -> str:
+    """The sweep description's words on what its tune stage spent (empty when unknown)."""
+    return "" if sweep.tune_cost is None else f" Its tune stage spent {sweep.tune_cost:.2f} full-run equivalents."
 
 
 def run_tune_stage(sweep: Sweep, parent_run_id: str | None = None,
@@ -758,7 +835,13 @@ def run_tune_stage(sweep: Sweep, parent_run_id: str | None = None,
         params = best.get(name, {}) if name else {}
         configs.append(with_params(config, params, config.run.run_name) if params else config)
         tags.append({**extra, TUNED_TAG: json.dumps(params, sort_keys=True)} if name else extra)
-    return replace(sweep, configs=configs, tags=tags)
+    costs = [study_spec_cost(spec) for spec in specs]
+    total = None if None in costs else sum(c for c in costs if c is not None)
+    if total is not None:
+        log.info("sweep %s: the tune stage spent %.2f full-run equivalents", sweep.name, total)
+        if parent_run_id is not None:
+            MlflowClient(tracking_uri=uri).log_metric(parent_run_id, COST_METRIC, total)
+    return replace(sweep, configs=configs, tags=tags, tune_cost=total)
 
 
 def _runtime_config(config: ExperimentConfig, uri: str, threads: int | None) -> dict[str, Any]:

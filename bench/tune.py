@@ -1,10 +1,11 @@
 """Optuna studies over a method's declared hyperparameter ranges; every trial is a child MLflow run.
 
 The objective is the final mean-over-exits *validation* accuracy (``val/acc/mean``), never test accuracy.
-Trials report it after every evaluated round so the pruner (by default a MedianPruner that waits for 5
-finished trials and a quarter of the rounds) can stop poor ones; a pruned trial's MLflow run ends KILLED with
-the tag ``pruned=true``. Ranges come from the method's ``Hparams`` (``search_space``); hyperparameters given
-as overrides (``method.hparams.X=...``) are held fixed.
+Trials on one seed report it after every evaluated round so the pruner (by default a MedianPruner that waits for 5
+finished trials and a quarter of the rounds; a sweep's tune stage prunes nothing unless it names a
+:class:`PrunerSpec`) can stop poor ones before the last round; a pruned trial's MLflow run ends KILLED with the
+tag ``pruned=true``. A trial on several seeds runs them one after the other, to the end. Ranges come from the
+method's ``Hparams`` (``search_space``); hyperparameters given as overrides (``method.hparams.X=...``) are held fixed.
 
 The study lives in an Optuna storage (``sqlite:///optuna.db`` by default, or any RDB URL) and is opened with
 ``load_if_exists``, so several workers — on several machines, given a shared database — that run the same
@@ -18,14 +19,28 @@ scrambled Sobol sequence seeded by the candidate seed alone, so every study of a
 values in the same order whatever the method; its method's own parameters come from a TPE sampler seeded by the
 candidate seed and ``k`` (random search for the first ten trials, as TPE starts). A candidate whose trial was
 killed or failed is offered again, with the same values, by the next run of the command.
+
+Cost: a study's cost is counted in *full-run equivalents* — the sum over its finished trials of rounds run divided
+by the rounds of a full run (``train.rounds``), over every tuning seed — and logged on its parent run as metric
+``tune/full_run_equivalents``. Without pruning it equals trials x seeds; a pruned trial costs the fraction of the
+rounds it ran. ``trials`` counts candidates (completed or pruned), so every study is offered the same candidates
+whatever its pruner stops; what a study spends is at most ``trials`` x seeds.
+
+Multi-fidelity (:class:`CandidatePruner`): Optuna's successive halving over rounds, alone or in Hyperband's
+brackets, judging each trial at the first evaluated round at or past each rung (``min_rounds * reduction**i``
+rounds) and never at the last round (a trial that ran every round completes). Failed trials' rung values do not
+compete and Hyperband's bracket follows the candidate, not the trial number, so a resumed study decides as an
+uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import binascii
 import json
 import logging
 import math
 import warnings
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +49,7 @@ import numpy as np
 import optuna
 import yaml
 from mlflow.tracking import MlflowClient
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import qmc
 
 from bench.config import ConfigError, ExperimentConfig, load_config, set_dotted, validate_config
@@ -55,6 +70,8 @@ BEST_PARAMS_TAG = "best_params"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 CANDIDATE_ATTR = "candidate"
 OWNER_ATTR = "owner"
+COST_METRIC = "tune/full_run_equivalents"  # a study's (or a sweep's tune stage's) cost: see the module doc
+PRUNER_KINDS = ("successive_halving", "hyperband")
 
 
 @dataclass
@@ -87,8 +104,83 @@ class PruningCallback(Callback):
     def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None:
         if OBJECTIVE in metrics:
             self.trial.report(metrics[OBJECTIVE], round)
-            if self.trial.should_prune():
+            if round < sim.rounds and self.trial.should_prune():  # a trial that ran every round completes
                 raise optuna.TrialPruned(f"{OBJECTIVE}={metrics[OBJECTIVE]:.4f} at round {round}")
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    """Multi-fidelity over rounds: ``successive_halving`` (rungs at ``min_rounds * reduction**i`` rounds; a trial goes
+    on past a rung while its value there is in the top ``1/reduction`` of the values trials reached there) or
+    ``hyperband`` (brackets of successive halving whose first rung is ``min_rounds * reduction**b``)."""
+
+    kind: str
+    min_rounds: int
+    reduction: int = 3
+
+    def describe(self) -> str:
+        return f"{self.kind.replace('_', ' ')} (from round {self.min_rounds}, reduction {self.reduction})"
+
+
+class _TrialsView:
+    """What Optuna's SuccessiveHalvingPruner reads of a study — its trials, direction and storage — limited to the
+    trials ``keep`` accepts."""
+
+    def __init__(self, study: optuna.Study, keep: Callable[[FrozenTrial], bool]):
+        self._study, self._keep = study, keep
+        self._storage = study._storage
+        self.direction = study.direction
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states) if self._keep(t)]
+
+
+class CandidatePruner(optuna.pruners.BasePruner):
+    """Optuna's SuccessiveHalvingPruner, in one bracket or in Hyperband's brackets (as Optuna's HyperbandPruner
+    builds them, with its share of candidates per bracket), keyed to candidates: a failed or killed trial's rung values
+    do not compete (its candidate is offered again), and candidate ``k`` falls in the same Hyperband bracket in every
+    study and after a restart (HyperbandPruner hashes the study name and trial number instead)."""
+
+    def __init__(self, spec: PrunerSpec, rounds: int):
+        if spec.kind not in PRUNER_KINDS:
+            raise ValueError(f"unknown pruner kind {spec.kind!r}; use one of {', '.join(PRUNER_KINDS)}")
+        brackets = 1
+        while spec.kind == "hyperband" and spec.min_rounds * spec.reduction ** brackets <= rounds:
+            brackets += 1
+        self.halvings = [optuna.pruners.SuccessiveHalvingPruner(spec.min_rounds, spec.reduction, b)
+                         for b in range(brackets)]
+        self.shares = [math.ceil(brackets * spec.reduction ** (brackets - 1 - b) / (brackets - b))
+                       for b in range(brackets)]
+
+    def bracket(self, trial: FrozenTrial) -> int:
+        """The Hyperband bracket of the trial's candidate (0 with successive halving)."""
+        n = binascii.crc32(f"candidate_{trial.user_attrs.get(CANDIDATE_ATTR, trial.number)}".encode())
+        n %= sum(self.shares)
+        for bracket, share in enumerate(self.shares):
+            n -= share
+            if n < 0:
+                return bracket
+        raise AssertionError("unreachable")
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        bracket = self.bracket(trial)
+        view = _TrialsView(study, lambda t: t.state != TrialState.FAIL and self.bracket(t) == bracket)
+        return self.halvings[bracket].prune(view, trial)  # type: ignore[arg-type]
+
+
+def trial_cost(trial: FrozenTrial, rounds: int, seeds: int = 1) -> float:
+    """A finished trial's cost in full-run equivalents: one per tuning seed when it completed; when pruned (which
+    needs one seed) the rounds it ran (its last reported round) over ``rounds``; nothing when it failed."""
+    if trial.state == TrialState.COMPLETE:
+        return float(seeds)
+    if trial.state == TrialState.PRUNED:
+        return (trial.last_step or 0) / rounds
+    return 0.0
+
+
+def study_cost(study: optuna.Study, rounds: int, seeds: int = 1) -> float:
+    """The study's cost in full-run equivalents: the sum of its finished trials' (:func:`trial_cost`)."""
+    return sum(trial_cost(t, rounds, seeds) for t in study.get_trials(deepcopy=False, states=FINISHED_STATES))
 
 
 def suggest(trial: optuna.Trial, name: str, spec: dict[str, Any], integer: bool) -> Any:
@@ -290,13 +382,17 @@ def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: 
         client.set_tag(parent_run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-    client.log_metric(parent_run_id, f"best/{OBJECTIVE}", study.best_value,
-                      step=len(study.get_trials(deepcopy=False, states=FINISHED_STATES)))
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    cost = study_cost(study, base.train.rounds, len(seeds))
+    client.log_metric(parent_run_id, f"best/{OBJECTIVE}", study.best_value, step=finished)
+    client.log_metric(parent_run_id, COST_METRIC, cost, step=finished)
     client.set_tag(parent_run_id, "best_trial", str(study.best_trial.number))
     client.set_tag(parent_run_id, BEST_PARAMS_TAG, json.dumps(study.best_params, sort_keys=True))
     completed, pruned = trial_counts(study)
     client.set_tag(parent_run_id, NOTE_TAG, f"Optuna study **{study_name}** of {base.method.name}: {completed} "
-                                            f"completed, {pruned} pruned trials (nested beneath this run); best "
+                                            f"completed, {pruned} pruned trials (nested beneath this run), costing "
+                                            f"{cost:.2f} full-run equivalents ({base.train.rounds}-round runs on "
+                                            f"{len(seeds)} seed(s)); best "
                                             f"{OBJECTIVE} {study.best_value:.4f} (trial {study.best_trial.number}) "
                                             "with " + ", ".join(f"{k}={v!r}" for k, v in study.best_params.items()))
     return Study(study, parent_run_id, client)

@@ -108,3 +108,71 @@ def test_shared_candidates_are_one_sequence_whatever_else_a_study_searches():
     assert lrs[0] < (0.005 * 0.2) ** 0.5 < lrs[1]
     assert {c["train.local_epochs"] for c in first[:2]} == {1, 2}
     assert first != [shared_candidate(space, integer, k, 101) for k in range(4)]
+
+
+def halving_decisions(pruner, steps: list[tuple[int, float, str]]) -> list[bool]:
+    """Feeds trials to an in-memory study by hand — (candidate, value at round 1, how it ends: complete | fail |
+    judged) — and returns whether the pruner stopped each at round 1."""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    decisions = []
+    for candidate, value, end in steps:
+        trial = study.ask()
+        trial.set_user_attr("candidate", candidate)
+        trial.report(value, 1)
+        decisions.append(trial.should_prune())
+        state = {"complete": optuna.trial.TrialState.COMPLETE, "fail": optuna.trial.TrialState.FAIL}.get(
+            end, optuna.trial.TrialState.PRUNED if decisions[-1] else optuna.trial.TrialState.COMPLETE)
+        study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+    return decisions
+
+
+def test_successive_halving_follows_optuna_but_a_failed_trials_value_does_not_compete():
+    from bench.tune import CandidatePruner, PrunerSpec
+
+    spec = PrunerSpec("successive_halving", min_rounds=1, reduction=2)
+    uninterrupted = [(0, 0.6, "judged"), (1, 0.5, "judged"), (2, 0.1, "judged"), (3, 0.55, "judged"),
+                     (4, 0.52, "judged")]
+    # keep the top half at round 1: 0.6 is the first; 0.5 < 0.6; 0.1 < 0.6; 0.55 is 2nd of 4; 0.52 is 3rd of 5
+    expected = [False, True, True, False, True]
+    assert halving_decisions(CandidatePruner(spec, 4), uninterrupted) == expected
+    assert halving_decisions(optuna.pruners.SuccessiveHalvingPruner(1, 2), uninterrupted) == expected
+    # candidate 2 is killed after round 1 and offered again: the same decisions as without the kill ...
+    resumed = [*uninterrupted[:2], (2, 0.1, "fail"), *uninterrupted[2:]]
+    assert halving_decisions(CandidatePruner(spec, 4), resumed) == [False, True, True, *expected[2:]]
+    # ... where Optuna's own pruner lets the failed copy's 0.1 compete: 6 values, so 0.52 (3rd) is kept
+    assert halving_decisions(optuna.pruners.SuccessiveHalvingPruner(1, 2), resumed)[-1] is False
+
+
+def test_hyperband_brackets_follow_optunas_and_the_candidate_not_the_trial_number():
+    from bench.tune import CandidatePruner, PrunerSpec
+
+    pruner = CandidatePruner(PrunerSpec("hyperband", min_rounds=1, reduction=3), rounds=9)
+    optunas = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)
+    optunas._try_initialization(None)  # with a given max_resource it reads nothing of the study
+    assert pruner.shares == optunas._trial_allocation_budgets == [9, 5, 3]
+    assert [h._min_early_stopping_rate for h in pruner.halvings] == [0, 1, 2]
+
+    def trial(number, candidate):
+        return optuna.trial.FrozenTrial(number=number, state=optuna.trial.TrialState.COMPLETE, value=0.0,
+                                        datetime_start=None, datetime_complete=None, params={}, distributions={},
+                                        user_attrs={"candidate": candidate}, system_attrs={},
+                                        intermediate_values={}, trial_id=number)
+
+    brackets = [pruner.bracket(trial(k, k)) for k in range(40)]
+    assert brackets == [pruner.bracket(trial(k + 7, k)) for k in range(40)]  # a re-offered candidate keeps it
+    assert set(brackets) == {0, 1, 2} and brackets.count(0) > brackets.count(2)
+
+
+def test_a_studys_cost_is_rounds_run_over_a_full_runs_rounds():
+    from bench.tune import study_cost, trial_cost
+
+    study = optuna.create_study(direction="maximize")
+    for steps, state in [(4, "complete"), (1, "pruned"), (3, "pruned"), (2, "fail")]:
+        trial = study.ask()
+        for step in range(1, steps + 1):
+            trial.report(0.5, step)
+        study.tell(trial, 0.5 if state == "complete" else None, state=getattr(optuna.trial.TrialState, state.upper()))
+    trials = study.get_trials()
+    assert [trial_cost(t, 4) for t in trials] == [1.0, 0.25, 0.75, 0.0]
+    assert trial_cost(trials[0], 4, seeds=3) == 3.0  # a completed trial runs every tuning seed
+    assert study_cost(study, 4) == 2.0  # failed trials are offered again, not counted

@@ -17,9 +17,9 @@ from bench.report.tables import chosen_settings_table
 from bench.sweep import TUNED_TAG, load_sweep, run_sweep
 
 
-def tuned_sweep(tmp_path, **tune) -> str:
+def tuned_sweep(tmp_path, rounds: int = 1, **tune) -> str:
     base = tiny_base(tmp_path)
-    base["train"]["rounds"] = 1
+    base["train"]["rounds"] = rounds
     return write_sweep(tmp_path, "fair", base, experiment="fair",
                        grid={"method.name": ["fedprox", "local"], "seed": [0]},
                        tune={"trials": 2, "seeds": [7], "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
@@ -46,6 +46,7 @@ def test_every_method_gets_the_same_trials_and_the_test_runs_use_the_best_settin
         assert sweep_parent.data.tags["cafebench.parent"] == "sweep:fair"  # the study nests beneath the sweep
         assert len(children) == 2 and {r.data.tags["seed"] for r in children} == {"7"}  # tuning seed only
         assert json.loads(parent.data.tags["best_params"]) == study.best_params
+        assert parent.data.metrics["tune/full_run_equivalents"] == 2.0  # nothing pruned: one per trial
         method = summary.study_name.split("/")[1]
         (test_run,) = [client.get_run(i) for i in result.run_ids if client.get_run(i).data.tags["method"] == method]
         assert test_run.data.tags["seed"] == "0"
@@ -91,10 +92,88 @@ def test_a_tune_stage_on_two_workers_starts_from_a_store_that_does_not_exist_yet
     ({"ranges": {"train.lrr": {"low": 0.1, "high": 1}}}, "'train.lrr' is not a train.\\* config key"),
     ({"ranges": {"train.lr": [0.1, 1]}}, r"ranges.train.lr must be \{choices"),
     ({"trial": 2}, r"unknown key\(s\) trial"),
+    ({"pruner": "hyperband"}, "tune.pruner must be a mapping with keys kind, min_rounds, reduction"),
+    ({"pruner": {"kind": "median", "min_rounds": 1}},
+     "tune.pruner.kind must be one of successive_halving, hyperband, not 'median'"),
+    ({"pruner": {"kind": "hyperband", "min_round": 1}},
+     r"tune.pruner: unknown key\(s\) min_round; allowed: kind, min_rounds, reduction"),
+    ({"pruner": {"kind": "hyperband", "min_rounds": 0}}, "tune.pruner.min_rounds must be a positive integer"),
+    ({"pruner": {"kind": "hyperband", "min_rounds": 1, "reduction": 1}},
+     "tune.pruner.reduction must be an integer of at least 2, not 1"),
+    ({"pruner": {"kind": "successive_halving", "min_rounds": 1}, "seeds": [7, 8]},
+     "tune.pruner needs one tuning seed, but tune.seeds has 2"),
+    ({"pruner": {"kind": "successive_halving", "min_rounds": 1}},  # one round: nothing to stop early
+     r"tune.pruner.min_rounds 1: with eval.every=1 no round from 1 on is evaluated before the last \(1\)"),
 ])
 def test_bad_tune_stages_are_rejected_when_loaded(tmp_path, tune, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as refused:
         load_sweep(tuned_sweep(tmp_path, **tune))
+    assert "\n" not in str(refused.value) and str(refused.value).startswith("sweep fair: tune")
+
+
+class PruneCandidateOne(optuna.pruners.BasePruner):
+    """Stops candidate 1 at its first evaluated round, in every study (what Optuna's pruners stop depends on the
+    values); built as the tune stage builds its pruner."""
+
+    def __init__(self, spec, rounds):
+        assert (spec.kind, spec.min_rounds, spec.reduction, rounds) == ("successive_halving", 1, 2, 2)
+
+    def prune(self, study, trial):
+        return trial.user_attrs["candidate"] == 1
+
+
+def test_a_pruned_tune_stage_counts_full_run_equivalents_offers_the_same_candidates_and_resumes(
+        tmp_path, tracking_uri, monkeypatch):
+    monkeypatch.setattr(sweep_module, "CandidatePruner", PruneCandidateOne)
+    pruner = {"kind": "successive_halving", "min_rounds": 1, "reduction": 2}
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    client = MlflowClient()
+
+    def trial_runs() -> dict[str, dict[int, object]]:
+        exp = client.get_experiment_by_name("fair").experiment_id
+        runs = client.search_runs([exp], "tags.optuna_trial != ''")
+        studies = {r.data.tags["optuna_study"] for r in runs}
+        return {s: {int(r.data.tags["optuna_candidate"]): r for r in runs if r.data.tags["optuna_study"] == s}
+                for s in studies}
+
+    sweep = load_sweep(tuned_sweep(tmp_path, rounds=2, trials=2, pruner=pruner))
+    assert sweep_module.tune_summary(sweep) == (
+        "a tune stage of 2 studies x 2 trials (4 runs) on seeds [7], pruned by successive halving (from round 1, "
+        "reduction 2): at most 4 full-run equivalents (rounds run / train.rounds)")
+    run_sweep(sweep)
+    first = {s: {k: r.info.run_id for k, r in runs.items()} for s, runs in trial_runs().items()}
+    assert [sorted(c) for c in first.values()] == [[0, 1], [0, 1]]
+
+    result = run_sweep(load_sweep(tuned_sweep(tmp_path, rounds=2, trials=3, pruner=pruner)))  # one more candidate
+    assert result.failed == 0
+    runs = trial_runs()
+    assert {s: {k: r.info.run_id for k, r in c.items() if k < 2} for s, c in runs.items()} == first  # not re-run
+    exp = client.get_experiment_by_name("fair").experiment_id
+    lrs = []
+    for name, by_candidate in runs.items():
+        study = optuna.load_study(study_name=name, storage=storage)
+        states = {t.user_attrs["candidate"]: t.state.name for t in study.trials}
+        assert len(study.trials) == 3 and states == {0: "COMPLETE", 1: "PRUNED", 2: "COMPLETE"}
+        pruned = by_candidate[1]
+        assert pruned.info.status == "KILLED" and pruned.data.tags["pruned"] == "true"
+        assert [m.step for m in client.get_metric_history(pruned.info.run_id, "val/acc/mean")] == [1]
+        hand = sum(max(m.step for m in client.get_metric_history(r.info.run_id, "val/acc/mean")) / 2
+                   for r in by_candidate.values())
+        assert hand == 2.5
+        (parent,) = client.search_runs([exp], f"tags.optuna_study = '{name}' and tags.`mlflow.runName` LIKE 'tune %'")
+        assert parent.data.metrics["tune/full_run_equivalents"] == hand
+        assert "costing 2.50 full-run equivalents (2-round runs on 1 seed(s))" in parent.data.tags[
+            "mlflow.note.content"]
+        lrs.append([float(by_candidate[k].data.params["train.lr"]) for k in range(3)])
+    assert lrs[0] == lrs[1] and len(set(lrs[0])) == 3  # trial k of every study: the same shared lr
+    (sweep_parent,) = client.search_runs([exp], "tags.`cafebench.parent` = 'sweep:fair'")
+    assert sweep_parent.data.metrics["tune/full_run_equivalents"] == 5.0
+    assert sweep_parent.data.tags["mlflow.note.content"].endswith("Its tune stage spent 5.00 full-run equivalents.")
+
+    before = len(client.search_runs([exp]))
+    again = run_sweep(load_sweep(tuned_sweep(tmp_path, rounds=2, trials=3, pruner=pruner)))
+    assert again.done == 0 and len(client.search_runs([exp])) == before  # nothing runs twice
+
 
 
 def test_studies_go_through_the_sweeps_launcher_each_on_its_worker_slots_gpu(tmp_path, tracking_uri, monkeypatch):
@@ -152,3 +231,38 @@ def test_rows_are_tagged_by_role_and_a_mu_row_at_its_default_is_a_run_of_its_own
     by_name = {s.name: s for s in specs}
     fixed_mu = [by_name[n] for n, t in zip(names, sweep.tags, strict=True) if t.get("sensitivity") == "mu"]
     assert all("mu" not in s.space and set(s.shared) == {"train.lr"} for s in fixed_mu)
+
+
+def test_the_fidelity_measurement_runs_small_spends_no_more_than_full_fidelity_and_resumes(tmp_path, tracking_uri,
+                                                                                          capsys):
+    from bench import tune_fidelity
+
+    base = tiny_base(tmp_path)  # 2 rounds, evaluated after each
+    preset = write_sweep(tmp_path, "mini", base, grid={"method.name": ["local", "fedavg"], "data.alpha": [0.5],
+                                                       "seed": [0, 1]},
+                         tune={"trials": 1, "seeds": [7], "ranges": {"train.lr": {"low": 0.01, "high": 0.2}}})
+    out = tmp_path / "fidelity"
+    argv = ["--preset", preset, "--methods", "local", "--test-seeds", "0", "--trials", "2",
+            "--pruner", "successive_halving:1:2", "--experiment", "fidelity", "--out", str(out)]
+    assert tune_fidelity.main(argv) == 0
+    printed = capsys.readouterr().out
+    choices = {c["fidelity"]: c for c in json.loads((out / "tune_fidelity.json").read_text())}
+    full, multi = choices["full"], choices["multi"]
+    assert (full["method"], full["alpha"], full["trials"], full["pruned"], full["cost"]) == ("local", 0.5, 2, 0, 2.0)
+    assert multi["trials"] >= 2 and multi["cost"] <= 2.0 and multi["cost"] > 2.0 - 1  # equal cost, to a trial
+    assert len(full["test"]) == len(multi["val"]) == 1 and set(full["params"]) == set(multi["params"]) == {"train.lr"}
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    studies = {s.study_name.split("/")[0]: optuna.load_study(study_name=s.study_name, storage=storage)
+               for s in optuna.get_all_study_summaries(storage)}
+    by_candidate = {f: {t.user_attrs["candidate"]: t for t in s.trials} for f, s in studies.items()}
+    full_study, multi_study = by_candidate["tune-fidelity-full"], by_candidate["tune-fidelity-multi"]
+    assert full_study[0].params == multi_study[0].params and full_study[0].value == multi_study[0].value
+    assert full_study[1].params == multi_study[1].params  # the same candidates at both fidelities
+    assert f"total: 2.00 full-run equivalents at full fidelity, {multi['cost']:.2f} multi-fidelity" in printed
+    assert "cost ratio multi/full" in printed and printed.count("\nlocal ") == 2
+
+    client = MlflowClient()
+    runs = len(client.search_runs([client.get_experiment_by_name("fidelity").experiment_id]))
+    assert tune_fidelity.main(argv) == 0  # resumes: nothing runs again, the same table
+    assert len(client.search_runs([client.get_experiment_by_name("fidelity").experiment_id])) == runs
+    assert capsys.readouterr().out == printed

@@ -7,7 +7,7 @@ import sys
 from datetime import timedelta
 from typing import TextIO
 
-from bench.sweep import SweepProgress, absolute_tracking_uri, load_sweep, run_sweep
+from bench.sweep import SweepProgress, absolute_tracking_uri, load_sweep, run_sweep, tune_summary
 from bench.track.links import experiment_runs_url
 from bench.track.mlflow_tracker import tracking_uri
 from bench.track.store import check_store
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"run.tracking_uri={args.tracking_uri}")
     sweep = load_sweep(args.preset, overrides)
     if args.dry_run:
-        print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}")
+        print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}"
+              + (f", after {tune_summary(sweep)}" if sweep.tune else ""))
         for config, label in zip(sweep.configs, sweep.labels, strict=True):
             print(f"  {config.content_hash()}  {label}")
         return 0
