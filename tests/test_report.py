@@ -226,7 +226,7 @@ def test_report_command_renders_the_dynamic_table_from_the_curve_tables(report, 
     assert len(report_run_ids(report)) == before + 1
 
 
-@pytest.mark.parametrize(("scale", "runs", "studies", "trials"), [("quick", 85, 17, 2), ("reference", 140, 28, 4),
+@pytest.mark.parametrize(("scale", "runs", "studies", "trials"), [("quick", 85, 17, 2), ("reference", 120, 24, 4),
                                                                    ("cpu", 185, 37, 4), ("paper", 680, 136, 12)])
 def test_reproduce_presets_hold_the_documented_runs(scale, runs, studies, trials, capsys):
     assert main(["reproduce", scale, "--dry-run"]) == 0
