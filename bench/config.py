@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import importlib.resources
 import json
@@ -21,6 +22,28 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key path and what to change."""
+
+
+def did_you_mean(word: str, choices: Sequence[str], prefix: str = "") -> str:
+    """``"; did you mean PREFIX+X?"`` for the closest of ``choices`` to a misspelt ``word`` (difflib), else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
+
+
+def yaml_error_text(origin: str, exc: yaml.YAMLError) -> str:
+    """One line naming the file (or preset) and the line of a YAML syntax error: ``FILE, line 3, column 2: not
+    valid YAML: expected <block end>, ... (while parsing a block mapping that starts at line 1)``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return f"{origin}: not valid YAML: {' '.join(str(exc).split())}"
+    text = f"{origin}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and start.line != mark.line:
+        text += f" ({context} that starts at line {start.line + 1})"
+    elif context:
+        text += f" ({context})"
+    return text
 
 
 class Section(BaseModel):
@@ -167,19 +190,29 @@ def import_plugins(plugins: list[str]) -> None:
 
 # -- loading -----------------------------------------------------------------------------------------------------
 
-def preset_names() -> list[str]:
-    root = importlib.resources.files("bench") / "presets"
+def _yaml_names(root, skip: str | None = None) -> list[str]:
+    """The ``.yaml`` files under a package folder as names without the suffix (``cpu/main``), sorted."""
     names: list[str] = []
 
     def walk(node, prefix: str) -> None:
         for child in node.iterdir():
-            if child.is_dir() and child.name != "sweeps":
+            if child.is_dir() and child.name != skip:
                 walk(child, f"{prefix}{child.name}/")
             elif child.name.endswith(".yaml"):
                 names.append(prefix + child.name[: -len(".yaml")])
 
     walk(root, "")
     return sorted(names)
+
+
+def preset_names() -> list[str]:
+    """The shipped experiment presets (``demo``)."""
+    return _yaml_names(importlib.resources.files("bench") / "presets", skip="sweeps")
+
+
+def sweep_preset_names() -> list[str]:
+    """The shipped sweep presets (``smoke``, ``quick/tables``, ...), for suggestions."""
+    return _yaml_names(importlib.resources.files("bench") / "presets" / "sweeps")
 
 
 def read_source(source: str | Path) -> dict[str, Any]:
@@ -193,13 +226,16 @@ def read_source(source: str | Path) -> dict[str, Any]:
     else:
         resource = importlib.resources.files("bench") / "presets" / f"{source}.yaml"
         if not resource.is_file():
-            raise ConfigError(f"{source!r} is neither a config file nor a preset; presets: {', '.join(preset_names())}")
+            presets = preset_names()
+            hint = (f"; {source} is a sweep preset: cafebench sweep {source}" if str(source) in sweep_preset_names()
+                    else did_you_mean(str(source), presets))
+            raise ConfigError(f"{source!r} is neither a config file nor a preset{hint} (presets: {', '.join(presets)})")
         text = resource.read_text()
         origin = f"preset {source}"
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: not valid YAML: {exc}") from exc
+        raise ConfigError(yaml_error_text(origin, exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: the top level must be a mapping of sections")
     return data
@@ -215,7 +251,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         try:
             parsed[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {key!r}: cannot parse value {raw!r}: {exc}") from exc
+            raise ConfigError(yaml_error_text(f"override {key!r}: value {raw!r}", exc)) from None
     return parsed
 
 
@@ -238,11 +274,28 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return out
 
 
-def _format_errors(exc: ValidationError, prefix: str = "") -> str:
+def _keys_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The keys allowed in the section of ``model`` at ``loc`` (empty where ``loc`` leaves the typed sections)."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _format_errors(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """One line per error, ``  key.path: what is wrong``; an unknown key also names the closest allowed one."""
     lines = []
     for err in exc.errors():
-        path = prefix + (".".join(str(p) for p in err["loc"]) or "(top level)")
-        msg = "unknown key (not allowed here)" if err["type"] == "extra_forbidden" else err["msg"]
+        loc = err["loc"]
+        path = prefix + (".".join(str(p) for p in loc) or "(top level)")
+        if err["type"] == "extra_forbidden":
+            section = prefix + "".join(f"{p}." for p in loc[:-1])
+            msg = "unknown key (not allowed here)" + did_you_mean(str(loc[-1]), _keys_at(model, loc[:-1]), section)
+        else:
+            msg = err["msg"]
         lines.append(f"  {path}: {msg}")
     return "invalid config:\n" + "\n".join(lines)
 
@@ -255,7 +308,7 @@ def validate_config(data: dict[str, Any]) -> ExperimentConfig:
     try:
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc)) from None
+        raise ConfigError(_format_errors(exc, ExperimentConfig)) from None
     import_plugins(config.plugins)
     try:
         method = get_method(config.method.name)
@@ -268,7 +321,7 @@ def validate_config(data: dict[str, Any]) -> ExperimentConfig:
     try:
         hparams = method.Hparams.model_validate(config.method.hparams)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, "method.hparams.")) from None
+        raise ConfigError(_format_errors(exc, method.Hparams, "method.hparams.")) from None
     config.method.hparams = hparams.model_dump(mode="json")
     return config
 

@@ -23,7 +23,8 @@ def test_partition_prints_histogram_and_writes_heatmap(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "digits: 1797 samples, 5 clients, alpha=0.1" in out
-    assert "mean per-client label entropy" in out
+    assert re.search(r"^mean per-client label entropy: \d\.\d{3} nats \(natural log; 0 = one class per client, "
+                     r"ln 10 = 2\.303 = every class equally often\)$", out, re.M)
     assert out_png.stat().st_size > 1000
 
 
@@ -31,6 +32,41 @@ def test_flops_prints_the_per_exit_table(capsys):
     assert main(["flops", "conv3", "--dataset", "digits"]) == 0
     out = capsys.readouterr().out
     assert "static model (backbone + last head)" in out and "100.0%" in out
+
+
+def test_flops_says_which_width_it_counts_and_what_params_counts(capsys):
+    assert main(["flops", "conv3", "--dataset", "digits"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("conv3 at width 1 (model.width's default, --width W for another; the demo preset runs "
+                             "conv3 at width 0.5: --width 0.5) on digits input (1, 8, 8), 10 classes")
+    assert ("params: the parameters an inference that stops at exit k uses: stages 1..k, exit heads 1..k and "
+            "anything outside the stages (the last row is the whole network)") in out
+    full_width_params = [int(row.split("|")[3].replace(",", "")) for row in out if row.startswith("|      ")]
+    assert main(["flops", "conv3", "--dataset", "digits", "--width", "0.5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("conv3 at width 0.5 (given with --width) on digits")
+    half_width_params = [int(row.split("|")[3].replace(",", "")) for row in out if row.startswith("|      ")]
+    assert half_width_params[-1] == 24_558 and full_width_params[-1] > 3 * half_width_params[-1]
+    assert main(["flops", "resnet8", "--dataset", "digits"]) == 0  # not the demo's model: no demo width to name
+    assert capsys.readouterr().out.startswith("resnet8 at width 1 (model.width's default, --width W for another) on")
+
+
+def test_a_misspelt_sweep_preset_names_the_closest_one(capsys):
+    assert main(["sweep", "smok", "--dry-run"]) == 2
+    assert capsys.readouterr().err == ("cafebench sweep: error: 'smok' is neither a sweep file nor a sweep preset; "
+                                       "did you mean smoke? (sweep presets: cpu-rounds, cpu/tables, paper/tables, "
+                                       "quick/tables, reference/tables, review-gaps, smoke)\n")
+    assert main(["sweep", "quick/table", "--dry-run"]) == 2
+    assert "did you mean quick/tables?" in capsys.readouterr().err
+
+
+def test_a_config_with_a_yaml_syntax_error_is_refused_in_one_line_naming_file_and_line(tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  rounds: 2\n  lr: [0.1\n")
+    assert main(["run", str(path)]) == 2
+    assert capsys.readouterr().err == (f"cafebench run: error: {path}, line 4, column 1: not valid YAML: expected ',' "
+                                       "or ']', but got '<stream end>' (while parsing a flow sequence that starts "
+                                       "at line 3)\n")
 
 
 def test_run_a_config_file_and_report_per_exit_accuracy(tracking_uri, tiny_config_data, tmp_path, capsys):

@@ -55,7 +55,7 @@ def test_content_hash_ignores_execution_settings_but_not_results_settings(tiny_c
 def test_bad_override_and_missing_source():
     with pytest.raises(ConfigError, match="must look like key.path=value"):
         load_config("demo", ["train.rounds"])
-    with pytest.raises(ConfigError, match="neither a config file nor a preset; presets: .*demo"):
+    with pytest.raises(ConfigError, match=r"neither a config file nor a preset \(presets: .*demo"):
         load_config("no-such-preset")
     with pytest.raises(ConfigError, match="not found"):
         load_config("missing.yaml")
@@ -80,3 +80,42 @@ def test_a_plugin_module_that_raises_on_import_names_its_file_and_the_exception(
                                           r"ModuleNotFoundError on import \(line 1\): No module named "
                                           r"'no_such_package_xyz'$"):
         validate_config(dict(tiny_config_data, plugins=["needs_a_package_plugin"]))
+
+
+@pytest.mark.parametrize("override, line", [
+    ("train.lrr=0.1", "  train.lrr: unknown key (not allowed here); did you mean train.lr?"),
+    ("trian.rounds=3", "  trian: unknown key (not allowed here); did you mean train?"),
+    ("seeds=3", "  seeds: unknown key (not allowed here); did you mean seed?"),
+    ("data.optoins={}", "  data.optoins: unknown key (not allowed here); did you mean data.options?"),
+    ("train.xyz=1", "  train.xyz: unknown key (not allowed here)"),  # nothing close: no guess
+    ("method.hparams.muu=0.1", "  method.hparams.muu: unknown key (not allowed here); did you mean method.hparams.mu?"),
+])
+def test_an_unknown_key_names_the_closest_allowed_one(override, line):
+    with pytest.raises(ConfigError) as caught:
+        load_config("demo", ["method.name=cafedistill", override])
+    assert str(caught.value).splitlines() == ["invalid config:", line]
+
+
+def test_an_unknown_preset_names_the_closest_one_or_the_command_for_a_sweep_preset():
+    for source, message in [
+        ("dmeo", "'dmeo' is neither a config file nor a preset; did you mean demo? (presets: demo)"),
+        ("smoke", "'smoke' is neither a config file nor a preset; smoke is a sweep preset: cafebench sweep smoke "
+                  "(presets: demo)"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load_config(source)
+        assert str(caught.value) == message
+
+
+def test_a_yaml_syntax_error_names_its_file_and_line_in_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  dataset: digits\n clients: 3\n")  # line 3 is indented by one space
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (f"{path}, line 3, column 2: not valid YAML: expected <block end>, but found "
+                                 "'<block mapping start>' (while parsing a block mapping that starts at line 1)")
+    path.write_text("seed: 0\ntrain: {rounds: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (f"{path}, line 3, column 1: not valid YAML: expected ',' or '}}', but got "
+                                 "'<stream end>' (while parsing a flow mapping that starts at line 2)")

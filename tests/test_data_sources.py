@@ -57,6 +57,32 @@ def test_registry_names_and_unknown_name() -> None:
         load_dataset("mnist")
 
 
+def test_a_misspelt_dataset_name_names_the_closest_one() -> None:
+    with pytest.raises(ValueError, match=r"^unknown dataset 'fmnst' \(did you mean fmnist\?\); available: agnews, "):
+        load_dataset("fmnst")
+
+
+def test_the_listing_says_where_file_data_was_found_or_looked_for_and_how_to_get_it(tmp_path: Path) -> None:
+    from bench.cli.datasets import describe_entry
+
+    cifar10 = available_datasets()["cifar10"]
+    lines = describe_entry(cifar10).splitlines()
+    assert lines[0] == "cifar10        3×32×32, 10 classes, 60,000 samples once present  [built in]"
+    datasets = Path.cwd() / "datasets"
+    assert lines[2] == (f"{'':14s} not found: looked in {datasets / 'cifar-10-batches-py'}, {datasets}; to get it: "
+                        "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
+                        "extract it into a data root (giving <data root>/cifar-10-batches-py/), or allow a download "
+                        "(option download=True, $CAFEBENCH_NO_DOWNLOAD unset, network access).")
+    folder = tmp_path / "root" / CIFAR10.folder
+    folder.mkdir(parents=True)
+    for name in (*CIFAR10.batch_files, CIFAR10.meta_file):
+        (folder / name).touch()  # the listing only looks for the files; it loads nothing
+    lines = describe_entry(cifar10, tmp_path / "root").splitlines()
+    assert lines[0] == "cifar10        3×32×32, 10 classes, 60,000 samples  [built in]"
+    assert lines[2] == f"{'':14s} found in {folder}"
+    assert len(describe_entry(available_datasets()["digits"]).splitlines()) == 2  # bundled: nothing to find
+
+
 def test_unknown_option_is_rejected_with_the_accepted_ones() -> None:
     with pytest.raises(
         ValueError, match="no option colour.*channels, image_size, num_classes, num_samples, seed"

@@ -89,3 +89,18 @@ def test_register_rejects_bad_names_and_families():
         register(BadFamily)
     with pytest.raises(TypeError, match="subclasses of"):
         register(int)
+
+
+def test_an_unknown_method_names_the_closest_one_and_how_a_plugin_is_loaded(tiny_config_data):
+    with pytest.raises(ValueError) as caught:
+        get_method("fedprx")
+    message = str(caught.value)
+    assert message.startswith("unknown method 'fedprx' (did you mean fedprox?); available: cafedistill, depthfl, ")
+    assert message.endswith("(a plugin's method needs its file imported: plugins='[FILE.py]', or --plugin FILE.py "
+                            "for cafebench methods; or a 'cafebench.methods' entry point)")
+    with pytest.raises(ValueError, match=r"^unknown method 'zzz'; available: "):  # nothing close: no guess
+        get_method("zzz")
+    data = apply_overrides(tiny_config_data, ["method.name=cafedistil"])
+    with pytest.raises(ConfigError, match=r"\n  method\.name: unknown method 'cafedistil' \(did you mean "
+                                          r"cafedistill\?\); available: "):
+        validate_config(data)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from bench.config import import_plugins, parse_overrides
 from bench.data.sources import available_datasets, load_dataset
@@ -29,20 +30,38 @@ def shape_text(shape: tuple[int, ...]) -> str:
     return f"{shape[0]} token ids" if len(shape) == 1 else "×".join(map(str, shape))
 
 
-def describe_entry(entry: DatasetEntry) -> str:
+def presence_text(entry: DatasetEntry, root: str | os.PathLike | None) -> str | None:
+    """``found in FOLDER``, or ``not found: looked in ...; ...how to get it``; None for data with no files to find."""
+    if entry.files is None:
+        return None
+    found = entry.files.find(root)
+    if found is not None:
+        return f"found in {found}"
+    looked = ", ".join(str(d) for d in entry.files.candidates(root))
+    return f"not found: looked in {looked}; to get it: {entry.files.how_to_get}"
+
+
+def describe_entry(entry: DatasetEntry, root: str | os.PathLike | None = None) -> str:
+    """Two lines (three for file-based data): name, shape, classes, size and origin; the loader's summary; where the
+    data was found, or where it was looked for and how to get it."""
+    presence = presence_text(entry, root)
     if entry.shape is None:
         figures = "shape, classes and size set by its options"
     else:
         figures = f"{shape_text(entry.shape.input_shape)}, {entry.shape.num_classes} classes"
-        figures += f", {entry.size:,} samples" if entry.size is not None else ""
-    return f"{entry.name:14s} {figures}  [{entry.origin}]\n{'':14s} {entry.summary}"
+        if entry.size is not None:
+            figures += f", {entry.size:,} samples" + (" once present" if presence and presence[:4] == "not " else "")
+    lines = [f"{entry.name:14s} {figures}  [{entry.origin}]", f"{'':14s} {entry.summary}"]
+    if presence is not None:
+        lines.append(f"{'':14s} {presence}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     import_plugins(args.plugin)
     if args.name is None:
         for entry in available_datasets().values():
-            print(describe_entry(entry))
+            print(describe_entry(entry, args.root))
         return 0
     if "=" in args.name:
         raise ValueError(f"{args.name!r} is an option; give the dataset's name first: cafebench datasets NAME "

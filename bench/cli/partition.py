@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from bench.config import load_config
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
           f"partition {part.hash}")
     print(format_histogram(hist))
     entropy = label_entropy(hist)
-    print(f"mean per-client label entropy: {entropy.mean():.3f}")
+    print(f"mean per-client label entropy: {entropy.mean():.3f} nats (natural log; 0 = one class per client, "
+          f"ln {dataset.num_classes} = {math.log(dataset.num_classes):.3f} = every class equally often)")
     out = Path(args.out or f"reports/partition-{part.hash}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_partition_heatmap(hist, out, title=f"{config.data.dataset} alpha={config.data.alpha}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import TextIO
 
+from bench.config import ConfigError, did_you_mean, preset_names, sweep_preset_names
 from bench.sweep import SweepProgress, absolute_tracking_uri, load_sweep, run_sweep, tune_summary
 from bench.track.links import experiment_runs_url
 from bench.track.mlflow_tracker import tracking_uri
@@ -54,10 +56,21 @@ class ProgressLine:
             self.stream.write("\n")
 
 
+def require_sweep_preset(source: str) -> None:
+    """Refuse a name that is neither a file nor a shipped preset, naming the closest sweep preset."""
+    if Path(source).suffix in (".yaml", ".yml") or Path(source).is_file():
+        return  # a file: load_sweep reads it, or says it is missing
+    sweeps = sweep_preset_names()
+    if source not in sweeps and source not in preset_names():
+        raise ConfigError(f"{source!r} is neither a sweep file nor a sweep preset{did_you_mean(source, sweeps)} "
+                          f"(sweep presets: {', '.join(sweeps)})")
+
+
 def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.tracking_uri:
         overrides.append(f"run.tracking_uri={args.tracking_uri}")
+    require_sweep_preset(args.preset)
     sweep = load_sweep(args.preset, overrides)
     if args.dry_run:
         print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}"

@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=f"An Optuna study (seeded TPE per candidate, median pruning) over the method's "
                                    f"declared hyperparameter ranges, maximizing the final {OBJECTIVE}. Each trial is a "
                                    f"child MLflow run; the best configuration is written as a preset.")
-    p.add_argument("method", help="method name (see `cafebench methods` for the tunable ranges)")
+    p.add_argument("method", help="method name (see `cafebench methods` for the tunable ranges); a plugin's method "
+                                  "needs plugins='[FILE.py]' among the overrides")
     p.add_argument("preset", help="experiment preset name or config file")
     p.add_argument("overrides", nargs="*",
                    help="key.path=value overrides; method.hparams.X=V holds X fixed instead of tuning it")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import pkgutil
@@ -56,9 +57,12 @@ def available_methods() -> dict[str, type[Method]]:
 
 
 def get_method(name: str) -> type[Method]:
+    """The method registered as ``name``; an unknown name is refused with the closest registered one."""
     methods = available_methods()
     if name not in methods:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(methods)} "
-                         f"(plugins register with @bench.methods.registry.register or the "
-                         f"{ENTRY_POINT_GROUP!r} entry-point group)")
+        close = difflib.get_close_matches(name, list(methods), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"unknown method {name!r}{hint}; available: {', '.join(methods)} (a plugin's method "
+                         f"needs its file imported: plugins='[FILE.py]', or --plugin FILE.py for cafebench methods; "
+                         f"or a {ENTRY_POINT_GROUP!r} entry point)")
     return methods[name]

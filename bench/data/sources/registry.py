@@ -8,9 +8,12 @@ methods) or from another package's ``cafebench.datasets`` entry point.
 
 from __future__ import annotations
 
+import difflib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TypeVar
 
 from bench.data.dataset import Dataset
@@ -33,14 +36,34 @@ class DatasetShape:
 
 
 @dataclass(frozen=True)
+class DataFiles:
+    """Where a file-based dataset's loader looks for its files and how a user gets them, so that a listing can say
+    whether the data is there without loading it.
+
+    ``candidates(root)`` gives the folders the loader searches, in its order; ``holds(folder)`` whether a folder has
+    every file the loader needs; ``how_to_get`` is the loader's own advice (where it downloads, it says so).
+    """
+
+    candidates: Callable[[str | os.PathLike | None], list[Path]]
+    holds: Callable[[Path], bool]
+    how_to_get: str
+
+    def find(self, root: str | os.PathLike | None = None) -> Path | None:
+        """The first searched folder that holds the data, None when none does."""
+        return next((d for d in self.candidates(root) if self.holds(d)), None)
+
+
+@dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset; ``shape`` and ``size`` are those with default options (None where options decide)."""
+    """A registered dataset; ``shape`` and ``size`` are those with default options (None where options decide);
+    ``files`` says where its files are looked for (None: nothing to find, or the loader does not say)."""
 
     name: str
     loader: Callable[..., Dataset]
     shape: DatasetShape | None
     size: int | None
     origin: str  # where it was found: built in, a plugin file, a module or an entry point
+    files: DataFiles | None = None
 
     @property
     def summary(self) -> str:
@@ -56,12 +79,13 @@ def origin_of(loader: Callable[..., Dataset]) -> str:
 
 
 def register_dataset(name: str, *, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
-                     vocab_size: int = 0, size: int | None = None) -> Callable[[L], L]:
+                     vocab_size: int = 0, size: int | None = None, files: DataFiles | None = None) -> Callable[[L], L]:
     """Decorator: make a loader available as ``data.dataset: name``.
 
     ``input_shape`` (``(C, H, W)`` or ``(L,)``), ``num_classes``, ``vocab_size`` (text) and ``size`` (samples)
     describe the data under default options; give them when known, so ``cafebench datasets`` and
-    ``cafebench flops`` need not load the data.
+    ``cafebench flops`` need not load the data. ``files`` lets ``cafebench datasets`` say whether the data is
+    there, and where, without loading it.
     """
     if not name or not name.replace("_", "").isalnum() or name.lower() != name:
         raise ValueError(f"dataset name must be a lower-case identifier, got {name!r}")
@@ -78,10 +102,35 @@ def register_dataset(name: str, *, input_shape: tuple[int, ...] | None = None, n
         if existing is not None and not same:
             raise ValueError(f"dataset name {name!r} is taken by {existing.loader.__module__}."
                              f"{existing.loader.__qualname__} ({existing.origin})")
-        _REGISTRY[name] = DatasetEntry(name, loader, shape, size, origin_of(loader))
+        _REGISTRY[name] = DatasetEntry(name, loader, shape, size, origin_of(loader), files)
         return loader
 
     return decorate
+
+
+def built_in_files() -> dict[str, DataFiles]:
+    """The file searches of the built-in file-based datasets, built from their loaders' own folder lists, file names
+    and advice (imported here, not at the top: those modules need not be loaded to register a plugin)."""
+    from bench.data.sources import agnews, cifar, fmnist, tinyimagenet
+    from bench.data.sources.roots import candidate_dirs
+
+    def cifar_files(layout: cifar.CifarLayout) -> DataFiles:
+        needed = (*layout.batch_files, layout.meta_file)
+        return DataFiles(lambda root: candidate_dirs(root, [layout.folder, ""]),
+                         lambda d: all((d / f).is_file() for f in needed), layout.how_to_get)
+
+    return {
+        "fmnist": DataFiles(lambda root: candidate_dirs(root, fmnist.SUBDIRS, fmnist.SYSTEM_DIRS),
+                            lambda d: all(fmnist.idx_file(d, stem) for pair in fmnist.PARTS.values() for stem in pair),
+                            fmnist.HOW_TO_GET),
+        "cifar10": cifar_files(cifar.CIFAR10),
+        "cifar100": cifar_files(cifar.CIFAR100),
+        "tinyimagenet": DataFiles(lambda root: candidate_dirs(root, [tinyimagenet.FOLDER]),
+                                  lambda d: all((d / f).exists() for f in ("wnids.txt", "train", "val")),
+                                  tinyimagenet.HOW_TO_GET),
+        "agnews": DataFiles(lambda root: candidate_dirs(root, agnews.SUBDIRS),
+                            lambda d: (d / "train.csv").is_file() and (d / "test.csv").is_file(), agnews.HOW_TO_GET),
+    }
 
 
 def _discover() -> None:
@@ -89,6 +138,10 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
+    for name, files in built_in_files().items():
+        entry = _REGISTRY.get(name)
+        if entry is not None and entry.origin == BUILT_IN and entry.files is None:
+            _REGISTRY[name] = replace(entry, files=files)
     for ep, loaded in load_entry_points(ENTRY_POINT_GROUP):
         origin = f"entry point {ep.name} = {ep.value}"
         entry = _REGISTRY.get(ep.name)
@@ -105,8 +158,11 @@ def available_datasets() -> dict[str, DatasetEntry]:
 
 
 def get_dataset(name: str) -> DatasetEntry:
+    """The dataset registered as ``name``; an unknown name is refused with the closest registered one."""
     datasets = available_datasets()
     if name not in datasets:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(datasets)} (plugins register with "
+        close = difflib.get_close_matches(name, list(datasets), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"unknown dataset {name!r}{hint}; available: {', '.join(datasets)} (plugins register with "
                          f"@bench.data.sources.register_dataset or the {ENTRY_POINT_GROUP!r} entry-point group)")
     return datasets[name]

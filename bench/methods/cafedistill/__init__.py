@@ -3,8 +3,8 @@ Early-Exit Network Distillation", arXiv:2601.10015, 2026 (method ``cafedistill``
 
 A shared backbone averaged by sample-weighted FedAvg; every exit head personal. Each client's shallow exits
 (students) distil from a per-client combination of all clients' last exits (teachers), weighted by a QP on the
-heads' cosine similarity; students are switched on progressively, whole depths first. The specification is
-``docs/cafedistill.md`` of the shared docs; no official code exists.
+heads' cosine similarity; students are switched on progressively, whole depths first. ``docs/cafedistill.md``
+describes the method as implemented here; no official code exists.
 
 Round ``t`` (1-based: the engine's ``round + 1``). Server: pick the active students ``S_i(t)``; send
 client ``i`` the backbone, ``S_i(t)`` (in ``Message.meta``) and — only if ``S_i(t)`` holds a student — its
