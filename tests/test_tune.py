@@ -84,9 +84,9 @@ def test_a_trial_that_failed_is_offered_the_same_candidate_when_the_study_goes_o
 
     monkeypatch.setattr(tune_module, "run_experiment", fail_the_second)
     with pytest.raises(RuntimeError, match="killed"):
-        tune("fedprox", preset, 3, storage=storage, study_name="s")
+        tune("fedprox", preset, 3, storage=storage, study_name="s", output=tmp_path / "best.yaml")
     monkeypatch.setattr(tune_module, "run_experiment", real)
-    tune("fedprox", preset, 3, storage=storage, study_name="s")
+    tune("fedprox", preset, 3, storage=storage, study_name="s", output=tmp_path / "best.yaml")
     trials = optuna.load_study(study_name="s", storage=storage).trials
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     done = {t.user_attrs["candidate"]: t.params for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
