@@ -55,6 +55,7 @@ def test_failing_run_is_marked_failed_with_the_reason(tracking_uri, tiny_config_
     note = run.data.tags["mlflow.note.content"]
     assert "**Stopped** after round" in note and "RuntimeError: boom in round 2" in note
     # missing data is found before a run is created: the store holds no second run
+    (tmp_path / "empty").mkdir()  # an existing root without the files (a missing root is refused before)
     data = apply_overrides(tiny_config_data, ["data.dataset=cifar10", "data.options={}",
                                               f"data.root={tmp_path / 'empty'}"])
     with pytest.raises(FileNotFoundError, match="dataset 'cifar10' not found"):
