@@ -10,12 +10,13 @@ averaged with the backbone). Training and fine-tuning minimise the sum of all ex
 Fine-tuning runs on a scratch copy with the evaluation generator, so evaluating changes no stored state.
 What it trains is settled by the paper's experiments, not its abstract (which says the head is fine-tuned): its
 evaluation fine-tunes the whole network, body and head, on each client's train data for τ_f epochs before testing
-(the personalization protocol of Sections 3 to 5), and its comparison of fine-tuned parts (body, head or full,
-Section 4.2) finds fine-tuning the full model better than fine-tuning the head alone. Flower's FedBABU baseline does
-the same (its ``finetune`` trains every parameter). Hence ``finetune="full"`` (the default, as the project's
-baselines doc ``docs/baselines.md`` says); ``"head"`` fine-tunes the heads on a fixed backbone, whose BatchNorm
-runs in train mode as in every head phase here (``head_batchnorm=eval``: on its stored statistics). The paper
-fine-tunes for a few epochs (up to 5 in its main tables); the default here is ``finetune_epochs=2``, since
+(its personalization protocol), and its comparison of fine-tuned parts (body, head or full) finds fine-tuning
+the full model better than fine-tuning the head alone (recalled from the paper, whose text was not at hand
+here). Flower's FedBABU baseline does the same (its ``finetune`` trains every parameter). Hence
+``finetune="full"`` (the default, as the project's baselines doc ``docs/baselines.md`` says); ``"head"``
+fine-tunes the heads on a fixed backbone, whose BatchNorm runs in train mode as in every head phase here
+(``head_batchnorm=eval``: on its stored statistics). The paper fine-tunes for a few epochs (up to 5 in its main
+tables); the default here is ``finetune_epochs=2``, since
 fine-tuning runs for every client at every evaluation.
 
 The review found FedBABU at 49.0% mean accuracy against FedAvg's 65.7% (α = 0.3, 20 clients, conv3, 30 rounds, one
