@@ -9,7 +9,7 @@ bound (the column ``decidable beyond`` gives the interval's half-width: the meas
 far from the bound). A row without the runs it needs is *missing* and names them; with one seed there is no
 interval and the row is *inconclusive*.
 
-Claims (Liu et al. 2026; ``../shared/docs/cafedistill.md`` section 7):
+Claims (Liu et al. 2026; ``docs/cafedistill.md``, "What the paper reports"):
 
 (a) CAFEDistill's accuracy is above every baseline's. A conjunction, so decided by the intersection-union test
     (Berger 1982): holds when every baseline's one-sided paired-t p-value (ours above it, unadjusted) is below
