@@ -364,13 +364,9 @@ def tune_stage(spec: Any, configs: list[ExperimentConfig], name: str) -> TuneSta
     if spec is None:
         return None
     what = f"sweep {name}: tune"
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{what} must be a mapping with keys {', '.join(TUNE_KEYS)}")
-    unknown = sorted(set(spec) - set(TUNE_KEYS))
-    if unknown:
-        raise ConfigError(f"{what}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(TUNE_KEYS)}")
+    _check_keys(spec, TUNE_KEYS, what)
     trials, seeds = spec.get("trials"), spec.get("seeds")
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+    if not _is_int_from(trials, 1):
         raise ConfigError(f"{what}.trials must be a positive integer, not {trials!r}")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds):
         raise ConfigError(f"{what}.seeds must be a non-empty list of integer seeds, not {seeds!r}")
@@ -393,23 +389,33 @@ def tune_stage(spec: Any, configs: list[ExperimentConfig], name: str) -> TuneSta
     return TuneStage(trials, list(seeds), ranges, storage, pruner_spec(spec.get("pruner"), configs, seeds, what))
 
 
+def _check_keys(spec: Any, keys: Sequence[str], what: str) -> None:
+    """``spec`` is a mapping whose keys are all among ``keys``, else a ConfigError naming ``what``."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{what} must be a mapping with keys {', '.join(keys)}, not {spec!r}")
+    unknown = sorted(set(spec) - set(keys))
+    if unknown:
+        raise ConfigError(f"{what}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(keys)}")
+
+
+def _is_int_from(value: Any, least: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def pruner_spec(spec: Any, configs: list[ExperimentConfig], seeds: list[int], what: str) -> PrunerSpec | None:
     """The validated ``tune.pruner`` mapping (None without one): refused where it could prune nothing."""
     if spec is None:
         return None
     what = f"{what}.pruner"
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{what} must be a mapping with keys {', '.join(PRUNER_KEYS)}, not {spec!r}")
-    unknown = sorted(set(spec) - set(PRUNER_KEYS))
-    if unknown:
-        raise ConfigError(f"{what}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(PRUNER_KEYS)}")
+    _check_keys(spec, PRUNER_KEYS, what)
     kind, min_rounds, reduction = spec.get("kind"), spec.get("min_rounds"), spec.get("reduction", 3)
     if kind not in PRUNER_KINDS:
         raise ConfigError(f"{what}.kind must be one of {', '.join(PRUNER_KINDS)}, not {kind!r}")
-    if not isinstance(min_rounds, int) or isinstance(min_rounds, bool) or min_rounds < 1:
+    if not _is_int_from(min_rounds, 1):
         raise ConfigError(f"{what}.min_rounds must be a positive integer (the first rung, in rounds), "
                           f"not {min_rounds!r}")
-    if not isinstance(reduction, int) or isinstance(reduction, bool) or reduction < 2:
+    if not _is_int_from(reduction, 2):
         raise ConfigError(f"{what}.reduction must be an integer of at least 2, not {reduction!r}")
     if len(seeds) > 1:
         raise ConfigError(f"{what} needs one tuning seed, but tune.seeds has {len(seeds)}: a trial runs its seeds one "

@@ -198,15 +198,10 @@ def unit_to_value(u: float, spec: dict[str, Any], integer: bool) -> Any:
         choices = list(spec["choices"])
         return choices[min(int(u * len(choices)), len(choices) - 1)]
     low, high, log_scale = float(spec["low"]), float(spec["high"]), bool(spec.get("log", False))
-    if integer:
-        if log_scale:
-            value = round(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
-        else:
-            value = int(low + math.floor(u * (high - low + 1)))
-        return int(min(max(value, low), high))
-    if log_scale:
-        return float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
-    return float(low + u * (high - low))
+    if integer and not log_scale:
+        return int(min(low + math.floor(u * (high - low + 1)), high))
+    value = math.exp(math.log(low) + u * (math.log(high) - math.log(low))) if log_scale else low + u * (high - low)
+    return int(min(max(round(value), low), high)) if integer else float(value)
 
 
 def shared_candidate(space: dict[str, dict[str, Any]], integer: dict[str, bool], index: int,
@@ -382,13 +377,13 @@ def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: 
         client.set_tag(parent_run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    completed, pruned = trial_counts(study)
+    finished = completed + pruned
     cost = study_cost(study, base.train.rounds, len(seeds))
     client.log_metric(parent_run_id, f"best/{OBJECTIVE}", study.best_value, step=finished)
     client.log_metric(parent_run_id, COST_METRIC, cost, step=finished)
     client.set_tag(parent_run_id, "best_trial", str(study.best_trial.number))
     client.set_tag(parent_run_id, BEST_PARAMS_TAG, json.dumps(study.best_params, sort_keys=True))
-    completed, pruned = trial_counts(study)
     client.set_tag(parent_run_id, NOTE_TAG, f"Optuna study **{study_name}** of {base.method.name}: {completed} "
                                             f"completed, {pruned} pruned trials (nested beneath this run), costing "
                                             f"{cost:.2f} full-run equivalents ({base.train.rounds}-round runs on "
@@ -447,13 +442,14 @@ def best_result(study: optuna.Study, base: ExperimentConfig, path: Path, parent_
     """Write the best trial's configuration as an experiment preset, close the parent run, summarise the study."""
     completed, pruned = trial_counts(study)
     best = study.best_trial
+    result = TuneResult(study.study_name, float(best.value), dict(best.params), path, parent_run_id, completed,
+                        pruned, base.seed)
     config = with_params(base, best.params, None)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# Best of Optuna study {study.study_name!r}: trial {best.number}, {OBJECTIVE}={best.value:.4f}\n"
               f"# ({completed} completed, {pruned} pruned trials), chosen on seed {base.seed}'s validation splits;\n"
-              f"# its seed is that tuning seed. Test it on another seed: cafebench run {path} seed={base.seed + 1}\n")
+              f"# its seed is that tuning seed. Test it on another seed: {result.test_command}\n")
     path.write_text(header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     client = MlflowClient(tracking_uri=tracking_uri(base.run.tracking_uri))
     finish_study(Study(study, parent_run_id, client), path)
-    return TuneResult(study.study_name, float(best.value), dict(best.params), path, parent_run_id, completed, pruned,
-                      base.seed)
+    return result
