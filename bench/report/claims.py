@@ -42,14 +42,13 @@ import pandas as pd
 from bench.measure.summary import dyn_metric
 from bench.report.compare import ACCURACY, paired_values
 from bench.report.context import Column, Context, column_of
-from bench.report.selection import select_best, sensitivity_runs, without_sensitivity
+from bench.report.selection import mu_points, select_best, sensitivity_runs, without_sensitivity
 from bench.report.stats import SIGNIFICANCE, Paired, detectable_difference, paired_difference, t_half_width
 from bench.report.tables import ABLATION_METHOD, Table
 
 HOLDS, FAILS, INCONCLUSIVE, MISSING_RUNS = "holds", "does not hold", "inconclusive", "missing runs"
 CLAIM_THRESHOLD = 0.6
 PAPER_DROP, PAPER_CUT, PAPER_RANGE = 0.0201, 0.3715, (0.3079, 0.4686)
-MU_PARAM = "method.hparams.mu"
 FIELDS = ("claim", "paper", "measured", "verdict", "decidable beyond", "runs it lacks")
 
 
@@ -229,12 +228,8 @@ def one_sided(diffs: list[Paired]) -> bool:
 def mu_claim(ctx: Context, column: Column, values: pd.Series) -> ClaimRow:
     row = ClaimRow(f"(f) {column_name(column)}", "μ has an interior optimum", "an interior optimum (sensitivity "
                    "figure)")
-    runs = column_of(ctx.runs, column)
-    runs = sensitivity_runs(runs[runs["method"] == ABLATION_METHOD])
-    if MU_PARAM in ctx.data.params:
-        runs = runs.assign(mu=pd.to_numeric(ctx.data.params.loc[runs.index, MU_PARAM], errors="coerce"))
-        runs = select_best(runs.dropna(subset=["mu"]), ["mu"])
-    mus = sorted(set(runs["mu"])) if "mu" in runs else []
+    runs = column_of(mu_points(ctx.runs[ctx.runs["method"] == ABLATION_METHOD], ctx.data.params), column)
+    mus = sorted(set(runs["mu"]))
     if len(mus) < 3:
         row.lacks = (f"{ABLATION_METHOD} sensitivity runs (μ fixed) at {column_name(column)} with at least three "
                      f"values of μ (found {', '.join(f'{m:g}' for m in mus) or 'none'})")

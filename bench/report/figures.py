@@ -13,10 +13,9 @@ from matplotlib.ticker import MaxNLocator
 
 from bench.report.aggregate import mean_curves, mean_history, seed_stats
 from bench.report.context import OURS, Column, Context, alpha_label, column_of
-from bench.report.selection import select_best, sensitivity_runs
+from bench.report.selection import mu_points
 from bench.report.tables import ABLATION_METHOD
 
-SENSITIVITY_PARAM = "method.hparams.mu"
 PANEL_SIZE = (4.2, 3.2)
 
 
@@ -114,11 +113,9 @@ def client_spread_figure(ctx: Context) -> Figure | None:
 def sensitivity_stats(ctx: Context) -> pd.DataFrame:
     """CAFEDistill's mean-over-exits accuracy per μ, from its sensitivity runs (μ fixed; best validation setting
     per μ)."""
-    runs = sensitivity_runs(ctx.runs[ctx.runs["method"] == ABLATION_METHOD])
-    if runs.empty or SENSITIVITY_PARAM not in ctx.data.params:
+    chosen = mu_points(ctx.runs[ctx.runs["method"] == ABLATION_METHOD], ctx.data.params)
+    if chosen.empty:
         return pd.DataFrame(columns=["dataset", "alpha", "mu", "mean", "std", "n", "ci"])
-    runs = runs.assign(mu=pd.to_numeric(ctx.data.params.loc[runs.index, SENSITIVITY_PARAM], errors="coerce"))
-    chosen = select_best(runs.dropna(subset=["mu"]), ["dataset", "alpha", "mu"])
     return seed_stats(chosen, ctx.data.metrics["test/acc/mean"], ["dataset", "alpha", "mu"])
 
 

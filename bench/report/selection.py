@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 HPARAM_PREFIX = "method.hparams."
 SELECTION_METRIC = "val/acc/mean"
+MU_PARAM = "method.hparams.mu"
 DEFAULT_LABEL = "default"
 
 
@@ -135,3 +136,13 @@ def sensitivity_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def without_sensitivity(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs an ablation row may read: all but the sensitivity runs."""
     return runs[~runs["role"].eq(SENSITIVITY)]
+
+
+def mu_points(runs: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame:
+    """The sensitivity runs among ``runs`` (one method's) with their μ as column ``mu``, the best validation setting
+    per (dataset, α, μ); none when no run records μ."""
+    runs = sensitivity_runs(runs)
+    if runs.empty or MU_PARAM not in params:
+        return runs.iloc[:0].assign(mu=pd.Series(dtype=float))
+    runs = runs.assign(mu=pd.to_numeric(params.loc[runs.index, MU_PARAM], errors="coerce"))
+    return select_best(runs.dropna(subset=["mu"]), ["dataset", "alpha", "mu"])
