@@ -106,6 +106,8 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
     thresholds = sorted(set(cfg.eval.thresholds) | {cfg.eval.report_threshold})
 
     tables = client_cost_tables(sim)
+    # per client: the MACs of the exits its own model holds
+    exit_macs = {c: [e.macs for e in tables[c].exits[:fed.method.client_exits(c)]] for c in tables}
     curves: dict[int, list[DynamicPoint]] = {}
     rows = []
     hist = class_histogram(fed.partition, fed.dataset.y, fed.dataset.num_classes)
@@ -113,8 +115,7 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
     for c, records in ev.test.items():
         table = tables[c]
         held = fed.method.client_exits(c)
-        exit_macs = [e.macs for e in table.exits[:held]]
-        curves[c] = [padded(p, fed.method.ctx.num_exits) for p in dynamic_curve(records, exit_macs, thresholds)]
+        curves[c] = [padded(p, fed.method.ctx.num_exits) for p in dynamic_curve(records, exit_macs[c], thresholds)]
         acc = records.exit_accuracy
         report = next(p for p in curves[c] if p.threshold == cfg.eval.report_threshold)
         row = {"client": c, "train_samples": int(fed.partition.train[c].numel()),
@@ -132,8 +133,7 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
     per_client = pd.DataFrame(rows)
 
     mean_curve = mean_over_clients(list(curves.values()))
-    val_curves = {c: dynamic_curve(ev.val[c], [e.macs for e in tables[c].exits[:fed.method.client_exits(c)]],
-                                   thresholds) for c in ev.val if ev.val[c].num_samples}
+    val_curves = {c: dynamic_curve(ev.val[c], exit_macs[c], thresholds) for c in ev.val if ev.val[c].num_samples}
     curve_rows = []
     for i, point in enumerate(mean_curve):
         row = {"threshold": point.threshold, "accuracy": point.accuracy, "expected_macs": point.expected_macs,
@@ -151,8 +151,7 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
     budget_rows = []
     for c in ev.test:
         if c in ev.val:
-            exit_macs = [e.macs for e in tables[c].exits[:fed.method.client_exits(c)]]
-            for entry in budgeted_accuracy(ev.val[c], ev.test[c], exit_macs, budgets, thresholds):
+            for entry in budgeted_accuracy(ev.val[c], ev.test[c], exit_macs[c], budgets, thresholds):
                 budget_rows.append({"client": c, **entry})
     metrics["comm/total_bytes_up"] = float(sum(sim.state.comm.up))
     metrics["comm/total_bytes_down"] = float(sum(sim.state.comm.down))
