@@ -349,13 +349,11 @@ def role_tags(config: ExperimentConfig, point: Mapping[str, Any], shared: set[st
     method = get_method(config.method.name)
     own = search_space(method.Hparams)
     defaults = method.Hparams().model_dump(mode="json")
-    searched = sorted(k.removeprefix("method.hparams.") for k in point
-                      if k in shared or (k.startswith("method.hparams.") and k.removeprefix("method.hparams.") in own))
+    hparams = {k.removeprefix("method.hparams."): v for k, v in point.items() if k.startswith("method.hparams.")}
+    searched = sorted([k for k in point if k in shared] + [k for k in hparams if k in own])
     if searched:
         return {ROLE_TAG: SENSITIVITY, SENSITIVITY_TAG: ",".join(searched)}
-    switched = [k for k, v in point.items() if k.startswith("method.hparams.")
-                and defaults.get(k.removeprefix("method.hparams.")) != config.method.hparams.get(
-                    k.removeprefix("method.hparams."), v)]
+    switched = [k for k, v in hparams.items() if defaults.get(k) != config.method.hparams.get(k, v)]
     return {ROLE_TAG: ABLATION if switched else MAIN}
 
 
