@@ -9,7 +9,12 @@
 * **memory** — RSS growth from 100 to 1,000 clients of ``fedper``, per client, against the bytes of one client's
   personal state — target ≤ 1.5 — for both the peak during the run and what is held after it (each size measured in
   fresh subprocesses; see :func:`memory_probe` and :func:`measure_memory`);
-* **throughput** — training images per second of the harness and of the bare loop.
+* **throughput** — training images per second of the harness and of the bare loop;
+* **compiled** — the same round, side by side, by the harness with ``run.compile=true`` and by three variants of the
+  bare loop: the model compiled (``torch.compile``; AOTAutograd compiles its backward with it), the whole training
+  step compiled (the optimiser's step too), and eager in ``channels_last`` memory format. Each against its eager twin:
+  seconds a round, the speed-up, the first round's extra time (compiling) and the rounds the speed-up needs to repay
+  it (``compiled=False``, ``cafebench perf --no-compile``, leaves them out).
 
 ``device`` (``cafebench perf --device cuda``) runs the round and evaluation figures on that device, with two more
 figures on a GPU: how busy it was while the rounds trained (the mean of ``torch.cuda.utilization`` sampled every
@@ -44,7 +49,7 @@ from bench.data.batching import BatchMaker
 from bench.data.dataset import Dataset
 from bench.data.sources import load_dataset
 from bench.fed.client_states import flatten
-from bench.fed.device import device_name, resolve_device
+from bench.fed.device import compile_model, device_name, resolve_device
 from bench.fed.engine import Simulation
 from bench.fed.executors import SerialExecutor
 from bench.fed.federation import build_federation, make_model
@@ -145,6 +150,23 @@ class PerfReport:
     memory_ratio: float | None  # MemoryFigures.ratio
     gpu_busy: float | None = None  # mean GPU utilisation (0..1) while the rounds trained
     peak_gpu_bytes: int | None = None  # peak GPU memory allocated by the rounds and evaluations
+    loops: dict[str, float] = dataclasses.field(default_factory=dict)  # median round seconds of every loop
+    first_round: dict[str, float] = dataclasses.field(default_factory=dict)  # first-round seconds of every loop
+
+    def compile_lines(self) -> list[str]:
+        """Each compiled or ``channels_last`` loop against its eager twin: round seconds, speed-up, the first round's
+        extra time (compiling) and the rounds it takes the speed-up to repay it."""
+        out = []
+        for name, seconds in self.loops.items():
+            if name in (HARNESS, EAGER.name):
+                continue
+            twin = HARNESS if name == HARNESS_COMPILED else EAGER.name
+            saving = self.loops[twin] - seconds
+            extra = (self.first_round[name] - seconds) - (self.first_round[twin] - self.loops[twin])
+            repaid = f"repaid after {extra / saving:,.0f} rounds" if saving > 0 else "never repaid"
+            out.append(f"  {name:<27} {seconds:6.2f} s a round, {self.loops[twin] / seconds:.3f}x {twin}; first "
+                       f"round +{extra:.1f} s: {repaid}")
+        return out
 
     def lines(self) -> list[str]:
         out = [
@@ -156,6 +178,8 @@ class PerfReport:
             f"evaluation       {self.eval_ratio:.3f}  (100 thresholds {self.eval_100_s:.2f} s, 1 threshold "
             f"{self.eval_1_s:.2f} s; target <= 1.05)",
         ]
+        if len(self.loops) > 2:
+            out += ["compiled         (each loop against its eager twin, side by side)", *self.compile_lines()]
         if self.peak_gpu_bytes is not None:
             busy = "unknown (needs pynvml)" if self.gpu_busy is None else f"{self.gpu_busy:.0%}"
             out.append(f"GPU              busy {busy} while training (target >= 80%), peak memory "
@@ -226,29 +250,58 @@ def can_sample_utilization(device: torch.device) -> bool:
     return True
 
 
-class BareLoop:
-    """The same SGD steps on the same batches as a ``fedavg`` round, in plain PyTorch: one model, one state dict."""
+@dataclass(frozen=True)
+class LoopVariant:
+    """How the bare loop runs its SGD steps: eagerly, with the model compiled (``torch.compile`` of the forward, whose
+    backward AOTAutograd compiles with it), with the optimiser's step compiled too (the whole training step), or eagerly
+    in ``channels_last`` memory format."""
 
-    def __init__(self, sim: Simulation):
-        self.sim = sim
+    name: str
+    compile_model: bool = False
+    compile_optimizer: bool = False
+    channels_last: bool = False
+
+
+EAGER = LoopVariant("bare loop")
+COMPILED_VARIANTS = (LoopVariant("bare loop, compiled model", compile_model=True),
+                     LoopVariant("bare loop, compiled step", compile_model=True, compile_optimizer=True),
+                     LoopVariant("bare loop, channels_last", channels_last=True))
+
+
+class BareLoop:
+    """The same SGD steps on the same batches as a ``fedavg`` round, in plain PyTorch: one model, one state dict, one
+    optimiser whose momentum is zeroed for every client (the same steps as a fresh one: 0·m + g = g exactly)."""
+
+    def __init__(self, sim: Simulation, variant: LoopVariant = EAGER):
+        self.sim, self.variant = sim, variant
         self.model = sim.fed.new_model()
+        if variant.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if variant.compile_model else self.model
+        t = sim.fed.method.ctx.train
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
+                                         weight_decay=t.weight_decay)
+        self.optimizer_step = torch.compile(self.optimizer.step) if variant.compile_optimizer else self.optimizer.step
         self.global_state = {k: v.clone() for k, v in sim.state.server["model"].items()}
         self.updates: list[tuple[dict[str, torch.Tensor], int]] = []
 
     def client_update(self, client: int, round: int) -> None:
         fed, t = self.sim.fed, self.sim.fed.method.ctx.train
         data = fed.client_data(client)
-        model = self.model
-        model.load_state_dict(self.global_state)
-        model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.model.load_state_dict(self.global_state)
+        self.model.train()
+        for state in self.optimizer.state.values():
+            if state.get("momentum_buffer") is not None:
+                state["momentum_buffer"].zero_()
         gen = torch_generator(self.sim.config.seed, "local-update", round, client)
         for xb, yb in data.batches.train_batches(data.train_idx, t.batch_size, gen, epochs=t.local_epochs):
-            opt.zero_grad(set_to_none=True)
-            loss = sum(F.cross_entropy(z, yb) for z in model(xb))
+            if self.variant.channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = sum(F.cross_entropy(z, yb) for z in self.forward(xb))
             loss.backward()
-            opt.step()
-        self.updates.append(({k: v.detach().clone() for k, v in model.state_dict().items()}, data.num_train))
+            self.optimizer_step()
+        self.updates.append(({k: v.detach().clone() for k, v in self.model.state_dict().items()}, data.num_train))
 
     def aggregate(self) -> None:
         total = sum(n for _, n in self.updates)
@@ -263,70 +316,87 @@ class BareLoop:
         self.aggregate()
 
 
-class SideBySideExecutor(SerialExecutor):
-    """Runs each client's harness update and, right beside it, the bare loop's update of the same client.
+HARNESS = "harness"
+HARNESS_COMPILED = "harness, run.compile=true"
 
-    Interleaving per client (alternating which goes first) exposes both to the same machine conditions; the time
-    spent in the bare loop is accumulated in ``bare_s`` so it can be taken out of the harness round's time.
+
+class SideBySideExecutor(SerialExecutor):
+    """Runs each client's harness update and, right beside it, the same client's update by every loop of ``loops``.
+
+    The order rotates from client to client, so every loop meets the same machine conditions; each loop's seconds are
+    accumulated in ``seconds`` (the harness's under :data:`HARNESS`).
     """
 
-    def __init__(self, fed, bare: BareLoop):
+    def __init__(self, fed, loops: dict[str, Callable[[Job, int], object]]):
         super().__init__(fed)
-        self.bare = bare
-        self.bare_s = 0.0
+        self.loops = loops
+        self.seconds = dict.fromkeys([HARNESS, *loops], 0.0)
 
     def run_round(self, round: int, jobs: Sequence[Job]) -> list[LocalResult]:
-        results = []
+        results: list[LocalResult] = []
+        names = list(self.seconds)
         for i, job in enumerate(jobs):
-            if i % 2:
-                results.append(run_local_update(self.fed, self.model, round, job))
-            synchronize(self.fed.device)
-            started = time.perf_counter()
-            self.bare.client_update(job.client, round)
-            synchronize(self.fed.device)
-            self.bare_s += time.perf_counter() - started
-            if not i % 2:
-                results.append(run_local_update(self.fed, self.model, round, job))
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                synchronize(self.fed.device)
+                started = time.perf_counter()
+                if name == HARNESS:
+                    results.append(run_local_update(self.fed, self.model, round, job))
+                else:
+                    self.loops[name](job, round)
+                synchronize(self.fed.device)
+                self.seconds[name] += time.perf_counter() - started
         return results
+
+
+def bare_loops(sim: Simulation, compiled: bool) -> tuple[dict[str, BareLoop], dict[str, Callable[[Job, int], object]]]:
+    """The bare loops (eager, and with ``compiled`` its compiled and ``channels_last`` variants) and every loop's
+    per-client update for :class:`SideBySideExecutor` (with ``compiled``, also the harness's with ``run.compile``)."""
+    bares = {v.name: BareLoop(sim, v) for v in (EAGER, *(COMPILED_VARIANTS if compiled else ()))}
+    loops: dict[str, Callable[[Job, int], object]] = {
+        name: (lambda job, round, bare=bare: bare.client_update(job.client, round)) for name, bare in bares.items()}
+    if compiled:
+        model = compile_model(sim.fed.new_model(), sim.fed.device)
+        loops[HARNESS_COMPILED] = lambda job, round: run_local_update(sim.fed, model, round, job)
+    return bares, loops
 
 
 @dataclass
 class RoundFigures:
-    harness_s: float  # median seconds of a harness round
-    bare_s: float  # median seconds of the bare loop's round
+    seconds: dict[str, float]  # median seconds of a round, per loop (HARNESS, the bare loops, HARNESS_COMPILED)
+    first_round: dict[str, float]  # seconds of the first round, per loop: compiling happens there
     images: int  # images a round trains on
     gpu_busy: float | None  # mean GPU utilisation during the timed rounds (CUDA with pynvml only)
 
 
-def measure_round(config: ExperimentConfig, repeats: int) -> RoundFigures:
-    """The harness round against the bare loop's, on the config's device (each client's two updates side by side;
-    the device is synchronised around every timed stretch)."""
+def measure_round(config: ExperimentConfig, repeats: int, compiled: bool = True) -> RoundFigures:
+    """Every loop's round on the config's device, each client's updates side by side (the device is synchronised
+    around every timed stretch); the first round, where compiling happens, is timed apart."""
     sim = Simulation(config)
     device = sim.device
-    bare = BareLoop(sim)
-    executor = SideBySideExecutor(sim.fed, bare)
-    harness_times, bare_times = [], []
+    bares, loops = bare_loops(sim, compiled)
+    executor = SideBySideExecutor(sim.fed, loops)
+    rounds: dict[str, list[float]] = {name: [] for name in executor.seconds}
+    first: dict[str, float] = {}
     sampler = UtilizationSampler(device) if can_sample_utilization(device) else None
-    for r in range(repeats + 1):  # the first round warms up
+    for r in range(repeats + 1):
         if r == 1 and sampler is not None:
             sampler.__enter__()
-        executor.bare_s = 0.0
-        synchronize(device)
-        started = time.perf_counter()
+        executor.seconds = dict.fromkeys(executor.seconds, 0.0)
         sim.run_round(executor, r)
-        synchronize(device)
-        both = time.perf_counter() - started
-        started = time.perf_counter()
-        bare.aggregate()
-        synchronize(device)
-        bare_s = executor.bare_s + time.perf_counter() - started
-        if r:
-            harness_times.append(both - executor.bare_s)
-            bare_times.append(bare_s)
+        for name, bare in bares.items():
+            started = time.perf_counter()
+            bare.aggregate()
+            synchronize(device)
+            executor.seconds[name] += time.perf_counter() - started
+        for name, seconds in executor.seconds.items():
+            if r:
+                rounds[name].append(seconds)
+            else:
+                first[name] = seconds
     if sampler is not None:
         sampler.__exit__()
     images = sum(sim.fed.method.ctx.client_train_sizes) * config.train.local_epochs
-    return RoundFigures(statistics.median(harness_times), statistics.median(bare_times), images,
+    return RoundFigures({name: statistics.median(times) for name, times in rounds.items()}, first, images,
                         sampler.mean if sampler is not None else None)
 
 
@@ -422,24 +492,25 @@ def _run_probe(clients: int, method: str, env: dict[str, str]) -> dict[str, floa
 
 
 def run_perf(repeats: int = 3, memory: bool = True, memory_method: str = "fedper", device: str = "cpu",
-             overrides: Sequence[str] = ()) -> PerfReport:
+             overrides: Sequence[str] = (), compiled: bool = True) -> PerfReport:
     """Every figure on ``device`` (the memory probe: on the CPU only); ``overrides`` change the round's config
-    (e.g. ``model.name=resnet18 data.dataset=cifar10`` for the GPU target)."""
+    (e.g. ``model.name=resnet18 data.dataset=cifar10`` for the GPU target); ``compiled``: the compiled and
+    ``channels_last`` loops beside the eager ones."""
     resolved = resolve_device(device)
     memory = memory and resolved.type == "cpu"  # the probe measures the host RSS of CPU runs
     torch.set_num_threads(2)
     config = load_config("demo", [*ROUND_CONFIG, f"run.device={device}", *overrides])
     if resolved.type == "cuda":
         torch.cuda.reset_peak_memory_stats(resolved)
-    rounds = measure_round(config, repeats)
+    rounds = measure_round(config, repeats, compiled)
     eval_100, eval_1 = measure_evaluation(config, repeats)
     peak = torch.cuda.max_memory_allocated(resolved) if resolved.type == "cuda" else None
     figures = measure_memory(memory_method, repeats) if memory else None
     ratio = figures.ratio if figures else None
-    return PerfReport(str(resolved), device_name(resolved), rounds.harness_s, rounds.bare_s,
-                      rounds.harness_s / rounds.bare_s, rounds.images / rounds.harness_s,
-                      rounds.images / rounds.bare_s, eval_100, eval_1, eval_100 / eval_1, figures, ratio,
-                      rounds.gpu_busy, peak)
+    harness_s, bare_s = rounds.seconds[HARNESS], rounds.seconds[EAGER.name]
+    return PerfReport(str(resolved), device_name(resolved), harness_s, bare_s, harness_s / bare_s,
+                      rounds.images / harness_s, rounds.images / bare_s, eval_100, eval_1, eval_100 / eval_1, figures,
+                      ratio, rounds.gpu_busy, peak, rounds.seconds, rounds.first_round)
 
 
 def report_json(report: PerfReport) -> str:

@@ -11,8 +11,13 @@ from bench.fed.engine import Simulation
 from bench.fed.executors import SerialExecutor
 from bench.perf import (
     FIXED_MMAP_THRESHOLD,
+    COMPILED_VARIANTS,
+    EAGER,
+    HARNESS,
+    HARNESS_COMPILED,
     BareLoop,
     PerfReport,
+    bare_loops,
     SideBySideExecutor,
     can_sample_utilization,
     nested_nbytes,
@@ -39,13 +44,37 @@ def test_bare_loop_reaches_the_same_weights_as_a_fedavg_round(tiny_config_data):
 
 def test_side_by_side_rounds_leave_harness_and_bare_loop_in_step(tiny_config_data):
     sim = Simulation(validate_config(apply_overrides(tiny_config_data, ["train.local_epochs=1"])))
-    bare = BareLoop(sim)
-    executor = SideBySideExecutor(sim.fed, bare)
+    bares, loops = bare_loops(sim, compiled=False)
+    executor = SideBySideExecutor(sim.fed, loops)
     for r in range(2):
         sim.run_round(executor, r)
-        bare.aggregate()
-        assert_same_weights(bare, sim)
-    assert executor.bare_s > 0
+        bares[EAGER.name].aggregate()
+        assert_same_weights(bares[EAGER.name], sim)
+    assert set(executor.seconds) == {HARNESS, EAGER.name} and min(executor.seconds.values()) > 0
+
+
+def test_channels_last_bare_loop_takes_the_same_step(tiny_config_data):
+    # one SGD step a client (a batch holds its whole train split): other convolution kernels round differently, and
+    # over many steps those differences grow far past rounding
+    sim = Simulation(validate_config(apply_overrides(tiny_config_data, ["train.local_epochs=1",
+                                                                        "train.batch_size=512"])))
+    bare = BareLoop(sim, COMPILED_VARIANTS[2])
+    assert bare.variant.channels_last and not bare.variant.compile_model
+    sim.run_round(SerialExecutor(sim.fed), 0)
+    bare.round(0)
+    assert bare.model.stages[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert_same_weights(bare, sim)
+
+
+def test_compile_lines_compare_each_loop_with_its_eager_twin():
+    report = PerfReport("cpu", "x", 10.0, 8.0, 1.25, 1.0, 1.0, 1.0, 1.0, 1.0, None, None,
+                        loops={HARNESS: 10.0, EAGER.name: 8.0, HARNESS_COMPILED: 8.0, COMPILED_VARIANTS[0].name: 10.0},
+                        first_round={HARNESS: 11.0, EAGER.name: 9.0, HARNESS_COMPILED: 49.0,
+                                     COMPILED_VARIANTS[0].name: 40.0})
+    lines = report.compile_lines()
+    # harness compiled: 2 s a round faster; first round 41 s over its median, less the eager harness's 1 s: 40 s
+    assert "1.250x harness; first round +40.0 s: repaid after 20 rounds" in lines[0]
+    assert "0.800x bare loop; first round +29.0 s: never repaid" in lines[1]
 
 
 def test_nested_state_bytes_by_hand():
