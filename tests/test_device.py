@@ -17,6 +17,7 @@ from bench.fed.device import (
     DeviceError,
     place_model,
     resolve_device,
+    uses_channels_last,
     use_device,
     worker_devices,
 )
@@ -160,10 +161,31 @@ def test_deterministic_mode_runs_on_the_cpu_with_the_usual_results(tiny_config_d
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_conv_models_go_channels_last_on_cuda_only():
-    model = build_model("conv3", (3, 16, 16), 10, width=0.5)
-    weights = [p for p in place_model(model, torch.device("cpu")).parameters() if p.ndim == 4]
-    assert weights and all(w.is_contiguous() for w in weights)
+def conv_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.ndim == 4]
+
+
+def test_conv_models_go_channels_last_by_default_on_the_cpu_and_stay_contiguous_when_told():
+    cpu = torch.device("cpu")
+    model = place_model(build_model("conv3", (3, 16, 16), 10, width=0.5), cpu)
+    assert conv_weights(model) and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                                       for w in conv_weights(model))
+    off = place_model(build_model("conv3", (3, 16, 16), 10, width=0.5), cpu, channels_last=False)
+    assert all(w.is_contiguous() for w in conv_weights(off))
+    assert not uses_channels_last(model, torch.device("mps"), None)  # off on MPS unless asked
+    text = build_model("transformer4", (16,), 4, vocab_size=50)
+    assert not uses_channels_last(text, cpu, True)  # nothing to lay out
+
+
+def test_channels_last_runs_repeat_bitwise_and_round_like_contiguous_ones(tiny_config_data):
+    assert one_round(tiny_config_data).fed.new_model().stages[0][0].weight.is_contiguous(
+        memory_format=torch.channels_last)
+    last = one_round(tiny_config_data).last_eval.metrics
+    assert last == one_round(tiny_config_data, "run.channels_last=true").last_eval.metrics
+    contiguous = one_round(tiny_config_data, "run.channels_last=false").last_eval.metrics
+    assert math.isclose(contiguous["test/acc/mean"], last["test/acc/mean"], abs_tol=0.05)
+    config = validate_config(apply_overrides(tiny_config_data, ["run.channels_last=false"]))
+    assert config.content_hash() == validate_config(tiny_config_data).content_hash()
 
 
 @pytest.mark.parametrize("spec, workers, gpus, expected", [

@@ -57,7 +57,9 @@ def test_channels_last_bare_loop_takes_the_same_step(tiny_config_data):
     # one SGD step a client (a batch holds its whole train split): other convolution kernels round differently, and
     # over many steps those differences grow far past rounding
     sim = Simulation(validate_config(apply_overrides(tiny_config_data, ["train.local_epochs=1",
-                                                                        "train.batch_size=512"])))
+                                                                        "train.batch_size=512",
+                                                                        "run.channels_last=false"])))
+    assert sim.fed.new_model().stages[0][0].weight.is_contiguous()  # the harness in the contiguous format
     bare = BareLoop(sim, COMPILED_VARIANTS[2])
     assert bare.variant.channels_last and not bare.variant.compile_model
     sim.run_round(SerialExecutor(sim.fed), 0)

@@ -71,7 +71,7 @@ def make_model(config: ExperimentConfig, dataset: Dataset, width: float | None =
         torch.manual_seed(derive_seed(config.seed, "model-init"))
         model = build_model(config.model.name, dataset.input_shape, dataset.num_classes,
                             vocab_size=dataset.vocab_size, width=config.model.width if width is None else width)
-    return model if device is None else place_model(model, device)
+    return model if device is None else place_model(model, device, config.run.channels_last)
 
 
 def partition_spec(config: ExperimentConfig) -> PartitionSpec:
