@@ -74,6 +74,8 @@ def synthetic_runs(tmp: Path) -> RunData:
                                    "dyn/acc_at_0.6": acc + 0.05, "dyn/acc_drop_at_0.6": 0.02,
                                    "dyn/cost_reduction_at_0.6": 0.3 + 0.01 * v}
                 for step in (1, 2, 3):
+                    history += [(run_id, f"test/acc/exit_{k}", step, (acc - 0.1 * (3 - k)) * step / 3)
+                                for k in (1, 2, 3)]
                     history += [(run_id, "test/acc/mean", step, acc * step / 3),
                                 (run_id, "comm/bytes_up", step, 1e5 * (v + 1)),
                                 (run_id, "comm/bytes_down", step, 2e5 * (v + 1))]
@@ -111,8 +113,9 @@ def test_every_figure_loads_without_console_errors(report_html, tmp_path):
     found = re.search(r'<pre id="__probe">(.*?)</pre>', done.stdout, re.S)
     assert found, f"the probe did not run; chromium said: {done.stderr[-2000:]}"
     probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
-    # accuracy-MACs, per-client spread, convergence, μ sensitivity and two partition heatmaps
-    assert len(probe["widths"]) == 6 and all(w > 0 for w in probe["widths"]), probe
+    # accuracy-MACs, per-client spread, convergence (mean and per exit), μ sensitivity, accuracy against
+    # communication and two partition heatmaps
+    assert len(probe["widths"]) == 8 and all(w > 0 for w in probe["widths"]), probe
     assert probe["errors"] == []
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []

@@ -386,6 +386,11 @@ def label_entropy(hist: np.ndarray) -> np.ndarray:
     return terms.sum(axis=1)
 
 
+def partition_title(dataset: str, alpha: float) -> str:
+    """The heatmap's title: which data, split how (e.g. ``fmnist, Dirichlet α=0.1``)."""
+    return f"{dataset}, Dirichlet α={alpha:g}"
+
+
 def plot_partition_heatmap(hist: np.ndarray, path: Path, title: str = "") -> Path:
     """Write a clients × classes heatmap of sample counts to ``path`` as PNG; returns ``path``."""
     counts = np.asarray(hist)

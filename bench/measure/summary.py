@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.data.partition import class_histogram, label_entropy, plot_partition_heatmap
+from bench.data.partition import class_histogram, label_entropy, partition_title, plot_partition_heatmap
 from bench.measure.dynamic import (
     DynamicPoint,
     accuracy_drop,
@@ -156,12 +156,13 @@ def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
     metrics["comm/total_bytes_up"] = float(sum(sim.state.comm.up))
     metrics["comm/total_bytes_down"] = float(sum(sim.state.comm.down))
 
-    files = write_artifacts(out_dir, full, per_client, curve, pd.DataFrame(budget_rows), hist, cfg.data.alpha)
+    files = write_artifacts(out_dir, full, per_client, curve, pd.DataFrame(budget_rows), hist,
+                            partition_title(cfg.data.dataset, cfg.data.alpha))
     return FinalMeasures(metrics, files, {CURVE_TABLE: curve})
 
 
 def write_artifacts(out_dir: Path, costs: CostTable, per_client: pd.DataFrame, curve: pd.DataFrame,
-                    budgets: pd.DataFrame, hist: np.ndarray, alpha: float) -> list[tuple[Path, str]]:
+                    budgets: pd.DataFrame, hist: np.ndarray, heatmap_title: str) -> list[tuple[Path, str]]:
     files: list[tuple[Path, str]] = []
 
     def save_csv(frame: pd.DataFrame, name: str, artifact_dir: str) -> None:
@@ -176,7 +177,7 @@ def write_artifacts(out_dir: Path, costs: CostTable, per_client: pd.DataFrame, c
     save_csv(budgets, "budgeted_accuracy.csv", "dynamic")
     save_csv(pd.DataFrame(hist, columns=[f"class_{k}" for k in range(hist.shape[1])]).rename_axis("client")
              .reset_index(), "partition_histogram.csv", "partition")
-    heatmap = plot_partition_heatmap(hist, out_dir / "partition_heatmap.png", title=f"alpha={alpha}")
+    heatmap = plot_partition_heatmap(hist, out_dir / "partition_heatmap.png", title=heatmap_title)
     files.append((heatmap, "partition"))
     files.append((plot_dynamic_curve(curve, out_dir / "dynamic_curve.png"), "dynamic"))
     return files

@@ -7,6 +7,7 @@ import pandas as pd
 from bench.report.stats import t_half_width
 
 CELL = ["method", "dataset", "alpha"]
+COMM_METRICS = ("comm/bytes_up", "comm/bytes_down")
 
 
 def seed_stats(runs: pd.DataFrame, values: pd.Series, by: list[str]) -> pd.DataFrame:
@@ -55,3 +56,20 @@ def late_gain(history: pd.DataFrame, metric: str, share: float = 0.25) -> pd.Ser
         if len(earlier):
             gains[run_id] = steps.iloc[-1] - earlier.iloc[-1]
     return pd.Series(gains, dtype=float)
+
+
+def accuracy_at_communication(runs: pd.DataFrame, history: pd.DataFrame, metric: str = "test/acc/mean"
+                              ) -> pd.DataFrame:
+    """Per (method, dataset, α, evaluated round), averaged over the seeds of ``runs``: ``accuracy`` (``metric``) and
+    ``bytes``, what was uploaded and downloaded up to and including that round (the running sum of the per-round
+    ``comm/bytes_up`` and ``comm/bytes_down``). Columns method, dataset, alpha, step, accuracy, bytes."""
+    columns = [*CELL, "step", "accuracy", "bytes"]
+    comm = history[history["metric"].isin(COMM_METRICS)].drop_duplicates(["run_id", "metric", "step"], keep="last")
+    if runs.empty or comm.empty:
+        return pd.DataFrame(columns=columns)
+    per_round = comm.groupby(["run_id", "step"])["value"].sum().sort_index()
+    sent = per_round.groupby(level="run_id").cumsum().rename("bytes").reset_index()
+    accuracy = history.loc[history["metric"] == metric, ["run_id", "step", "value"]]
+    accuracy = accuracy.rename(columns={"value": "accuracy"})
+    merged = accuracy.merge(sent, on=["run_id", "step"]).merge(runs[CELL], left_on="run_id", right_index=True)
+    return merged.groupby([*CELL, "step"])[["accuracy", "bytes"]].mean().reset_index()[columns]

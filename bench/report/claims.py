@@ -291,6 +291,7 @@ def claims_table(rows: list[ClaimRow]) -> Table:
                         columns=index)
     empty = pd.DataFrame(math.nan, index=keys, columns=index)
     return Table("claims", "The paper's claims, checked", empty, empty, pd.Series("", index=index), text=text,
+                 unit="",
                  note="Measured figures in % (points for differences), mean over seeds with the 95% Student-t "
                       "interval in brackets. Rule: holds when the whole interval lies on the claimed side of the "
                       "paper's bound (0 for differences), does not hold when it lies wholly on the other side, "

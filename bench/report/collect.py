@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ REPORT_TAG = "cafebench.report"
 STUDY_TAG = "optuna_study"
 REQUIRED_TAGS = ("method", "family", "dataset", "alpha", "seed")
 HISTORY_METRICS = ("test/acc/mean", "comm/bytes_up", "comm/bytes_down")
+EXIT_ACCURACY = re.compile(r"test/acc/exit_\d+")
 LEGACY_CURVE_ARTIFACT = "dynamic/dynamic_curve.csv"
 HEATMAP_ARTIFACT = "partition/partition_heatmap.png"
 PER_CLIENT_ARTIFACT = "results/per_client.csv"
@@ -48,7 +50,8 @@ class RunData:
     tuned (the JSON of the parameters a tune stage chose for the run; empty when none did), role (the sweep's
     ``role`` tag, :mod:`bench.track.tags`; empty for runs outside a sweep).
     ``params`` / ``metrics``: index ``run_id``; one column per param (strings) / final metric value (floats).
-    ``history``: long frame run_id, metric, step, value of the metrics in :data:`HISTORY_METRICS`.
+    ``history``: long frame run_id, metric, step, value of the metrics in :data:`HISTORY_METRICS` and of each
+    exit's test accuracy (``test/acc/exit_K``, the exits the run logged).
     ``curves``: the rows of the runs' dynamic-inference curve tables, with a ``run_id`` column.
     ``clients``: run_id, client, accuracy: each client's test accuracy averaged over the exits it holds, from
     the runs' ``results/per_client.csv``.
@@ -118,14 +121,18 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
     artifact_dir.mkdir(parents=True, exist_ok=True)
     curves = dynamic_curves(client, runs.index, artifact_dir)
     return RunData(experiment, runs, params, metrics.combine_first(curve_metrics(curves)).reindex(runs.index),
-                   metric_histories(client, runs.index), curves, partition_heatmaps(client, runs, artifact_dir),
+                   metric_histories(client, metrics), curves, partition_heatmaps(client, runs, artifact_dir),
                    skipped, client_accuracies(client, runs.index, artifact_dir),
                    pd.DataFrame(offered, columns=None if offered else ["candidate", "study"]))
 
 
-def metric_histories(client: MlflowClient, run_ids: pd.Index) -> pd.DataFrame:
+def metric_histories(client: MlflowClient, metrics: pd.DataFrame) -> pd.DataFrame:
+    """The histories of :data:`HISTORY_METRICS` and of the exit accuracies of the runs (``metrics``' index) that
+    logged them."""
+    exits = [key for key in metrics.columns if EXIT_ACCURACY.fullmatch(key)]
     rows = [{"run_id": run_id, "metric": key, "step": m.step, "value": m.value}
-            for run_id in run_ids for key in HISTORY_METRICS for m in client.get_metric_history(run_id, key)]
+            for run_id, logged in metrics.notna().iterrows() for key in (*HISTORY_METRICS, *exits)
+            if key in HISTORY_METRICS or logged[key] for m in client.get_metric_history(run_id, key)]
     return pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
 
 

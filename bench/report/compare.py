@@ -20,6 +20,7 @@ ACCURACY = "test/acc/mean"
 PAIRED_COLUMNS = ["baseline", "dataset", "alpha", "n", "mean", "low", "high", "se", "p", "p_greater", "p_holm",
                   "result"]
 QUANTITIES = ("Δ [95% CI]", "p (Holm)", "result")
+QUANTITY_UNITS = dict(zip(QUANTITIES, ("points", "", ""), strict=True))  # the CSV's: Δ in points, p unitless
 
 
 def paired_values(a: pd.DataFrame, b: pd.DataFrame, values: pd.Series) -> pd.DataFrame:
@@ -70,14 +71,16 @@ def paired_table(ctx: Context, comparisons: pd.DataFrame) -> Table:
         d, a = row.dataset, row.alpha
         interval = "" if pd.isna(row.low) else f" [{signed(row.low)}, {signed(row.high)}]"
         text.at[row.baseline, (d, a, QUANTITIES[0])] = f"{signed(row.mean)}{interval} (n={row.n})"
-        mean.at[row.baseline, (d, a, QUANTITIES[0])] = row.mean
+        mean.at[row.baseline, (d, a, QUANTITIES[0])] = 100 * row.mean
         if not pd.isna(row.p_holm):
             text.at[row.baseline, (d, a, QUANTITIES[1])] = f"{row.p_holm:.3g}"
             mean.at[row.baseline, (d, a, QUANTITIES[1])] = row.p_holm
         text.at[row.baseline, (d, a, QUANTITIES[2])] = row.result
     groups = pd.Series({m: ctx.group(m) for m in baselines})
+    units = pd.Series([QUANTITY_UNITS[column[-1]] for column in columns], index=index)
     return Table("paired_comparison", "Ours against each baseline, paired over seeds (points of test accuracy)",
-                 mean, mean * float("nan"), pd.Series("", index=index), groups=groups, text=text,
+                 mean, mean * float("nan"), pd.Series("", index=index), scale=1.0, groups=groups, text=text,
+                 units=units,
                  note=f"Δ = ours − baseline in mean-over-exits test accuracy, averaged over the seeds both ran "
                       f"(same partitions); 95% Student-t interval of the mean difference; two-sided {PAIRED_TEST} "
                       f"test, p-values Holm-corrected over the baselines of each (dataset, α); win / loss when "

@@ -1,8 +1,9 @@
 """What every table and figure shares: the annotated runs, the main-table selection, row and column order.
 
-Rows are methods in three groups, in the paper's order: the PFL-EE baselines (the PFL methods extended to the
-early-exit network, with the ``base`` family — FedAvg and local training — among them, as the paper lists
-FedAvg-EE with them), the federated early-exit baselines (DepthFL, ScaleFL, InclusiveFL), then ours.
+Rows are methods in four groups, by the family the method registry gives each (a run's ``family`` tag for a
+method that is not registered here): the reference points (family ``base``: FedAvg and local training, the two ends
+every personalized method sits between), the PFL-EE baselines (the PFL methods extended to the early-exit network),
+the federated early-exit baselines (DepthFL, ScaleFL, InclusiveFL), then ours.
 Columns are (dataset, α): the paper's datasets first in its order, others alphabetically; α ascending.
 """
 
@@ -12,12 +13,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bench.methods.registry import available_methods
 from bench.report.collect import RunData
 from bench.report.selection import annotate, main_runs
 
-GROUP_OF_FAMILY = {"base": "PFL-EE baselines", "pfl": "PFL-EE baselines", "fee": "Federated EE baselines",
+REFERENCE_GROUP = "References"
+GROUP_OF_FAMILY = {"base": REFERENCE_GROUP, "pfl": "PFL-EE baselines", "fee": "Federated EE baselines",
                    "ours": "Ours"}
-GROUP_ORDER = ("PFL-EE baselines", "Federated EE baselines", "Ours")
+GROUP_ORDER = (REFERENCE_GROUP, "PFL-EE baselines", "Federated EE baselines", "Ours")
 OTHER_GROUP = "Other"
 METHOD_ORDER = ("fedavg", "local", "fedprox", "fedper", "fedrep", "fedbabu", "fedamp", "pfedgraph", "fedrod",
                 "ditto", "fedpac", "depthfl", "scalefl", "inclusivefl", "cafedistill")
@@ -59,9 +62,15 @@ class Context:
         return pd.Series({m: self.group(m) for m in self.methods})
 
 
+def registered_families(tagged: dict[str, str]) -> dict[str, str]:
+    """Method -> its family: the registry's, else (a method not registered here) the family its runs carry."""
+    registry = available_methods()
+    return {method: registry[method].family if method in registry else tag for method, tag in tagged.items()}
+
+
 def make_context(data: RunData) -> Context:
     runs = annotate(data.runs, data.params, data.metrics)
-    family = runs.groupby("method")["family"].first().to_dict()
+    family = registered_families(runs.groupby("method")["family"].first().to_dict())
     group_rank = {g: i for i, g in enumerate((*GROUP_ORDER, OTHER_GROUP))}
     method_rank = {m: i for i, m in enumerate(ordered(set(family), METHOD_ORDER))}
     methods = sorted(family, key=lambda m: (group_rank[GROUP_OF_FAMILY.get(family[m], OTHER_GROUP)],

@@ -11,12 +11,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bench.report.aggregate import mean_curves, mean_history, seed_stats
+from bench.report.aggregate import accuracy_at_communication, mean_curves, mean_history, seed_stats
 from bench.report.context import OURS, Column, Context, alpha_label, column_of
 from bench.report.selection import mu_points
 from bench.report.tables import ABLATION_METHOD
 
 PANEL_SIZE = (4.2, 3.2)
+EXIT_METRIC = r"^test/acc/exit_(\d+)$"
 
 
 def method_styles(ctx: Context) -> dict[str, dict]:
@@ -34,16 +35,26 @@ def method_styles(ctx: Context) -> dict[str, dict]:
     return styles
 
 
-def panels(ctx: Context, draw: Callable[[Axes, Column], None], xlabel: str, ylabel: str) -> Figure:
+def column_title(column: Column) -> str:
+    return f"{column[0]}, α={column[1]}"
+
+
+def panels(ctx: Context, draw: Callable[[Axes, Column], None], xlabel: str, ylabel: str,
+           panel_size: tuple[float, float] = PANEL_SIZE) -> Figure:
     """A grid of one panel per (dataset, α) column, ``draw`` filling each, one legend for all."""
-    n = len(ctx.columns)
-    cols = min(n, 3)
+    return panel_grid(ctx, ctx.columns, draw, column_title, xlabel, ylabel, min(len(ctx.columns), 3), panel_size)
+
+
+def panel_grid(ctx: Context, keys: list, draw: Callable[[Axes, object], None], title: Callable[[object], str],
+               xlabel: str, ylabel: str, cols: int, panel_size: tuple[float, float] = PANEL_SIZE) -> Figure:
+    """A grid of one panel per key, ``cols`` to a row, ``draw`` filling each, one legend of methods for all."""
+    n = len(keys)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(PANEL_SIZE[0] * cols + 1.8, PANEL_SIZE[1] * rows), layout="constrained")
+    fig = Figure(figsize=(panel_size[0] * cols + 1.8, panel_size[1] * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, column in zip(axes, ctx.columns, strict=False):
-        draw(ax, column)
-        ax.set_title(f"{column[0]}, α={column[1]}")
+    for ax, key in zip(axes, keys, strict=False):
+        draw(ax, key)
+        ax.set_title(title(key))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -81,11 +92,54 @@ def convergence_figure(ctx: Context) -> Figure:
     styles = method_styles(ctx)
 
     def draw(ax: Axes, column: Column) -> None:
-        for method, rows in column_of(history, column).groupby("method"):
-            rows = rows.sort_values("step")
-            ax.plot(rows["step"], 100 * rows["value"], label=method, **styles[method])
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        draw_rounds(ax, column_of(history, column), styles)
     return panels(ctx, draw, "round", "mean test accuracy (%)")
+
+
+def draw_rounds(ax: Axes, history: pd.DataFrame, styles: dict[str, dict]) -> None:
+    """One line per method of a seed-averaged history: accuracy (%) against the round."""
+    for method, rows in history.groupby("method"):
+        rows = rows.sort_values("step")
+        ax.plot(rows["step"], 100 * rows["value"], label=method, **styles[method])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def logged_exits(history: pd.DataFrame) -> list[int]:
+    """The exits whose test accuracy the history holds per round, in order."""
+    found = history["metric"].str.extract(EXIT_METRIC, expand=False).dropna()
+    return sorted({int(k) for k in found})
+
+
+def per_exit_convergence_figure(ctx: Context) -> Figure | None:
+    """Each exit's test accuracy per round, averaged over seeds: a row of panels per exit, a column per (dataset,
+    α); None when no run's history holds per-exit accuracy."""
+    exits = logged_exits(ctx.data.history)
+    if not exits:
+        return None
+    histories = {k: mean_history(ctx.main, ctx.data.history, f"test/acc/exit_{k}") for k in exits}
+    styles = method_styles(ctx)
+
+    def draw(ax: Axes, key: tuple[int, Column]) -> None:
+        draw_rounds(ax, column_of(histories[key[0]], key[1]), styles)
+    keys = [(k, column) for k in exits for column in ctx.columns]
+    return panel_grid(ctx, keys, draw, lambda key: f"exit {key[0]}: {column_title(key[1])}", "round",
+                      "test accuracy (%)", len(ctx.columns))
+
+
+def accuracy_communication_figure(ctx: Context) -> Figure | None:
+    """Mean-over-exits test accuracy against the bytes uploaded and downloaded so far (all clients, MB), at every
+    evaluated round, averaged over seeds; None without communication histories."""
+    points = accuracy_at_communication(ctx.main, ctx.data.history)
+    if points.empty:
+        return None
+    styles = method_styles(ctx)
+
+    def draw(ax: Axes, column: Column) -> None:
+        for method, rows in column_of(points, column).groupby("method"):
+            rows = rows.sort_values("step")
+            ax.plot(rows["bytes"] / 1e6, 100 * rows["accuracy"], marker="o", markersize=3, label=method,
+                    **styles[method])
+    return panels(ctx, draw, "cumulative communication, up + down (MB)", "mean test accuracy (%)")
 
 
 def client_spread_figure(ctx: Context) -> Figure | None:
@@ -102,12 +156,19 @@ def client_spread_figure(ctx: Context) -> Figure | None:
         if not shown:
             return
         boxes = ax.boxplot([100 * rows.loc[rows["method"] == m, "accuracy"].to_numpy() for m in shown],
-                           patch_artist=True, widths=0.6, medianprops={"color": "black"})
+                           orientation="horizontal", patch_artist=True, widths=0.6, medianprops={"color": "black"})
         for patch, method in zip(boxes["boxes"], shown, strict=True):
             patch.set_facecolor(styles[method]["color"])
             patch.set_alpha(0.6)
-        ax.set_xticks(range(1, len(shown) + 1), shown, rotation=60, fontsize=7)
-    return panels(ctx, draw, "", "client test accuracy (%)")
+        ax.set_yticks(range(1, len(shown) + 1), shown, fontsize=8)
+        ax.invert_yaxis()  # the first method on top
+    height = 0.9 + 0.28 * len(ctx.methods)  # a readable line per method
+    return panels(ctx, draw, "client test accuracy (%)", "", (PANEL_SIZE[0], max(PANEL_SIZE[1], height)))
+
+
+def varied_mu(stats: pd.DataFrame) -> pd.Series:
+    """Per row of :func:`sensitivity_stats`: whether its (dataset, α) has runs at two or more values of μ."""
+    return stats.groupby(["dataset", "alpha"])["mu"].transform("nunique") >= 2
 
 
 def sensitivity_stats(ctx: Context) -> pd.DataFrame:
@@ -120,10 +181,11 @@ def sensitivity_stats(ctx: Context) -> pd.DataFrame:
 
 
 def sensitivity_figure(stats: pd.DataFrame) -> Figure:
-    """Accuracy against μ, one line per (dataset, α), error bars = the 95% Student-t interval over seeds."""
+    """Accuracy against μ, one line per (dataset, α) with runs at two or more values of μ, error bars = the 95%
+    Student-t interval over seeds."""
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
-    for (dataset, alpha), rows in stats.groupby(["dataset", "alpha"]):
+    for (dataset, alpha), rows in stats[varied_mu(stats)].groupby(["dataset", "alpha"]):
         rows = rows.sort_values("mu")
         ax.errorbar(rows["mu"], 100 * rows["mean"], yerr=100 * rows["ci"].fillna(0), marker="o", capsize=3,
                     label=f"{dataset}, α={alpha_label(alpha)}")

@@ -1,5 +1,6 @@
 """Write a report: ``report.md``, a self-contained ``report.html`` (figures inlined as data URIs, no external
-resources, no scripts), and every table as ``tables/NAME.csv`` (numbers in MLflow units) and ``tables/NAME.tex``."""
+resources, no scripts), and every table as ``tables/NAME.csv`` (numbers in the unit the table shows, named in each
+header) and ``tables/NAME.tex``."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def cell_parts(table: Table, row: object, column: object) -> tuple[str, str | No
     half = math.nan if table.ci is None else table.ci.at[row, column]
     if pd.isna(mean):
         return None
-    return format(mean * table.scale, table.fmt), None if pd.isna(half) else format(half * table.scale, table.fmt)
+    fmt = table.column_format(column)
+    return format(mean * table.scale, fmt), None if pd.isna(half) else format(half * table.scale, fmt)
 
 
 def row_blocks(table: Table) -> list[tuple[str | None, list]]:
@@ -79,17 +81,21 @@ def row_blocks(table: Table) -> list[tuple[str | None, list]]:
 # -- CSV ---------------------------------------------------------------------------------------------------------
 
 def table_csv(table: Table) -> pd.DataFrame:
-    """Wide CSV: ``DATASET/ALPHA[/SUB]/mean``, ``.../std`` and ``.../ci95`` (half-width of the 95% interval)
-    columns per table column, and ``.../text`` where the table has display text; missing = empty."""
+    """Wide CSV: ``DATASET/ALPHA[/SUB]/mean_UNIT``, ``.../std_UNIT`` and ``.../ci95_UNIT`` (half-width of the 95%
+    interval) columns per table column, in the unit the table shows (``acc_pct``, ``mmacs``, ...; no suffix for a
+    unitless number such as a p-value), and ``.../text`` where the table has display text; missing = empty. A table
+    of text leaves out the number columns that hold no number."""
     out = pd.DataFrame(index=table.mean.index)
     if table.groups is not None:
         out["group"] = table.groups.reindex(out.index)
     for column in table.mean.columns:
         label = "/".join(str(v) for v in column)
-        out[f"{label}/mean"] = table.mean[column]
-        out[f"{label}/std"] = table.std[column]
-        if table.ci is not None:
-            out[f"{label}/ci95"] = table.ci[column]
+        unit = table.unit_of(column)
+        numbers = {"mean": table.mean[column], "std": table.std[column],
+                   **({"ci95": table.ci[column]} if table.ci is not None else {})}
+        for stat, values in numbers.items():
+            if table.text is None or values.notna().any():
+                out[f"{label}/{stat}_{unit}" if unit else f"{label}/{stat}"] = values * table.scale
         if table.text is not None:
             out[f"{label}/text"] = table.text[column]
     return out

@@ -17,11 +17,14 @@ from bench.report.collect import REPORT_TAG, collect_runs, experiment_id
 from bench.report.compare import paired_comparisons, paired_table, tally
 from bench.report.context import Context, make_context
 from bench.report.figures import (
+    accuracy_communication_figure,
     accuracy_macs_figure,
     client_spread_figure,
     convergence_figure,
+    per_exit_convergence_figure,
     sensitivity_figure,
     sensitivity_stats,
+    varied_mu,
 )
 from bench.report.render import FigureFile, Section, write_report
 from bench.report.tables import (
@@ -38,12 +41,13 @@ from bench.report.tables import (
     seeds_table,
     sensitivity_table,
 )
-from bench.track.mlflow_tracker import code_version
+from bench.track.mlflow_tracker import code_version, get_or_create_experiment
 from bench.track.mlflow_tracker import tracking_uri as resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 REPORT_THRESHOLD = 0.6
 REPORTS_ROOT = Path("reports")
+REPORTS_SUFFIX = "-reports"
 
 
 def default_report_dir(experiment: str) -> Path:
@@ -75,22 +79,10 @@ def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_TH
                              f"0 to 1, averaged over seeds; dots mark threshold {threshold:g}")]),
         comparison_section(ctx, comparisons, figures_dir),
         claims_section(ctx, comparisons, threshold),
-        Section("Convergence", tables=[convergence_table(ctx)],
-                figures=[save_figure(convergence_figure(ctx), figures_dir, "convergence",
-                                     "Mean-over-exits test accuracy per round, averaged over seeds")]),
+        convergence_section(ctx, figures_dir),
+        ablation_section(ctx, figures_dir),
+        communication_section(ctx, figures_dir),
     ]
-    ablation = ablation_table(ctx)
-    sensitivity = sensitivity_stats(ctx)
-    if ablation is None:
-        sections.append(Section(f"{ABLATION_METHOD} ablation and sensitivity", f"No {ABLATION_METHOD} runs."))
-    else:
-        figures = [] if sensitivity.empty else [save_figure(
-            sensitivity_figure(sensitivity), figures_dir, "mu_sensitivity",
-            f"{ABLATION_METHOD}: mean-over-exits test accuracy against μ (default switches), with the 95% "
-            "Student-t interval over seeds")]
-        sections.append(Section(f"{ABLATION_METHOD} ablation and sensitivity", "",
-                                [ablation, *filter(None, [sensitivity_table(ctx, sensitivity)])], figures))
-    sections.append(Section("Communication", tables=[communication_table(ctx)]))
     heatmaps = []
     for (dataset, alpha), source in sorted(ctx.data.heatmaps.items()):
         path = figures_dir / f"partition_{dataset}_alpha{alpha:g}.png"
@@ -100,6 +92,60 @@ def build_sections(ctx: Context, figures_dir: Path, threshold: float = REPORT_TH
                             figures=heatmaps))
     sections.append(Section("Runs", tables=[*filter(None, [chosen_settings_table(ctx)]), seeds_table(ctx)]))
     return sections
+
+
+def left_out_text(left_out: list[str]) -> str:
+    """One sentence naming what a section leaves out for want of data, and why; empty when nothing is."""
+    return ("Left out: " + "; ".join(left_out) + ".") if left_out else ""
+
+
+def convergence_section(ctx: Context, figures_dir: Path) -> Section:
+    """Accuracy per round: mean over exits, and each exit on its own."""
+    figures = [save_figure(convergence_figure(ctx), figures_dir, "convergence",
+                           "Mean-over-exits test accuracy per round, averaged over seeds")]
+    per_exit = per_exit_convergence_figure(ctx)
+    if per_exit is not None:
+        figures.append(save_figure(per_exit, figures_dir, "per_exit_convergence", "Test accuracy of each exit "
+                                   "per round (rows: exits), averaged over seeds"))
+    return Section("Convergence", left_out_text([] if per_exit else [
+        "per-exit accuracy per round (the runs logged no per-round test/acc/exit_K history)"]),
+        [convergence_table(ctx)], figures)
+
+
+def ablation_section(ctx: Context, figures_dir: Path) -> Section:
+    """CAFEDistill's switch ablation and μ sensitivity, each only where the runs vary what it shows."""
+    title = f"{ABLATION_METHOD} ablation and sensitivity"
+    ablation = ablation_table(ctx)
+    if ablation is None:
+        return Section(title, f"No {ABLATION_METHOD} runs.")
+    tables, figures, left_out = [], [], []
+    if len(ablation.mean.index) > 1:
+        tables.append(ablation)
+    else:
+        left_out.append(f"the ablation table (the {ABLATION_METHOD} runs hold only its default switches; runs of "
+                        "a variant, e.g. method.hparams.cross_client=false, fill it)")
+    sensitivity = sensitivity_stats(ctx)
+    if varied_mu(sensitivity).any():
+        tables.append(sensitivity_table(ctx, sensitivity))
+        figures.append(save_figure(sensitivity_figure(sensitivity), figures_dir, "mu_sensitivity",
+                                   f"{ABLATION_METHOD}: mean-over-exits test accuracy against μ (default switches), "
+                                   "with the 95% Student-t interval over seeds"))
+    else:
+        found = ", ".join(f"{m:g}" for m in sorted(set(sensitivity["mu"]))) or "none"
+        left_out.append(f"the μ sensitivity table and figure (values of μ among the runs: {found}; they need runs "
+                        "at two or more fixed values of μ in one (dataset, α))")
+    return Section(title, left_out_text(left_out), tables, figures)
+
+
+def communication_section(ctx: Context, figures_dir: Path) -> Section:
+    """Bytes per round, and accuracy against the bytes sent so far."""
+    figure = accuracy_communication_figure(ctx)
+    figures = [] if figure is None else [save_figure(
+        figure, figures_dir, "accuracy_communication", "Mean-over-exits test accuracy against the cumulative "
+        "communication (uploads + downloads of all clients, MB) at each evaluated round, averaged over seeds")]
+    return Section("Communication", left_out_text([] if figure else [
+        "accuracy against communication (the runs logged no per-round comm/bytes_* history)"]),
+        [communication_table(ctx)], figures)
 
 
 def comparison_section(ctx: Context, comparisons: pd.DataFrame, figures_dir: Path) -> Section:
@@ -118,9 +164,17 @@ def claims_section(ctx: Context, comparisons: pd.DataFrame, threshold: float) ->
     return Section("The paper's claims", lacking_text(rows), [claims_table(rows)])
 
 
+def report_experiment(experiment: str) -> str:
+    """The experiment that holds the report runs of ``experiment`` (kept out of its list of training runs)."""
+    return f"{experiment}{REPORTS_SUFFIX}"
+
+
 def log_report_run(client: MlflowClient, experiment: str, out_dir: Path) -> str:
-    """An MLflow run in ``experiment`` tagged ``cafebench.report=true`` that holds the report directory."""
-    run = client.create_run(experiment_id(client, experiment), run_name="report", tags={REPORT_TAG: "true"})
+    """An MLflow run tagged ``cafebench.report=true`` that holds the report directory of ``experiment``, in the
+    experiment :func:`report_experiment` names."""
+    experiment_id(client, experiment)  # the experiment reported on must exist
+    run = client.create_run(get_or_create_experiment(client, report_experiment(experiment)),
+                            run_name=f"report {experiment}", tags={REPORT_TAG: "true"})
     try:
         client.log_artifacts(run.info.run_id, str(out_dir))
     except BaseException:
@@ -148,7 +202,8 @@ def utc(ms: float) -> str:
 def render_report(experiment: str, out_dir: str | Path, tracking_uri: str | None = None,
                   threshold: float = REPORT_THRESHOLD, preamble: str = "") -> Path:
     """Render the report of ``experiment``'s finished runs into ``out_dir`` (report.md, report.html, tables/,
-    figures/), log it as a report run in the same experiment, and return the path of ``report.html``.
+    figures/), log it as a report run in the experiment ``EXPERIMENT-reports``, and return the path of
+    ``report.html``.
     ``preamble`` (e.g. the command that made the runs, the machine, the wall time) opens the report."""
     uri = resolve_tracking_uri(tracking_uri)
     out = Path(out_dir)

@@ -2,7 +2,8 @@
 show them.
 
 Values keep MLflow's units (accuracies and cost reductions as fractions, MACs, bytes); ``scale`` converts them
-for display only. A cell with no run holds NaN and shows as "—", never as zero.
+into the unit the table shows and its CSV names (``unit``, e.g. ``acc_pct``, ``mmacs``). A cell with no run holds
+NaN and shows as "—", never as zero.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ class Table:
     """Rows × columns of means, with the sample std and the half-width of the 95% Student-t interval over seeds
     (``ci``; shown as ``mean ± ci``). ``better`` says per column whether the best cell is the largest ("max") or
     the smallest ("min") mean, or that none is marked (""); ``groups`` maps rows to the group they are listed
-    under; ``text``, where given, holds each cell's display string (empty: missing) in place of the numbers."""
+    under; ``text``, where given, holds each cell's display string (empty: missing) in place of the numbers.
+    ``unit`` names the unit of the scaled values (``units`` per column, where they differ); ``significant``, where
+    set, gives each column as many decimals as show its largest value with that many significant digits (one
+    precision per column) in place of ``fmt``."""
 
     name: str
     title: str
@@ -42,6 +46,21 @@ class Table:
     note: str = ""
     ci: pd.DataFrame | None = None
     text: pd.DataFrame | None = None
+    unit: str = "acc_pct"
+    units: pd.Series | None = None
+    significant: int = 0
+
+    def unit_of(self, column: object) -> str:
+        return str(self.units[column]) if self.units is not None else self.unit
+
+    def column_format(self, column: object) -> str:
+        """The format of every number in ``column`` (see the class doc)."""
+        if not self.significant:
+            return self.fmt
+        largest = (self.mean[column] * self.scale).abs().max()
+        if pd.isna(largest) or largest == 0:
+            return f".{self.significant - 1}f"
+        return f".{max(0, self.significant - 1 - math.floor(math.log10(largest)))}f"
 
     def best(self) -> pd.DataFrame:
         """True where a cell holds the best mean of its column (all of them on ties)."""
@@ -118,8 +137,8 @@ def per_exit_table(ctx: Context) -> Table:
                       note=f"Exit k answers every sample; mean ± {INTERVAL} over seeds. Best per column in bold.")
 
 
-DYNAMIC_QUANTITIES = (("acc", "accuracy", "max"), ("acc_drop", "acc. drop", "min"),
-                      ("cost_reduction", "cost reduction", "max"))
+DYNAMIC_QUANTITIES = (("acc", "accuracy", "max", "acc_pct"), ("acc_drop", "acc. drop", "min", "points"),
+                      ("cost_reduction", "cost reduction", "max", "pct"))
 
 
 def dynamic_table(ctx: Context, threshold: float) -> Table:
@@ -127,17 +146,19 @@ def dynamic_table(ctx: Context, threshold: float) -> Table:
         logged = sorted(float(k.removeprefix("dyn/acc_at_")) for k in ctx.data.metrics if k.startswith("dyn/acc_at_"))
         raise ValueError(f"no run logged dynamic inference at threshold {threshold:g}; thresholds logged: "
                          f"{', '.join(f'{t:g}' for t in logged) or 'none'}")
-    frames, columns, better = [], [], []
-    for metric, label, _ in DYNAMIC_QUANTITIES:
+    frames, columns, better, units = [], [], [], []
+    for metric, label, _, _ in DYNAMIC_QUANTITIES:
         frames.append(seed_stats(ctx.main, ctx.data.metrics[dyn_metric(metric, threshold)], CELL)
                       .assign(quantity=label))
     for column in ctx.columns:
-        for _, label, direction in DYNAMIC_QUANTITIES:
+        for _, label, direction, unit in DYNAMIC_QUANTITIES:
             columns.append((*column, label))
             better.append(direction)
+            units.append(unit)
+    index = pd.MultiIndex.from_tuples(columns, names=[*COLUMN_LEVELS, "quantity"])
     return cell_table(f"dynamic_at_{threshold:g}", f"Dynamic inference at threshold {threshold:g} (%)",
                       pd.concat(frames, ignore_index=True), ctx.methods, columns, [*COLUMN_LEVELS, "quantity"],
-                      better, groups=ctx.groups(),
+                      better, groups=ctx.groups(), units=pd.Series(units, index=index),
                       note="A sample leaves at the first exit whose top softmax probability reaches the "
                            "threshold. Accuracy drop = last-exit accuracy − dynamic accuracy (points); cost "
                            "reduction = 1 − expected MACs / MACs of the full model.")
@@ -167,7 +188,8 @@ def macs_table(ctx: Context) -> Table:
     listed = "; ".join(f"{t.dataset} α={alpha_label(t.alpha)}: {100 * t.target:.2f}% ({t.by})"
                        for t in targets.itertuples())
     return cell_table("macs_to_best_baseline", "MMACs per sample to reach the best baseline's accuracy", reach,
-                      ctx.methods, ctx.columns, COLUMN_LEVELS, "min", scale=1e-6, fmt=".4g", groups=ctx.groups(),
+                      ctx.methods, ctx.columns, COLUMN_LEVELS, "min", scale=1e-6, significant=4, unit="mmacs",
+                      groups=ctx.groups(),
                       note="Smallest expected MACs on the method's dynamic-inference curve (averaged over seeds "
                            "threshold by threshold) at which it reaches the highest accuracy of any baseline's "
                            f"curve; — if it never does. Targets: {listed or 'none (no baseline runs)'}.")
@@ -180,7 +202,8 @@ def communication_table(ctx: Context) -> Table:
         frames.append(seed_stats(ctx.main, values, CELL).assign(direction=direction))
     columns = [(*column, direction) for column in ctx.columns for direction in ("up", "down")]
     return cell_table("communication", "Communication per round (MB, all clients)", pd.concat(frames), ctx.methods,
-                      columns, [*COLUMN_LEVELS, "direction"], "", scale=1e-6, fmt=".3f", groups=ctx.groups(),
+                      columns, [*COLUMN_LEVELS, "direction"], "", scale=1e-6, fmt=".3f", unit="mb",
+                      groups=ctx.groups(),
                       note="Bytes of every payload (down) and upload (up) in a round, summed over the clients "
                            f"and averaged over rounds; mean ± {INTERVAL} over seeds.")
 
@@ -188,7 +211,7 @@ def communication_table(ctx: Context) -> Table:
 def convergence_table(ctx: Context) -> Table:
     stats = seed_stats(ctx.main, late_gain(ctx.data.history, "test/acc/mean"), CELL)
     return cell_table("late_gain", "Test accuracy gained in the last quarter of the rounds (points)", stats,
-                      ctx.methods, ctx.columns, COLUMN_LEVELS, "", groups=ctx.groups(),
+                      ctx.methods, ctx.columns, COLUMN_LEVELS, "", unit="points", groups=ctx.groups(),
                       note="Mean-over-exits test accuracy at the last round minus at the round a quarter of the "
                            "rounds earlier (R - round(R/4), at least one round back); near zero where a curve has "
                            f"flattened. Mean ± {INTERVAL} over seeds; — without an evaluation that far back.")
@@ -209,7 +232,7 @@ def chosen_settings_table(ctx: Context) -> Table | None:
         text.at[run.method, (run.dataset, alpha_label(run.alpha))] = setting_text(json.loads(run.tuned)) or "(none)"
     empty = pd.DataFrame(math.nan, index=text.index, columns=index)
     return Table("chosen_settings", "Settings chosen by the tune stage", empty, empty, pd.Series("", index=index),
-                 groups=ctx.groups(), text=text,
+                 groups=ctx.groups(), text=text, unit="",
                  note="Best trial of each setting's Optuna study (same number of trials for every method, mean "
                       "final validation accuracy over the tuning seeds); the test runs behind each cell use it. "
                       + candidates_text(ctx.data.candidates))
@@ -235,7 +258,7 @@ def candidates_text(candidates: pd.DataFrame) -> str:
 def seeds_table(ctx: Context) -> Table:
     stats = seed_stats(ctx.main, ctx.data.metrics["test/acc/mean"], CELL)[[*CELL, "n"]].rename(columns={"n": "mean"})
     return cell_table("seeds", "Seeds behind each main-table cell", stats, ctx.methods, ctx.columns, COLUMN_LEVELS,
-                      "", scale=1.0, fmt=".0f", groups=ctx.groups(),
+                      "", scale=1.0, fmt=".0f", unit="runs", groups=ctx.groups(),
                       note="Finished runs (one per seed) of the setting each main-table cell reports.")
 
 

@@ -2,12 +2,15 @@
 
 Runs in a local store (SQLite, files) are browsed with ``cafebench ui``, which serves the UI on
 ``http://127.0.0.1:5000``; runs on a tracking server are browsed on that server. The runs view is linked directly
-because MLflow 3 opens an experiment on its GenAI overview page.
+because MLflow 3 opens an experiment on its GenAI overview page; it opens in the training-runs view (training runs
+only, flat, headline columns first).
 """
 
 from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
+
+from bench.track.runs_view import ensure_training_view, view_query
 
 UI_HOST = "127.0.0.1"
 UI_PORT = 5000
@@ -21,25 +24,30 @@ def ui_base(uri: str, port: int = UI_PORT) -> str:
 
 
 def runs_url(uri: str, experiment_id: str, port: int = UI_PORT) -> str:
-    return f"{ui_base(uri, port)}/#/experiments/{experiment_id}/runs"
+    """The experiment's runs table in the training-runs view (:mod:`bench.track.runs_view`)."""
+    return f"{ui_base(uri, port)}/#/experiments/{experiment_id}/runs?{view_query()}"
 
 
 def run_url(uri: str, experiment_id: str, run_id: str, port: int = UI_PORT) -> str:
-    return f"{runs_url(uri, experiment_id, port)}/{run_id}"
+    return f"{ui_base(uri, port)}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def all_runs_urls(uri: str, port: int = UI_PORT) -> dict[str, str]:
     """Experiment name -> its runs view, for every experiment of the store that holds a run."""
     client = MlflowClient(tracking_uri=uri)
-    return {e.name: runs_url(uri, e.experiment_id, port) for e in client.search_experiments()
-            if client.search_runs([e.experiment_id], max_results=1)}
+    experiments = [e for e in client.search_experiments() if client.search_runs([e.experiment_id], max_results=1)]
+    for experiment in experiments:
+        ensure_training_view(client, experiment.experiment_id)  # experiments made before the view existed
+    return {e.name: runs_url(uri, e.experiment_id, port) for e in experiments}
 
 
 def experiment_runs_url(uri: str, experiment: str) -> str:
     """The runs view of the experiment named ``experiment`` (which must exist)."""
-    found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ValueError(f"no MLflow experiment named {experiment!r} in {uri}")
+    ensure_training_view(client, found.experiment_id)
     return runs_url(uri, found.experiment_id)
 
 

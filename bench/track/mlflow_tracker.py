@@ -4,7 +4,8 @@ Run layout (see the architecture page): params are the flattened config; tags na
 dataset, alpha, seed, the config and partition hashes and the code version; metrics use the round as step.
 Rounds already logged (a resumed run replays rounds after its last checkpoint) are not logged twice. Each run
 also logs its data as an MLflow dataset input (the partition hash as digest, α and clients as context), the
-dynamic-inference curve as a table, and a Markdown description that says how far it got.
+dynamic-inference curve as a table, and a Markdown description that says how far it got. The headline accuracies
+are logged twice, also under the ``acc/`` names the UI lists first (:mod:`bench.track.runs_view`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from bench.config import ExperimentConfig
 from bench.fed.engine import Callback, Simulation
 from bench.track.description import NOTE_TAG, run_description
 from bench.track.owner import OWNER_TAG, describe, owner_alive, this_process, why_left_running
+from bench.track.runs_view import ensure_training_view, with_headlines
+from bench.track.tags import PARENT_TAG
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -79,15 +82,20 @@ def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The id of the experiment ``name``, created if missing, with the UI's training-runs view stored on it."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
-    except MlflowException as err:  # a run beside this one created it since the lookup
-        if not _lost_insert_race(err):
-            raise
-        return client.get_experiment_by_name(name).experiment_id
+        experiment_id = exp.experiment_id
+    else:
+        try:
+            experiment_id = client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri,
+                                                                                              name))
+        except MlflowException as err:  # a run beside this one created it since the lookup
+            if not _lost_insert_race(err):
+                raise
+            experiment_id = client.get_experiment_by_name(name).experiment_id
+    ensure_training_view(client, experiment_id)
+    return experiment_id
 
 
 DATASET_CONTEXT_TAG = "mlflow.data.context"
@@ -126,8 +134,6 @@ def _lost_insert_race(err: MlflowException) -> bool:
 
     return isinstance(err.__cause__, IntegrityError) or "IntegrityError" in str(err) or "UNIQUE constraint" in str(err)
 
-
-PARENT_TAG = "cafebench.parent"  # on the parent run of a sweep or a study: "sweep:NAME" or "study:NAME"
 
 
 def open_parent_run(client: MlflowClient, experiment_id: str, key: str, run_name: str, note: str) -> str:
@@ -252,7 +258,7 @@ class MlflowTracker(Callback):
     # -- primitives ----------------------------------------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        items = [Metric(k, float(v), now, step) for k, v in with_headlines(metrics).items()]
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, metrics=items[i:i + _BATCH])
 

@@ -8,6 +8,9 @@
   a method in the main tables.
 * ``optuna_candidate``: on a tuning run, the candidate index of its trial (:mod:`bench.tune`): trial ``k`` of every
   study of a sweep is offered the same shared-range values.
+
+Runs that are not benchmark runs say so: ``cafebench.parent`` on the parent run of a sweep or a study
+(``sweep:NAME`` or ``study:NAME``), ``optuna_study`` on a study's parent run and its tuning runs.
 """
 
 TUNED_TAG = "tuned"
@@ -15,3 +18,5 @@ ROLE_TAG = "role"
 SENSITIVITY_TAG = "sensitivity"
 MAIN, ABLATION, SENSITIVITY = "main", "ablation", "sensitivity"
 CANDIDATE_TAG = "optuna_candidate"
+PARENT_TAG = "cafebench.parent"
+STUDY_TAG = "optuna_study"

@@ -1,0 +1,53 @@
+"""What the MLflow UI's runs table of an experiment shows when opened from a printed address: the benchmark's
+training runs, flat, with their method, dataset, α, seed and headline accuracies as columns.
+
+The MLflow UI (3.x) restores a *shared view* from an experiment tag ``mlflow.sharedViewState.KEY`` when its address
+carries ``?viewStateShareKey=KEY`` (what its Share button does): the search filter, the selected columns and their
+order. Every experiment the harness creates gets :data:`VIEW_KEY`'s view, whose filter leaves out the parent runs of
+sweeps and studies and Optuna's tuning runs — the sweep's runs then stand at the top level instead of under a
+collapsed parent (report runs have an experiment of their own, ``EXPERIMENT-reports``). Metric columns sort by
+name in the UI (``clients/``, ``comm/`` before ``test/``), so the headline accuracies are also logged under an
+``acc/`` prefix, which sorts first; the original names stay, for the report and the tune stage read them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from mlflow.tracking import MlflowClient
+
+from bench.track.tags import PARENT_TAG, STUDY_TAG
+
+log = logging.getLogger(__name__)
+
+VIEW_KEY = "cafebench-training-runs"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+HEADLINE_METRICS = {"test/acc/mean": "acc/test_mean", "val/acc/mean": "acc/val_mean"}
+TRAINING_RUNS_FILTER = " AND ".join(f"tags.`{tag}` IS NULL" for tag in (PARENT_TAG, STUDY_TAG))
+RUN_TAG_COLUMNS = ("method", "dataset", "alpha", "seed", "family")
+
+
+def with_headlines(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` plus the ``acc/`` copy of each headline metric among them."""
+    return {**metrics, **{short: metrics[key] for key, short in HEADLINE_METRICS.items() if key in metrics}}
+
+
+def view_state() -> dict:
+    """The shared view: training runs only, headline metrics first, then the run-layout tags."""
+    columns = [f"metrics.`{name}`" for name in HEADLINE_METRICS.values()]
+    columns += [f"tags.`{name}`" for name in RUN_TAG_COLUMNS]
+    return {"searchFilter": TRAINING_RUNS_FILTER, "selectedColumns": columns, "columnOrder": columns}
+
+
+def ensure_training_view(client: MlflowClient, experiment_id: str) -> None:
+    """Store the training-runs view on the experiment (once; a changed view replaces an older one)."""
+    wanted = json.dumps(view_state(), sort_keys=True)
+    if client.get_experiment(experiment_id).tags.get(VIEW_TAG) != wanted:
+        client.set_experiment_tag(experiment_id, VIEW_TAG, wanted)
+        log.debug("training-runs view stored on experiment %s", experiment_id)
+
+
+def view_query() -> str:
+    """The query that opens the runs table in the training-runs view."""
+    return f"viewStateShareKey={VIEW_KEY}"
