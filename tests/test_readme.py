@@ -1,4 +1,9 @@
-"""The README's commands and its plugin example are the real thing."""
+"""The commands of the README and the docs pages are the real thing, and their links lead somewhere.
+
+A ``bash`` block in README.md or docs/*.md is a promise that its lines run as written: each one is run by a test
+here (``RUN_BLOCKS`` says which sections hold them). Commands that are shown but not run here stand in a plain
+(unlabelled) block.
+"""
 
 import re
 import shlex
@@ -15,31 +20,44 @@ from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+README = ROOT / "README.md"
+PLUGINS = ROOT / "docs" / "plugins.md"
+DOC_PAGES = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "reports" / "README.md"]
+
+# The sections whose bash blocks a test below runs, and how many blocks each holds.
+RUN_BLOCKS = {
+    ("README.md", "Set up and run"): 2,  # the main job and the CI command (test_ci_runs_the_readme_test_command)
+    ("README.md", "First thing to try"): 1,
+    ("docs/plugins.md", "Add a baseline"): 1,
+    ("docs/plugins.md", "Add a dataset"): 1,
+}
 
 
-def bash_blocks(text: str = README) -> list[str]:
-    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", text, re.S)]
+def bash_blocks(text: str) -> list[str]:
+    return [b.strip() for b in re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M)]
 
 
-def section(title: str) -> str:
-    """The README's text under ``## title``, up to the next heading of that level."""
-    (body,) = re.findall(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", README, re.S | re.M)
-    return body
+def sections_of(text: str) -> dict[str, str]:
+    """The text under each ``## title``, up to the next heading of that level."""
+    return dict(re.findall(r"^## ([^\n]+)\n(.*?)(?=^## |\Z)", text, re.S | re.M))
 
 
-def section_commands(title: str) -> list[str]:
+def sections(page: Path) -> dict[str, str]:
+    return sections_of(page.read_text())
+
+
+def section_commands(page: Path, title: str) -> list[str]:
     """Every line of the section's ``bash`` blocks: the commands it says to run."""
-    return [line for block in bash_blocks(section(title)) for line in block.splitlines() if line.strip()]
+    return [line for block in bash_blocks(sections(page)[title]) for line in block.splitlines() if line.strip()]
 
 
-def python_block(name: str) -> str:
-    (code,) = re.findall(rf"```python\n# {re.escape(name)}\n(.*?)```", README, re.S)
+def python_block(name: str, page: Path = PLUGINS) -> str:
+    (code,) = re.findall(rf"```python\n# {re.escape(name)}\n(.*?)```", page.read_text(), re.S)
     return code
 
 
 def run_command(line: str, capsys) -> str:
-    """Run one README command line in-process, as the shell would split it; its stdout."""
+    """Run one documented command line in-process, as the shell would split it; its stdout."""
     argv = shlex.split(line)
     assert argv[0] == "cafebench", line
     code = main(argv[1:])
@@ -51,7 +69,7 @@ def run_command(line: str, capsys) -> str:
 @pytest.fixture
 def fresh_process(monkeypatch, tmp_path, tracking_uri):
     """The registries and imported plugin files of a new process, in an empty working directory; restored after."""
-    monkeypatch.setattr(method_registry, "_REGISTRY", {k: v for k, v in method_registry._REGISTRY.items()
+    monkeypatch.setattr(method_registry, "_REGISTRY", {k: v for k, v in method_registry.available_methods().items()
                                                        if k != "last_exit_only"})
     monkeypatch.setattr(dataset_registry, "_REGISTRY", {k: v for k, v in dataset_registry.available_datasets().items()
                                                         if k != "scans"})
@@ -62,7 +80,7 @@ def fresh_process(monkeypatch, tmp_path, tracking_uri):
 
 
 def test_ci_runs_the_readme_test_command():
-    demo, tests = bash_blocks()[:2]
+    demo, tests = bash_blocks(sections(README)["Set up and run"])
     assert demo.endswith("cafebench demo")
     ci = (ROOT / ".ci" / "run").read_text()
     assert tests in ci.splitlines()
@@ -106,7 +124,7 @@ def test_the_add_a_baseline_commands_run_as_written(fresh_process, capsys):
     assert main(["tune", "last_exit_only", "demo", "--trials", "1"]) == 2  # the plugin is named where it is needed
     err = capsys.readouterr().err
     assert "unknown method 'last_exit_only'" in err and "plugins='[FILE.py]'" in err
-    run, methods, tune = section_commands("Add a baseline")
+    run, methods, tune = section_commands(PLUGINS, "Add a baseline")
     assert run.startswith("cafebench run demo method.name=last_exit_only plugins='[my_method.py]'")
     out = run_command(run, capsys)
     assert re.search(r"^run \w+ finished: ", out, re.M) and re.search(r"exit_3=0\.\d{4}", out)
@@ -120,13 +138,13 @@ def test_the_add_a_baseline_commands_run_as_written(fresh_process, capsys):
 
 def test_the_add_a_dataset_commands_run_as_written(fresh_process, capsys):
     (fresh_process / "my_dataset.py").write_text(python_block("my_dataset.py"))
-    scans = fresh_process / "data" / "scans"  # where the README puts the two files
+    scans = fresh_process / "data" / "scans"  # where docs/plugins.md puts the two files
     scans.mkdir(parents=True)
     labels = np.arange(600) % 3
     noise = np.random.default_rng(0).integers(0, 60, (600, 32, 32))
     np.save(scans / "images.npy", (labels[:, None, None] * 90 + noise).astype(np.uint8))
     np.save(scans / "labels.npy", labels)
-    listing, load, run = section_commands("Add a dataset")
+    listing, load, run = section_commands(PLUGINS, "Add a dataset")
     out = run_command(listing, capsys)
     assert re.search(r"^scans\s+1×32×32, 3 classes  \[.*my_dataset\.py\]$", out, re.M)
     out = run_command(load, capsys)
@@ -138,8 +156,67 @@ def test_the_add_a_dataset_commands_run_as_written(fresh_process, capsys):
     assert accuracy > 0.5  # brightness tells the classes apart
 
 
-def test_the_readme_cites_only_docs_the_project_has():
-    cited = set(re.findall(r"\(((?:\.\./)?[\w/.-]+\.md)\)", README)) | set(re.findall(r"`([\w/.-]+\.md)`", README))
-    assert "docs/cafedistill.md" in cited and "docs/baselines.md" in cited
-    assert not [c for c in cited if c.startswith("..") or "shared/" in c]
-    assert [c for c in cited if not (ROOT / c).is_file()] == []
+def test_the_first_thing_to_try_runs_as_written(fresh_process, capsys):
+    sweep, report = section_commands(README, "First thing to try")
+    out = run_command(sweep, capsys)
+    assert re.search(r"^sweep smoke: 4 ran, 0 skipped \(already finished\), 0 failed; ", out, re.M)
+    out = run_command(report, capsys)
+    assert out.startswith("report of experiment 'smoke': ")
+    report_md = (fresh_process / "reports" / "smoke" / "report.md").read_text()  # where the README says it lands
+    accuracy = sections_of(report_md)["Accuracy"]
+    for method in ("fedavg", "local"):  # a mean ± interval over the two seeds at digits, alpha 0.5
+        assert re.search(rf"^\| {method} \| (\*\*)?\d+\.\d\d ± \d+\.\d\d(\*\*)? \|$", accuracy, re.M), accuracy
+    out = run_command(sweep, capsys)  # run again: the finished runs are skipped, as the README says
+    assert re.search(r"^sweep smoke: 0 ran, 4 skipped ", out, re.M)
+
+
+def test_every_bash_block_is_one_a_test_runs():
+    found = {}
+    for page in DOC_PAGES[:-1]:  # README.md and docs/*.md
+        for title, body in sections(page).items():
+            if n := len(bash_blocks(body)):
+                found[(str(page.relative_to(ROOT)), title)] = n
+    assert found == RUN_BLOCKS, ("a bash block that no test runs (or a run one that moved): run it in "
+                                 "tests/test_readme.py, or show it in a plain ``` block")
+    before = re.split(r"^## ", README.read_text(), flags=re.M)[0]
+    assert "```bash" not in before and all("```bash" not in re.split(r"^## ", p.read_text(), flags=re.M)[0]
+                                           for p in DOC_PAGES[1:-1])
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_anchor_spelling():
+    assert anchor("When a personalized model is tested (`eval.point`)") == \
+        "when-a-personalized-model-is-tested-evalpoint"
+    assert anchor("Contracts between the parts") == "contracts-between-the-parts"
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_leads_to_a_file_of_the_project(page):
+    links = re.findall(r"\]\(([^)\s]+)\)", page.read_text())
+    relative = [link for link in links if not re.match(r"[a-z]+:", link)]
+    broken = []
+    for link in relative:
+        path, _, fragment = link.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        if ROOT not in target.parents or "shared" in target.relative_to(ROOT).parts[:1] or not target.is_file():
+            broken.append(link)
+        elif fragment and target.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", target.read_text(), re.M)
+            if fragment not in {anchor(h) for h in headings}:
+                broken.append(link)
+    assert broken == []
+    cited = re.findall(r"`([\w.-]+/[\w/.-]+\.md)`", page.read_text())  # paths in code spans
+    assert [c for c in cited if not (ROOT / c).is_file() and not (page.parent / c).is_file()] == []
+
+
+def test_the_readme_links_every_docs_page():
+    linked = set(re.findall(r"\]\(docs/([\w-]+\.md)\)", README.read_text()))
+    assert linked == {p.name for p in (ROOT / "docs").glob("*.md")}
+    assert len(README.read_text().splitlines()) <= 150  # a newcomer's first hour; the rest lives in docs/
+    for page in DOC_PAGES[1:-1]:
+        title, blank, purpose = page.read_text().splitlines()[:3]
+        assert title.startswith("# ") and blank == "" and purpose and not purpose.startswith("#"), page.name
