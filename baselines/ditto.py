@@ -38,6 +38,11 @@ class Ditto(GlobalModelMethod):
     family = "pfl"
     Hparams = DittoHparams
 
+    @classmethod
+    def epochs_per_round(cls, hparams: DittoHparams, local_epochs: int) -> float:
+        """The global model's ``local_epochs`` and then the personal model's ``personal_epochs``."""
+        return float(local_epochs + (hparams.personal_epochs or local_epochs))
+
     def init_client(self, client: int, model: EarlyExitNet, server: dict[str, Any]) -> dict[str, Any]:
         return {"model": extract(model)}
 

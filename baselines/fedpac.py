@@ -151,6 +151,12 @@ class FedPAC(PersonalHeadsSplit, Method):
     family = "pfl"
     Hparams = FedPACHparams
 
+    @classmethod
+    def epochs_per_round(cls, hparams: FedPACHparams, local_epochs: int) -> float:
+        """``head_epochs`` of the classifier, then ``local_epochs`` of the body (the feature statistics' forward
+        passes are not counted)."""
+        return float(hparams.head_epochs + local_epochs)
+
     def init_server(self, model: EarlyExitNet) -> dict[str, Any]:
         heads = extract(model, self.is_personal)
         device = model.exits[0].weight.device

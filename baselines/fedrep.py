@@ -40,6 +40,11 @@ class FedRep(PersonalHeadsMethod):
     family = "pfl"
     Hparams = FedRepHparams
 
+    @classmethod
+    def epochs_per_round(cls, hparams: FedRepHparams, local_epochs: int) -> float:
+        """``head_epochs`` of the heads, then ``body_epochs`` of the body (``train.local_epochs`` is not used)."""
+        return float(hparams.head_epochs + hparams.body_epochs)
+
     def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
                      data: ClientData, gen: torch.Generator) -> LocalResult:
         load_state(model, payload.tensors, state["heads"])

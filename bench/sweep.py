@@ -101,6 +101,7 @@ from bench.config import (
     validate_config,
 )
 from bench.fed.device import worker_devices
+from bench.fed.engine import Callback
 from bench.methods.api import search_space
 from bench.methods.registry import get_method
 from bench.track.checkpoint import list_checkpoints
@@ -164,6 +165,8 @@ class SweepProgress:
     failed: int
     skipped: int
     elapsed_s: float
+    # config index -> the outcome of each run finished or skipped so far (not compared: equality is the counts')
+    outcomes: Mapping[int, RunOutcome] = field(default_factory=dict, compare=False)
 
     @property
     def eta_s(self) -> float | None:
@@ -485,12 +488,13 @@ def prior_runs(uri: str, experiment: str) -> PriorRuns:
     return prior
 
 
-def run_config(config_data: dict[str, Any], tags: dict[str, str],
-               resume_run_id: str | None = None) -> tuple[str | None, str | None]:
+def run_config(config_data: dict[str, Any], tags: dict[str, str], resume_run_id: str | None = None,
+               callbacks: Sequence[Callback] = ()) -> tuple[str | None, str | None]:
     """Run one experiment (or resume the run ``resume_run_id`` of the same config) in this process:
     ``(run_id, None)``, or ``(None, reason)`` if it failed."""
     try:
-        return run_experiment(validate_config(config_data), tags=tags, resume_run_id=resume_run_id).run_id, None
+        return run_experiment(validate_config(config_data), list(callbacks), tags=tags,
+                              resume_run_id=resume_run_id).run_id, None
     except Exception as exc:
         log.debug("run failed", exc_info=True)
         return None, f"{type(exc).__name__}: {exc}"
@@ -620,7 +624,7 @@ def make_launcher(backend: str, workers: int, address: str | None, gpus_per_run:
 def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers: int = 1,
               address: str | None = None, progress: Callable[[SweepProgress], None] | None = None,
               threads: int | None = None, gpus_per_run: float | None = None,
-              gpus: int | None = None) -> SweepResult:
+              gpus: int | None = None, run_callbacks: Callable[[int], list[Callback]] | None = None) -> SweepResult:
     """Run the sweep's tune stage, if it has one, then its unfinished configs, ``workers`` at a time; failures
     of runs are collected, not raised (a study that fails raises).
 
@@ -628,7 +632,9 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
     each config's ``run.threads`` on Ray. ``address`` is the Ray cluster's (default: start a local one).
     On the local backend, the ``workers`` concurrent runs whose ``run.device`` is ``auto`` or ``cuda`` each get a
     GPU of this machine's ``gpus`` (default: all it has), round-robin: worker slot i runs on ``cuda:{i mod gpus}``.
-    On Ray each run asks for ``gpus_per_run`` GPUs (see :class:`RayLauncher`).
+    On Ray each run asks for ``gpus_per_run`` GPUs (see :class:`RayLauncher`). ``run_callbacks(i)`` gives the
+    engine callbacks of config ``i``'s run (e.g. a progress bar; they travel to the worker, so with several workers
+    or on Ray they must pickle).
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown sweep backend {backend!r}; use 'local' or 'ray'")
@@ -675,7 +681,7 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         if progress is not None:
             counts = [o.status for o in outcomes.values()]
             progress(SweepProgress(len(sweep.configs), counts.count("done"), running, counts.count("failed"),
-                                   counts.count("skipped"), time.perf_counter() - started))
+                                   counts.count("skipped"), time.perf_counter() - started, dict(outcomes)))
 
     def start(i: int, slot: int) -> tuple[Callable[..., Any], tuple, int]:
         resume = prior.killed.get(digests[i])
@@ -684,7 +690,8 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         if resume:
             log.info("sweep %s: resuming the interrupted run %s of %r", sweep.name, resume.run_id, sweep.labels[i])
         run_tags = {**(sweep.tags[i] if sweep.tags else {}), **tags}
-        return run_config, (data, run_tags, resume and resume.run_id), data["run"]["threads"]
+        callbacks = run_callbacks(i) if run_callbacks is not None else []
+        return run_config, (data, run_tags, resume and resume.run_id, callbacks), data["run"]["threads"]
 
     def finished(i: int, future: cf.Future) -> None:
         outcomes[i] = _outcome(future, sweep.labels[i], digests[i])

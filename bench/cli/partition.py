@@ -14,8 +14,7 @@ from bench.data.partition import (
     load_or_create_partition,
     plot_partition_heatmap,
 )
-from bench.data.sources import load_dataset
-from bench.fed.federation import partition_spec
+from bench.fed.federation import load_config_dataset, partition_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    dataset = load_dataset(config.data.dataset, config.data.root, **config.data.options)
+    dataset = load_config_dataset(config)
     spec = partition_spec(config)
     part = load_or_create_partition(dataset.y, dataset.num_classes, spec, Path(config.run.cache_dir) / "partitions")
     hist = class_histogram(part, dataset.y, dataset.num_classes)

@@ -1,29 +1,171 @@
-"""A per-round progress bar with ETA and the current mean test accuracy (CLI only)."""
+"""What a user sees of a run's or a sweep's cost (CLI only): the estimate before it starts, a bar that moves as each
+client's update finishes, and a sweep's status line with an ETA weighted by each run's workload."""
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, TextIO
+
 from tqdm import tqdm
 
-from bench.fed.engine import Callback, Simulation
+from bench.config import ExperimentConfig
+from bench.fed.device import resolve_device
+from bench.fed.engine import Callback, ClientProgress, Simulation
+from bench.measure.workload import Workload, cpu_seconds, describe, describe_sweep, workload
+
+if TYPE_CHECKING:
+    from bench.sweep import Sweep, SweepProgress
+
+HEADLINE_METRIC = "test/acc/mean"  # the accuracy a run's bar and a sweep's finished runs show
 
 
 class ProgressBar(Callback):
-    def __init__(self, description: str = "", position: int | None = None):
+    """A bar over every client update of the run (all rounds), with ETA, the round and client, the training
+    throughput of the round so far (sample passes per second, evaluation excluded) and the latest mean test
+    accuracy. ``leave=False`` clears it at the end (a sweep's runs)."""
+
+    def __init__(self, description: str = "", position: int | None = None, stream: TextIO | None = None,
+                 leave: bool = True, clock: Callable[[], float] = time.perf_counter):
         self.description = description
         self.position = position
+        self.stream = stream
+        self.leave = leave
+        self.clock = clock
         self.bar: tqdm | None = None
+        self.accuracy: float | None = None
+        self.round_started = 0.0
+        self.round_samples = 0
 
     def on_start(self, sim: Simulation) -> None:
-        self.bar = tqdm(total=sim.rounds, initial=sim.state.next_round, desc=self.description or None,
-                        unit="round", position=self.position, dynamic_ncols=True)
+        total = sum(sim.clients_in_round(r) for r in range(sim.rounds))
+        done = sum(sim.clients_in_round(r) for r in range(sim.state.next_round))
+        self.bar = tqdm(total=total, initial=done, desc=self.description or None, unit="client",
+                        position=self.position, dynamic_ncols=True, file=self.stream, leave=self.leave)
+        self.round_started, self.round_samples = self.clock(), 0
+
+    def on_client_end(self, sim: Simulation, progress: ClientProgress) -> None:
+        assert self.bar is not None
+        self.round_samples += progress.samples
+        elapsed = self.clock() - self.round_started
+        rate = f", {self.round_samples / elapsed:,.0f} samples/s" if elapsed > 0 else ""
+        self.bar.set_postfix_str(f"round {progress.round}/{sim.rounds} client {progress.done}/{progress.total}"
+                                 f"{rate}{self.accuracy_text()}", refresh=False)
+        self.bar.update(1)
 
     def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None:
         assert self.bar is not None
-        acc = metrics.get("test/acc/mean")
-        if acc is not None:
-            self.bar.set_postfix_str(f"test acc {acc:.4f}")
-        self.bar.update(1)
+        self.accuracy = metrics.get(HEADLINE_METRIC, self.accuracy)
+        self.bar.set_postfix_str(f"round {round}/{sim.rounds} done{self.accuracy_text()}")
+        self.round_started, self.round_samples = self.clock(), 0
+
+    def accuracy_text(self) -> str:
+        return "" if self.accuracy is None else f", test acc {self.accuracy:.4f}"
 
     def on_end(self, sim: Simulation) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A run's workload and its rough training seconds where it runs on the CPU (:mod:`bench.measure.workload`), or
+    why there is none."""
+
+    load: Workload | None
+    seconds: float | None = None
+    problem: str | None = None  # why the workload is unknown (the run reports it again when it starts)
+
+
+def estimated(config: ExperimentConfig) -> Estimate:
+    """The estimate of a run. It only informs: a dataset or model that cannot be inspected gives an estimate with its
+    ``problem``, and the run (or the sweep's run of it) then fails as it would without one."""
+    try:
+        load = workload(config)
+        on_cpu = resolve_device(config.run.device).type == "cpu"
+    except Exception as exc:  # whatever it is, the run meets it again and reports it
+        return Estimate(None, problem=f"{type(exc).__name__}: {exc}")
+    return Estimate(load, cpu_seconds(load) if on_cpu else None)
+
+
+def run_estimate(config: ExperimentConfig) -> str:
+    """The one line printed before a run starts."""
+    estimate = estimated(config)
+    if estimate.load is None:
+        return f"estimate: none ({estimate.problem})"
+    return describe(estimate.load, estimate.seconds)
+
+
+def clock_time(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+class SweepStatus:
+    """A sweep's progress: a status line (rewritten in place on a terminal, printed per change otherwise), a line
+    for each run that finishes with its headline accuracy, and an ETA that weights the runs left by their training
+    MACs (:mod:`bench.measure.workload`: a Ditto run counts twice a FedAvg run of the same size), at the rate the
+    finished runs went; before any has finished, the CPU estimate where there is one. Runs still running count in
+    full among those left, so with several workers the ETA errs long."""
+
+    def __init__(self, sweep: Sweep, uri: str, stream: TextIO | None = None):
+        self.name, self.labels, self.uri = sweep.name, sweep.labels, uri
+        self.estimates = [estimated(config) for config in sweep.configs]
+        known = [e.load.training_macs for e in self.estimates if e.load is not None]
+        typical = sum(known) / len(known) if known else 1.0  # a run without an estimate weighs as an average one
+        self.weights = [typical if e.load is None else e.load.training_macs for e in self.estimates]
+        self.stream = stream if stream is not None else sys.stderr
+        self.in_place = self.stream.isatty()
+        self.reported: set[int] = set()
+
+    def estimate(self) -> str:
+        """The one line printed before the sweep's runs start."""
+        known = [e for e in self.estimates if e.load is not None]
+        unknown = [e for e in self.estimates if e.load is None]
+        text = describe_sweep([e.load for e in known], [e.seconds for e in known]) if known else "estimate: none"
+        if unknown:
+            text += f"; {len(unknown)} run{'' if len(unknown) == 1 else 's'} without one (e.g. {unknown[0].problem})"
+        return text
+
+    def eta(self, p: SweepProgress) -> str:
+        left = [i for i in range(len(self.weights)) if i not in p.outcomes]
+        ran = sum(self.weights[i] for i, outcome in p.outcomes.items() if outcome.status == "done")
+        if ran:
+            return clock_time(p.elapsed_s * sum(self.weights[i] for i in left) / ran)
+        seconds = [self.estimates[i].seconds for i in left]
+        return "?" if None in seconds else f"~{clock_time(sum(seconds))} (estimate)"  # type: ignore[arg-type]
+
+    def headline(self, run_id: str) -> str:
+        from mlflow.tracking import MlflowClient
+
+        value = MlflowClient(tracking_uri=self.uri).get_run(run_id).data.metrics.get(HEADLINE_METRIC)
+        return "no test accuracy logged" if value is None else f"{HEADLINE_METRIC} {value:.4f}"
+
+    def __call__(self, p: SweepProgress) -> None:
+        for i in sorted(set(p.outcomes) - self.reported):
+            self.reported.add(i)
+            outcome = p.outcomes[i]
+            if outcome.status == "done" and outcome.run_id is not None:
+                self.write(f"sweep {self.name}: finished {self.labels[i]}: {self.headline(outcome.run_id)}", True)
+            elif outcome.status == "failed":
+                self.write(f"sweep {self.name}: FAILED {self.labels[i]}: {outcome.reason}", True)
+        self.write(f"sweep {self.name}: {p.done + p.skipped}/{p.total} finished ({p.skipped} skipped), "
+                   f"{p.running} running, {p.failed} failed, ETA {self.eta(p)}", False)
+
+    def write(self, line: str, permanent: bool) -> None:
+        """A line of its own (``permanent``), or the status line drawn in place on a terminal."""
+        if self.in_place:
+            self.stream.write(f"\r\033[K{line}" + ("\n" if permanent else ""))
+        else:
+            self.stream.write(f"{line}\n")
+        self.stream.flush()
+
+    def run_callbacks(self, index: int) -> list[Callback]:
+        """A bar for a run of the sweep in this process (cleared when the run ends)."""
+        return [ProgressBar(self.labels[index], stream=self.stream, leave=False)]
+
+    def close(self) -> None:
+        if self.in_place:
+            self.stream.write("\n")

@@ -11,7 +11,7 @@ import argparse
 import importlib.resources
 from pathlib import Path
 
-from bench.cli.sweep import ProgressLine
+from bench.cli.progress import SweepStatus
 from bench.report import default_report_dir, render_report
 from bench.sweep import load_sweep, run_sweep, tune_summary
 from bench.track.links import experiment_runs_url
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     failed = 0
     for sweep in sweeps:
-        line = ProgressLine(sweep.name)
+        line = SweepStatus(sweep, tracking_uri(sweep.configs[0].run.tracking_uri))
+        print(line.estimate(), flush=True)
         try:
             result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads)
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.cli.progress import ProgressBar
+from bench.cli.progress import ProgressBar, run_estimate
 from bench.config import load_config
 from bench.track.links import run_page_url
 from bench.track.mlflow_tracker import tracking_uri
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides)
         uri = tracking_uri(config.run.tracking_uri)
         check_store(uri)
+        print(run_estimate(config), flush=True)
         result = run_experiment(config, [ProgressBar(config.method.name)])
     metrics = result.evaluation.metrics
     exits = sorted(k for k in metrics if k.startswith("test/acc/exit_") and not k.endswith("client_std"))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from datetime import timedelta
 from pathlib import Path
-from typing import TextIO
 
+from bench.cli.progress import SweepStatus
 from bench.config import ConfigError, did_you_mean, preset_names, sweep_preset_names
-from bench.sweep import SweepProgress, absolute_tracking_uri, load_sweep, run_sweep, tune_summary
+from bench.sweep import absolute_tracking_uri, load_sweep, run_sweep, tune_summary
 from bench.track.links import experiment_runs_url
 from bench.track.mlflow_tracker import tracking_uri
 from bench.track.store import check_store
@@ -37,25 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-class ProgressLine:
-    """One status line, rewritten in place on a terminal and printed per change otherwise."""
-
-    def __init__(self, name: str, stream: TextIO | None = None):
-        self.name, self.stream = name, stream if stream is not None else sys.stderr
-        self.in_place = self.stream.isatty()
-
-    def __call__(self, p: SweepProgress) -> None:
-        eta = "?" if p.eta_s is None else str(timedelta(seconds=round(p.eta_s)))
-        line = (f"sweep {self.name}: {p.done + p.skipped}/{p.total} finished ({p.skipped} skipped), "
-                f"{p.running} running, {p.failed} failed, ETA {eta}")
-        self.stream.write(f"\r\033[K{line}" if self.in_place else f"{line}\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.in_place:
-            self.stream.write("\n")
-
-
 def require_sweep_preset(source: str) -> None:
     """Refuse a name that is neither a file nor a shipped preset, naming the closest sweep preset."""
     if Path(source).suffix in (".yaml", ".yml") or Path(source).is_file():
@@ -79,9 +58,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {config.content_hash()}  {label}")
         return 0
     check_store(tracking_uri(sweep.configs[0].run.tracking_uri))  # the store the whole sweep logs to
-    line = ProgressLine(sweep.name)
+    line = SweepStatus(sweep, tracking_uri(sweep.configs[0].run.tracking_uri))
+    print(line.estimate() + (f"; then {tune_summary(sweep)} more" if sweep.tune else ""), flush=True)
+    in_process = args.backend == "local" and args.workers == 1  # a bar per run; from other processes, the line only
     try:
-        result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads, args.gpus_per_run)
+        result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads, args.gpus_per_run,
+                           run_callbacks=line.run_callbacks if in_process else None)
     finally:
         line.close()
     uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))

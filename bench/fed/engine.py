@@ -20,7 +20,7 @@ import torch
 from bench.config import ExperimentConfig
 from bench.fed.client_states import ClientStates
 from bench.fed.device import out_of_memory_message, resolve_device, use_device
-from bench.fed.executors import ProcessExecutor, SerialExecutor
+from bench.fed.executors import JobDone, ProcessExecutor, SerialExecutor
 from bench.fed.federation import Federation, build_federation
 from bench.fed.local_update import Executor, Job
 from bench.ground.rng import sample_clients, torch_generator
@@ -76,25 +76,40 @@ class Evaluation:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ClientProgress:
+    """A client's local update has finished: the ``done``-th of the ``total`` of round ``round`` (1-based, as
+    :meth:`Callback.on_round_end` counts), in the order the updates finish."""
+
+    round: int
+    client: int
+    done: int
+    total: int
+    samples: int  # sample passes it made: its train split × the method's epochs per round (Method.epochs_per_round)
+
+
 class Callback:
-    """Hooks into the round loop (progress, MLflow, checkpoints). All are optional."""
+    """Hooks into the round loop (progress, MLflow, checkpoints). All are optional; they observe and change nothing
+    of the results."""
 
     def on_start(self, sim: Simulation) -> None: ...
+
+    def on_client_end(self, sim: Simulation, progress: ClientProgress) -> None: ...
 
     def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None: ...
 
     def on_end(self, sim: Simulation) -> None: ...
 
 
-def make_executor(fed: Federation) -> Executor:
+def make_executor(fed: Federation, on_done: JobDone | None = None) -> Executor:
     run = fed.config.run
     if run.executor == "serial":
-        return SerialExecutor(fed)
+        return SerialExecutor(fed, on_done)
     if run.executor == "process":
-        return ProcessExecutor(fed.config, run.workers, run.threads, fed.device)
+        return ProcessExecutor(fed.config, run.workers, run.threads, fed.device, on_done)
     from bench.fed.ray_executor import RayExecutor
 
-    return RayExecutor(fed, run.workers, run.threads, run.ray_address)
+    return RayExecutor(fed, run.workers, run.threads, run.ray_address, on_done)
 
 
 class Simulation:
@@ -113,6 +128,21 @@ class Simulation:
     @property
     def rounds(self) -> int:
         return self.config.train.rounds
+
+    def clients_in_round(self, round: int) -> int:
+        """How many clients train in round ``round`` (0-based)."""
+        cfg = self.config
+        return len(sample_clients(cfg.seed, round, self.fed.num_clients, cfg.train.participation))
+
+    def local_samples(self, client: int) -> int:
+        """Sample passes of one local update of ``client``: its train split × the method's epochs per round."""
+        epochs = self.fed.method.epochs_per_round(self.fed.method.hp, self.config.train.local_epochs)
+        return round(self.fed.method.ctx.client_train_sizes[client] * epochs)
+
+    def _job_done(self, round: int, job: Job, done: int, total: int) -> None:
+        progress = ClientProgress(round + 1, job.client, done, total, self.local_samples(job.client))
+        for cb in self.callbacks:
+            cb.on_client_end(self, progress)
 
     def initial_state(self) -> RunState:
         method = self.fed.method
@@ -135,7 +165,7 @@ class Simulation:
         try:
             for cb in self.callbacks:
                 cb.on_start(self)
-            executor = make_executor(self.fed)
+            executor = make_executor(self.fed, self._job_done)
             try:
                 while self.state.next_round < self.rounds:
                     self.run_round(executor, self.state.next_round)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -18,16 +18,26 @@ from bench.fed.local_update import Job, result_to, run_local_update, run_remote_
 from bench.methods.api import LocalResult
 from bench.models.base import EarlyExitNet
 
+JobDone = Callable[[int, Job, int, int], None]
+"""Told as each job of a round finishes, in the order they finish: ``(round, job, jobs done so far, jobs in the
+round)``. It only observes: the results, and their order in the list ``run_round`` returns, are the same without it."""
+
 
 class SerialExecutor:
     """Runs the updates one after another in this process, reusing one scratch model."""
 
-    def __init__(self, fed: Federation):
+    def __init__(self, fed: Federation, on_done: JobDone | None = None):
         self.fed = fed
         self.model = fed.work_model()
+        self.on_done = on_done
 
     def run_round(self, round: int, jobs: Sequence[Job]) -> list[LocalResult]:
-        return [run_local_update(self.fed, self.model, round, job) for job in jobs]
+        results = []
+        for job in jobs:
+            results.append(run_local_update(self.fed, self.model, round, job))
+            if self.on_done is not None:
+                self.on_done(round, job, len(results), len(jobs))
+        return results
 
     def close(self) -> None:
         pass
@@ -49,10 +59,12 @@ def _init_worker(config_data: dict[str, Any], threads: int, devices: Any) -> Non
     _worker = (fed, fed.work_model())
 
 
-def _run_in_worker(args: tuple[int, Job]) -> LocalResult:
+def _run_in_worker(args: tuple[int, int, Job]) -> tuple[int, LocalResult]:
+    """``(index, round, job)`` → ``(index, result)``: the index puts results that finish out of order back in place."""
     assert _worker is not None, "worker not initialised"
     fed, model = _worker
-    return run_remote_update(fed, model, *args)
+    index, round, job = args
+    return index, run_remote_update(fed, model, round, job)
 
 
 class ProcessExecutor:
@@ -62,19 +74,26 @@ class ProcessExecutor:
     results travel through host memory.
     """
 
-    def __init__(self, config: ExperimentConfig, workers: int, threads: int, device: torch.device):
+    def __init__(self, config: ExperimentConfig, workers: int, threads: int, device: torch.device,
+                 on_done: JobDone | None = None):
         ctx = mp.get_context("spawn")
         gpus = torch.cuda.device_count() if device.type == "cuda" else 0
         devices = ctx.Queue()
         for spec in worker_devices(config.run.device, workers, gpus):
             devices.put(spec)
         self.device = device
+        self.on_done = on_done
         self.pool = ctx.Pool(workers, initializer=_init_worker,
                              initargs=(config.model_dump(mode="json"), threads, devices))
 
     def run_round(self, round: int, jobs: Sequence[Job]) -> list[LocalResult]:
-        results = self.pool.map(_run_in_worker, [(round, job.to("cpu")) for job in jobs], chunksize=1)
-        return [result_to(result, self.device) for result in results]
+        results: list[LocalResult | None] = [None] * len(jobs)
+        tasks = [(i, round, job.to("cpu")) for i, job in enumerate(jobs)]
+        for done, (i, result) in enumerate(self.pool.imap_unordered(_run_in_worker, tasks, chunksize=1), 1):
+            results[i] = result_to(result, self.device)
+            if self.on_done is not None:
+                self.on_done(round, jobs[i], done, len(jobs))
+        return results  # type: ignore[return-value]  # every slot is filled
 
     def close(self) -> None:
         self.pool.close()

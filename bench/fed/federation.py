@@ -20,6 +20,7 @@ from bench.data.batching import BatchMaker, default_augment
 from bench.data.dataset import Dataset
 from bench.data.partition import SPLIT_NAMES, ClientIndices, Partition, PartitionSpec, load_or_create_partition
 from bench.data.sources import load_dataset
+from bench.data.subset import subsample
 from bench.fed.device import compile_model, place_model, resolve_device
 from bench.ground.rng import derive_seed
 from bench.methods.api import ClientData, Method, MethodContext, TrainSettings
@@ -74,23 +75,31 @@ def make_model(config: ExperimentConfig, dataset: Dataset, width: float | None =
     return model if device is None else place_model(model, device, config.run.channels_last)
 
 
+def load_config_dataset(config: ExperimentConfig) -> Dataset:
+    """The config's dataset, cut to ``data.max_samples`` where set (:func:`~bench.data.subset.subsample`)."""
+    dataset = load_dataset(config.data.dataset, config.data.root, **config.data.options)
+    return subsample(dataset, config.data.max_samples)
+
+
 def partition_spec(config: ExperimentConfig) -> PartitionSpec:
     d = config.data
     options = json.dumps(d.options, sort_keys=True) if d.options else ""
-    return PartitionSpec(dataset=d.dataset + options, num_clients=d.clients, alpha=d.alpha, seed=config.seed,
+    subset = f"[max_samples={d.max_samples}]" if d.max_samples is not None else ""  # unset: the partition as before
+    return PartitionSpec(dataset=d.dataset + options + subset, num_clients=d.clients, alpha=d.alpha, seed=config.seed,
                          min_samples=d.min_samples, balance_cap=d.balance_cap, split=tuple(d.split))
 
 
 def build_federation(config: ExperimentConfig, dataset: Dataset | None = None,
                      device: torch.device | None = None) -> Federation:
-    """Load the data, partition it, and instantiate the method (``dataset`` may be passed in to share it).
+    """Load the data, partition it, and instantiate the method (``dataset``, already cut to ``data.max_samples``,
+    may be passed in to share it).
 
     ``device`` defaults to the one ``run.device`` names (:func:`~bench.fed.device.resolve_device`).
     """
     import_plugins(config.plugins)
     device = resolve_device(config.run.device) if device is None else device
     if dataset is None:
-        dataset = load_dataset(config.data.dataset, config.data.root, **config.data.options)
+        dataset = load_config_dataset(config)
     partition = load_or_create_partition(dataset.y, dataset.num_classes, partition_spec(config),
                                          Path(config.run.cache_dir) / "partitions")
     augment = default_augment(dataset) if config.data.augment else None

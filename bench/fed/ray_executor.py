@@ -20,6 +20,7 @@ import torch
 from bench.config import validate_config
 from bench.data.dataset import Dataset
 from bench.fed.device import resolve_device, use_device
+from bench.fed.executors import JobDone
 from bench.fed.federation import Federation, build_federation
 from bench.fed.local_update import Job, result_to, run_remote_update
 from bench.methods.api import LocalResult
@@ -64,8 +65,10 @@ class FederationWorker:
 
 
 class RayExecutor:
-    def __init__(self, fed: Federation, workers: int, threads: int, address: str | None):
+    def __init__(self, fed: Federation, workers: int, threads: int, address: str | None,
+                 on_done: JobDone | None = None):
         self.actors: list[Any] = []
+        self.on_done = on_done
         self.ray, self.started = connect_ray(address)
         cpus = self.ray.cluster_resources().get("CPU", 0)
         if workers * threads > cpus:
@@ -88,8 +91,13 @@ class RayExecutor:
         self.pool = ActorPool(self.actors)
 
     def run_round(self, round: int, jobs: Sequence[Job]) -> list[LocalResult]:
-        results = self.pool.map(lambda actor, job: actor.update.remote(round, job), [job.to("cpu") for job in jobs])
-        return [result_to(result, self.device) for result in results]
+        results = []  # the pool yields them in the jobs' order, each as soon as it and those before it are back
+        for job, result in zip(jobs, self.pool.map(lambda actor, job: actor.update.remote(round, job),
+                                                   [job.to("cpu") for job in jobs]), strict=True):
+            results.append(result_to(result, self.device))
+            if self.on_done is not None:
+                self.on_done(round, job, len(results), len(jobs))
+        return results
 
     def close(self) -> None:
         for actor in self.actors:

@@ -130,6 +130,13 @@ class Method:
         self.hp = hparams
         self.ctx = ctx
 
+    @classmethod
+    def epochs_per_round(cls, hparams: Hparams, local_epochs: int) -> float:
+        """Passes over its train split that a client's local update makes in a round, for workload estimates and
+        progress (default: ``train.local_epochs``, as FedAvg). A method that trains more declares it; a phase that
+        trains part of the network (a head on a frozen body) counts as a full pass, so this is an upper bound."""
+        return float(local_epochs)
+
     # -- server side -------------------------------------------------------------------------------------
     def init_server(self, model: EarlyExitNet) -> dict[str, Any]:
         """The initial global state, from a freshly initialised model (same seed → same weights)."""

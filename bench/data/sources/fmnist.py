@@ -15,6 +15,7 @@ from bench.data.sources.idx import read_idx
 from bench.data.sources.image_dataset import make_image_dataset
 from bench.data.sources.limits import require_bool, require_int
 from bench.data.sources.roots import candidate_dirs, data_roots, downloads_enabled, locate
+from bench.data.subset import balanced_subset
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +77,6 @@ def _require_balanced(labels: np.ndarray, path: Path) -> None:
             f"{path}: not Fashion-MNIST's labels: class counts range over {counts.min()}..{counts.max()}, while "
             "Fashion-MNIST holds every class equally often (are these MNIST's files, which have the same names?)"
         )
-
-
-def balanced_subset(labels: torch.Tensor, num_samples: int, num_classes: int) -> torch.Tensor:
-    """Indices (ascending) of a class-balanced subset of ``num_samples``, drawn by a fixed seeded permutation.
-
-    Each class contributes ``num_samples // num_classes`` images, and the first ``num_samples % num_classes``
-    classes one more; within a class the images are those that come first in the permutation (seed 0), so a
-    smaller subset is contained in a larger one."""
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    shuffled = labels[order]
-    per_class = [num_samples // num_classes + (c < num_samples % num_classes) for c in range(num_classes)]
-    chosen = torch.cat([order[shuffled == c][:n] for c, n in enumerate(per_class)])
-    return chosen.sort().values
 
 
 def load_fmnist(root: str | os.PathLike | None = None, download: bool = True,

@@ -1,0 +1,155 @@
+"""What a run will cost, from its config, before it starts: sample passes, training MACs and a rough CPU time.
+
+The workload of a run is its **sample passes**: the samples of the dataset it uses (after ``data.max_samples``) ×
+the train fraction (``data.split[0]``) × the share of clients that train each round (``train.participation``) × the
+passes a local update makes over a client's train split (its method's :meth:`~bench.methods.api.Method.
+epochs_per_round`, ``train.local_epochs`` unless the method trains more) × ``train.rounds``. The clients' train
+splits add up to the train fraction of the data up to rounding, so this is the figure the run's progress bar
+counts, within a fraction of a percent. **Training MACs** are 3 × the model's forward MACs of one sample (every exit,
+:func:`~bench.measure.flops.exit_costs`) per sample pass: a forward and a backward pass of twice its cost.
+Evaluation is not counted, nor the fine-tuning some methods do before each evaluation (FedAvg+FT, FedBABU).
+
+The time is a **rough estimate**, given for runs on the CPU only: the training MACs at the rate ``cafebench perf``
+measured for the harness on the idle 2-core development CPU with 2 torch threads (docs/performance.md):
+:data:`CPU_IMAGES_PER_S` images a second training :data:`CPU_REFERENCE`, i.e. that many × 3 × its forward MACs a
+second. Models far smaller than the reference are bound by per-batch overhead and train slower than that rate says;
+a busy machine is slower too.
+The figure was taken before ``run.channels_last`` became the CPU default, which trained the bare loop 1.48x faster
+side by side, so runs on an idle CPU may now finish sooner than estimated.
+No GPU throughput has been measured, so a GPU run gets no time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from bench.config import ExperimentConfig
+from bench.data.sources import DatasetShape, get_dataset, load_dataset
+from bench.ground.rng import sample_clients
+from bench.methods.registry import get_method
+from bench.models import build_model
+
+# The harness's training throughput that ``cafebench perf --repeats 3`` measured on 2026-12-02 for CPU_REFERENCE
+# (docs/performance.md, "throughput, training images per second | harness 3,740": one round's 49,000 images in 13.10 s).
+CPU_IMAGES_PER_S = 3_740
+# What it trained: (model, width, dataset): one fedavg round of the demo preset's model on Fashion-MNIST, batch 64.
+CPU_REFERENCE = ("conv3", 0.5, "fmnist")
+BACKWARD_FACTOR = 3  # training MACs per sample pass, in forward passes: the forward, and a backward of twice its cost
+SUBSET_HINT_SAMPLES = 10_000  # above this many samples, the estimate's line names data.max_samples
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A run's workload (see the module doc); ``forward_macs`` is one sample's forward pass through every exit."""
+
+    dataset: str
+    samples: int  # of the dataset, after data.max_samples
+    dataset_samples: int  # of the whole dataset
+    clients: int
+    train_fraction: float
+    participation: float  # share of the clients training each round
+    epochs_per_round: float
+    rounds: int
+    forward_macs: int
+
+    @property
+    def sample_passes(self) -> float:
+        return self.samples * self.train_fraction * self.participation * self.epochs_per_round * self.rounds
+
+    @property
+    def training_macs(self) -> float:
+        return BACKWARD_FACTOR * self.forward_macs * self.sample_passes
+
+
+@lru_cache(maxsize=32)
+def _dataset_facts(name: str, root: str | None, options_json: str) -> tuple[int, DatasetShape]:
+    """(size, shape) of a dataset: as registered with default options, else read off the loaded data."""
+    entry = get_dataset(name)
+    options = json.loads(options_json)
+    if not options and entry.size is not None and entry.shape is not None:
+        return entry.size, entry.shape
+    data = load_dataset(name, root, **options)
+    return len(data), DatasetShape(data.input_shape, data.num_classes, data.vocab_size)
+
+
+@lru_cache(maxsize=32)
+def forward_macs(model: str, width: float, shape: DatasetShape) -> int:
+    """One sample's forward MACs through every exit of ``model`` at ``width`` on inputs of ``shape`` (fvcore)."""
+    from bench.measure.flops import exit_costs  # fvcore: only when an estimate is asked for
+
+    net = build_model(model, shape.input_shape, shape.num_classes, vocab_size=shape.vocab_size, width=width)
+    return exit_costs(net, shape.input_shape).exits[-1].macs
+
+
+def workload(config: ExperimentConfig) -> Workload:
+    """The workload of ``config`` (loads the dataset only when its options decide its size)."""
+    d, t = config.data, config.train
+    size, shape = _dataset_facts(d.dataset, d.root, json.dumps(d.options, sort_keys=True))
+    used = size if d.max_samples is None else min(size, d.max_samples)
+    participating = len(sample_clients(config.seed, 0, d.clients, t.participation))  # as many every round
+    epochs = get_method(config.method.name).epochs_per_round(config.method_hparams(), t.local_epochs)
+    return Workload(d.dataset, used, size, d.clients, d.split[0], participating / d.clients, epochs, t.rounds,
+                    forward_macs(config.model.name, config.model.width, shape))
+
+
+def cpu_seconds(load: Workload) -> float:
+    """Rough seconds of training on a CPU like the reference one (see the module doc)."""
+    model, width, dataset = CPU_REFERENCE
+    reference = forward_macs(model, width, _dataset_facts(dataset, None, "{}")[1])
+    return load.training_macs / (CPU_IMAGES_PER_S * BACKWARD_FACTOR * reference)
+
+
+def si(value: float, unit: str = "") -> str:
+    """``value`` with an SI prefix, three significant digits: ``3.88 T``."""
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def duration(seconds: float) -> str:
+    """``under 1 s``, ``42 s``, ``7 min``, ``2.5 h``."""
+    if seconds < 1:
+        return "under 1 s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def time_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "no time estimate off the CPU (no GPU throughput has been measured)"
+    model, width, dataset = CPU_REFERENCE
+    return (f"roughly {duration(seconds)} of training on a CPU like the 2-core one that trained {model} width "
+            f"{width:g} on {dataset} at {CPU_IMAGES_PER_S:,} images/s (evaluation not included)")
+
+
+def describe(load: Workload, seconds: float | None) -> str:
+    """The one-line estimate of a run."""
+    used = (f"all {load.samples:,} samples" if load.samples == load.dataset_samples
+            else f"{load.samples:,} of {load.dataset_samples:,} samples (data.max_samples)")
+    share = f", {load.participation:.0%} of them a round" if load.participation < 1 else ""
+    hint = ("; data.max_samples=N trains on a class-balanced subset"
+            if load.samples == load.dataset_samples and load.samples > SUBSET_HINT_SAMPLES else "")
+    return (f"estimate: {load.dataset}, {used} split among {load.clients} clients ({load.train_fraction:.0%} "
+            f"train{share}) × {load.epochs_per_round:g} epoch{'' if load.epochs_per_round == 1 else 's'} a round × "
+            f"{load.rounds} round{'' if load.rounds == 1 else 's'} = {load.sample_passes:,.0f} "
+            f"sample passes × {BACKWARD_FACTOR} × {si(load.forward_macs, 'MAC')} = {si(load.training_macs, 'MAC')}; "
+            f"{time_text(seconds)}{hint}")
+
+
+def describe_sweep(loads: Sequence[Workload], seconds: Sequence[float | None]) -> str:
+    """The one-line estimate of a sweep's runs: their total, and the costliest."""
+    passes = sum(w.sample_passes for w in loads)
+    macs = sum(w.training_macs for w in loads)
+    known = [s for s in seconds if s is not None]
+    time = (time_text(sum(known)) if len(known) == len(seconds)
+            else f"{time_text(sum(known))} for the {len(known)} CPU runs" if known else time_text(None))
+    heaviest = max(loads, key=lambda w: w.training_macs)
+    return (f"estimate: {len(loads)} runs, {passes:,.0f} sample passes = {si(macs, 'MAC')} of training (largest run "
+            f"{si(heaviest.training_macs, 'MAC')}, methods weighted by their epochs per round); {time}")
