@@ -156,3 +156,33 @@ def test_two_runs_creating_one_experiment_side_by_side_get_the_same_id(tracking_
 
     client = CreatedMeanwhile(tracking_uri)
     assert get_or_create_experiment(client, "shared") == client.looked
+
+
+def test_the_training_runs_view_lists_training_runs_with_headline_columns(tracking_uri, tiny_config_data):
+    from bench.track.links import experiment_runs_url
+    from bench.track.mlflow_tracker import PARENT_TAG, get_or_create_experiment
+    from bench.track.runs_view import VIEW_TAG, view_state
+    from bench.track.tags import STUDY_TAG
+
+    client = MlflowClient(tracking_uri)
+    old = client.create_experiment("made-before-the-view")  # as an older store holds it
+    assert VIEW_TAG not in client.get_experiment(old).tags
+    assert experiment_runs_url(tracking_uri, "made-before-the-view").endswith(
+        f"/#/experiments/{old}/runs?viewStateShareKey=cafebench-training-runs")
+    assert json.loads(client.get_experiment(old).tags[VIEW_TAG]) == view_state()  # stored on the way
+    exp_id = get_or_create_experiment(client, "test")
+    parent = client.create_run(exp_id, tags={PARENT_TAG: "sweep:s"}).info.run_id
+    study = client.create_run(exp_id, tags={STUDY_TAG: "st", PARENT_TAG: "study:st"}).info.run_id
+    trial = client.create_run(exp_id, tags={STUDY_TAG: "st", "method": "fedavg"}).info.run_id
+    run_id = run_experiment(validate_config(tiny_config_data), tags={"mlflow.parentRunId": parent}).run_id
+    view = json.loads(client.get_experiment(exp_id).tags[VIEW_TAG])
+    assert [r.info.run_id for r in client.search_runs([exp_id], view["searchFilter"])] == [run_id]
+    assert {parent, study, trial} <= {r.info.run_id for r in client.search_runs([exp_id])}
+    assert view["selectedColumns"][:3] == ["metrics.`acc/test_mean`", "metrics.`acc/val_mean`", "tags.`method`"]
+    assert view["orderByKey"] == "tags.`mlflow.runName`"  # not creation time: the UI then fetches no parents
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["acc/test_mean"] == metrics["test/acc/mean"] and metrics["acc/val_mean"] == metrics["val/acc/mean"]
+    history = client.get_metric_history(run_id, "acc/test_mean")
+    assert [(m.step, m.value) for m in history] == [
+        (m.step, m.value) for m in client.get_metric_history(run_id, "test/acc/mean")]
+    assert len(history) == 3

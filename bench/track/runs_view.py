@@ -2,12 +2,13 @@
 training runs, flat, with their method, dataset, α, seed and headline accuracies as columns.
 
 The MLflow UI (3.x) restores a *shared view* from an experiment tag ``mlflow.sharedViewState.KEY`` when its address
-carries ``?viewStateShareKey=KEY`` (what its Share button does): the search filter, the selected columns and their
-order. Every experiment the harness creates gets :data:`VIEW_KEY`'s view, whose filter leaves out the parent runs of
-sweeps and studies and Optuna's tuning runs — the sweep's runs then stand at the top level instead of under a
-collapsed parent (report runs have an experiment of their own, ``EXPERIMENT-reports``). Metric columns sort by
-name in the UI (``clients/``, ``comm/`` before ``test/``), so the headline accuracies are also logged under an
-``acc/`` prefix, which sorts first; the original names stay, for the report and the tune stage read them.
+carries ``?viewStateShareKey=KEY`` (what its Share button does): the search filter and sort, the selected columns,
+their order and widths. Every experiment the harness creates gets :data:`VIEW_KEY`'s view, whose filter leaves out
+the parent runs of sweeps and studies and Optuna's tuning runs — the sweep's runs then stand at the top level
+instead of under a collapsed parent (report runs have an experiment of their own, ``EXPERIMENT-reports``).
+Metric columns sort by name in the UI (``clients/``, ``comm/`` before ``test/``), so the headline accuracies are
+also logged under an ``acc/`` prefix, which sorts first; the original names stay, for the report and the tune
+stage read them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ VIEW_KEY = "cafebench-training-runs"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 HEADLINE_METRICS = {"test/acc/mean": "acc/test_mean", "val/acc/mean": "acc/val_mean"}
 TRAINING_RUNS_FILTER = " AND ".join(f"tags.`{tag}` IS NULL" for tag in (PARENT_TAG, STUDY_TAG))
-RUN_TAG_COLUMNS = ("method", "dataset", "alpha", "seed", "family")
+RUN_TAG_COLUMNS = ("method", "alpha", "seed", "dataset", "family")
+ORDER_BY_RUN_NAME = "tags.`mlflow.runName`"  # the UI's key for sorting by run name
+RUN_NAME_COLUMN = "attributes.`Run Name`"  # the UI's id of the run-name column, always shown
+RUN_NAME_WIDTH = 250  # pixels: room for a name such as cafedistill-tinyimagenet-a0.1-s4
+METRIC_COLUMN_WIDTH = 150  # pixels: room for a metric's first ten digits (the UI shows them unrounded)
 
 
 def with_headlines(metrics: dict[str, float]) -> dict[str, float]:
@@ -34,10 +39,15 @@ def with_headlines(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def view_state() -> dict:
-    """The shared view: training runs only, headline metrics first, then the run-layout tags."""
+    """The shared view: training runs only, headline metrics first, then the run-layout tags; sorted by run name
+    (method, dataset, α, seed), which also keeps the UI from fetching the parents the filter leaves out (it does
+    so only when the table is sorted by creation time)."""
     columns = [f"metrics.`{name}`" for name in HEADLINE_METRICS.values()]
     columns += [f"tags.`{name}`" for name in RUN_TAG_COLUMNS]
-    return {"searchFilter": TRAINING_RUNS_FILTER, "selectedColumns": columns, "columnOrder": columns}
+    widths = {RUN_NAME_COLUMN: RUN_NAME_WIDTH, **{column: METRIC_COLUMN_WIDTH for column in columns
+                                                  if column.startswith("metrics.")}}
+    return {"searchFilter": TRAINING_RUNS_FILTER, "orderByKey": ORDER_BY_RUN_NAME, "orderByAsc": True,
+            "selectedColumns": columns, "columnOrder": [RUN_NAME_COLUMN, *columns], "columnWidths": widths}
 
 
 def ensure_training_view(client: MlflowClient, experiment_id: str) -> None:
