@@ -186,3 +186,17 @@ def test_the_training_runs_view_lists_training_runs_with_headline_columns(tracki
     assert [(m.step, m.value) for m in history] == [
         (m.step, m.value) for m in client.get_metric_history(run_id, "test/acc/mean")]
     assert len(history) == 3
+
+
+def test_a_store_that_refuses_the_view_tag_is_logged_and_the_run_goes_on(tracking_uri, caplog):
+    from bench.track.runs_view import VIEW_TAG, ensure_training_view
+
+    class ReadOnlyTags(MlflowClient):
+        def set_experiment_tag(self, experiment_id, key, value):
+            raise MlflowException("User does not have permission to edit experiment 1")
+
+    client = ReadOnlyTags(tracking_uri)
+    exp = client.create_experiment("shared-server")
+    ensure_training_view(client, exp)
+    assert VIEW_TAG not in client.get_experiment(exp).tags
+    assert "could not store the training-runs view on experiment" in caplog.text and "permission" in caplog.text

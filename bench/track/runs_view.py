@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench.track.tags import PARENT_TAG, STUDY_TAG
@@ -51,11 +52,17 @@ def view_state() -> dict:
 
 
 def ensure_training_view(client: MlflowClient, experiment_id: str) -> None:
-    """Store the training-runs view on the experiment (once; a changed view replaces an older one)."""
+    """Store the training-runs view on the experiment (once; a changed view replaces an older one). A store that
+    refuses the tag (a server without write access to the experiment; a run beside this one storing it at the same
+    moment) is logged, not raised: the view is a convenience, and the runs do not depend on it."""
     wanted = json.dumps(view_state(), sort_keys=True)
-    if client.get_experiment(experiment_id).tags.get(VIEW_TAG) != wanted:
+    if client.get_experiment(experiment_id).tags.get(VIEW_TAG) == wanted:
+        return
+    try:
         client.set_experiment_tag(experiment_id, VIEW_TAG, wanted)
-        log.debug("training-runs view stored on experiment %s", experiment_id)
+    except MlflowException as err:
+        log.warning("could not store the training-runs view on experiment %s (%s); its printed runs address opens "
+                    "MLflow's default view", experiment_id, err)
 
 
 def view_query() -> str:
