@@ -137,7 +137,7 @@ def test_a_sweep_prints_each_finished_runs_accuracy_and_draws_each_runs_bar(tmp_
     stream = io.StringIO()
     status = SweepStatus(sweep, tracking_uri, stream)
     assert status.estimate().startswith("estimate: 2 runs, ")
-    result = run_sweep(sweep, progress=status, run_callbacks=status.run_callbacks)
+    result = run_sweep(sweep, progress=status, run_callbacks=status.callbacks_for("local", 1))
     assert result.done == 2
     client = MlflowClient(tracking_uri)
     lines = stream.getvalue().splitlines()
@@ -160,3 +160,32 @@ def test_a_config_that_cannot_be_inspected_gets_no_estimate_and_the_sweep_goes_o
                                       "option no_such_option; its options are: none)")
     assert run_estimate(broken.configs[0]) == ("estimate: none (ValueError: dataset 'digits' takes no option "
                                                "no_such_option; its options are: none)")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_runs_in_worker_processes_show_their_rounds_in_the_status_line(tmp_path, tracking_uri):
+    sweep = load_sweep(sweep_of_two_methods(tmp_path))
+    stream = Terminal()
+    status = SweepStatus(sweep, tracking_uri, stream)
+    try:
+        result = run_sweep(sweep, workers=2, progress=status, run_callbacks=status.callbacks_for("local", 2))
+    finally:
+        status.close()
+    assert result.done == 2
+    drawn = stream.getvalue().split("\r\033[K")
+    for label in sweep.labels:  # each run's client updates, forwarded from its worker
+        assert any(f"{label} round " in line and " client " in line for line in drawn)
+    assert drawn[-1].startswith("sweep costs: 2/2 finished (0 skipped), 0 running, 0 failed, ETA 0:00:00")
+    assert status.forwarding is None  # the manager is shut down
+    assert status.callbacks_for("ray", 2) is None
+
+
+def test_the_eta_counts_the_rounds_a_running_run_has_done(tmp_path):
+    sweep = load_sweep(sweep_of_two_methods(tmp_path))
+    status = SweepStatus(sweep, "sqlite:///unused.db", io.StringIO())
+    status.forwarded(1, 2, 3, 3, 4)  # Ditto, half done (2 of 4 rounds), FedAvg not started: 1 of 3 units in 10 s
+    assert status.eta(SweepProgress(2, 0, 2, 0, 0, 10.0)) == "0:00:20"

@@ -3,12 +3,14 @@ client's update finishes, and a sweep's status line with an ETA weighted by each
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
@@ -103,12 +105,24 @@ def clock_time(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
 
 
+class ForwardProgress(Callback):
+    """Puts each client update of the sweep's run ``index`` on ``queue`` as ``(index, round, done, total, rounds)``:
+    how a run in a worker process shows its progress in the sweep's status line."""
+
+    def __init__(self, queue: Any, index: int):
+        self.queue, self.index = queue, index
+
+    def on_client_end(self, sim: Simulation, progress: ClientProgress) -> None:
+        self.queue.put((self.index, progress.round, progress.done, progress.total, sim.rounds))
+
+
 class SweepStatus:
     """A sweep's progress: a status line (rewritten in place on a terminal, printed per change otherwise), a line
-    for each run that finishes with its headline accuracy, and an ETA that weights the runs left by their training
-    MACs (:mod:`bench.measure.workload`: a Ditto run counts twice a FedAvg run of the same size), at the rate the
-    finished runs went; before any has finished, the CPU estimate where there is one. Runs still running count in
-    full among those left, so with several workers the ETA errs long."""
+    for each run that finishes with its headline accuracy, and an ETA that weights the runs by their training MACs
+    (:mod:`bench.measure.workload`: a Ditto run counts twice a FedAvg run of the same size), at the rate the sweep
+    has gone so far; before any progress, the CPU estimate where there is one. A run in this process draws its own
+    bar (:meth:`callbacks_for`); runs in local worker processes send their progress, shown in the status line and
+    counted in the ETA by the share of their rounds done (evaluation not counted); runs on Ray count once finished."""
 
     def __init__(self, sweep: Sweep, uri: str, stream: TextIO | None = None):
         self.name, self.labels, self.uri = sweep.name, sweep.labels, uri
@@ -119,6 +133,10 @@ class SweepStatus:
         self.stream = stream if stream is not None else sys.stderr
         self.in_place = self.stream.isatty()
         self.reported: set[int] = set()
+        self.running: dict[int, tuple[float, str]] = {}  # run in a worker -> (share of it done, where it is)
+        self.last: SweepProgress | None = None
+        self.lock = threading.Lock()  # the forwarded progress arrives on a thread of its own
+        self.forwarding: tuple[Any, Any, threading.Thread] | None = None  # (manager, its queue, the queue's reader)
 
     def estimate(self) -> str:
         """The one line printed before the sweep's runs start."""
@@ -131,9 +149,10 @@ class SweepStatus:
 
     def eta(self, p: SweepProgress) -> str:
         left = [i for i in range(len(self.weights)) if i not in p.outcomes]
-        ran = sum(self.weights[i] for i, outcome in p.outcomes.items() if outcome.status == "done")
+        partly = sum(self.weights[i] * share for i, (share, _) in self.running.items() if i not in p.outcomes)
+        ran = partly + sum(self.weights[i] for i, outcome in p.outcomes.items() if outcome.status == "done")
         if ran:
-            return clock_time(p.elapsed_s * sum(self.weights[i] for i in left) / ran)
+            return clock_time(p.elapsed_s * (sum(self.weights[i] for i in left) - partly) / ran)
         seconds = [self.estimates[i].seconds for i in left]
         return "?" if None in seconds else f"~{clock_time(sum(seconds))} (estimate)"  # type: ignore[arg-type]
 
@@ -144,15 +163,32 @@ class SweepStatus:
         return "no test accuracy logged" if value is None else f"{HEADLINE_METRIC} {value:.4f}"
 
     def __call__(self, p: SweepProgress) -> None:
-        for i in sorted(set(p.outcomes) - self.reported):
-            self.reported.add(i)
-            outcome = p.outcomes[i]
-            if outcome.status == "done" and outcome.run_id is not None:
-                self.write(f"sweep {self.name}: finished {self.labels[i]}: {self.headline(outcome.run_id)}", True)
-            elif outcome.status == "failed":
-                self.write(f"sweep {self.name}: FAILED {self.labels[i]}: {outcome.reason}", True)
+        with self.lock:
+            self.last = p
+            for i in sorted(set(p.outcomes) - self.reported):
+                self.reported.add(i)
+                self.running.pop(i, None)
+                outcome = p.outcomes[i]
+                if outcome.status == "done" and outcome.run_id is not None:
+                    self.write(f"sweep {self.name}: finished {self.labels[i]}: {self.headline(outcome.run_id)}", True)
+                elif outcome.status == "failed":
+                    self.write(f"sweep {self.name}: FAILED {self.labels[i]}: {outcome.reason}", True)
+            self.draw(p)
+
+    def draw(self, p: SweepProgress) -> None:
+        where = "; ".join(f"{self.labels[i]} {text}" for i, (_, text) in sorted(self.running.items()))
         self.write(f"sweep {self.name}: {p.done + p.skipped}/{p.total} finished ({p.skipped} skipped), "
-                   f"{p.running} running, {p.failed} failed, ETA {self.eta(p)}", False)
+                   f"{p.running} running{f' [{where}]' if where else ''}, {p.failed} failed, ETA {self.eta(p)}",
+                   False)
+
+    def forwarded(self, index: int, round: int, done: int, total: int, rounds: int) -> None:
+        """A client update of run ``index`` in a worker process has finished."""
+        with self.lock:
+            if index in self.reported:
+                return  # a late message of a run already finished
+            self.running[index] = ((round - 1 + done / total) / rounds, f"round {round}/{rounds} client {done}/{total}")
+            if self.last is not None and self.in_place:  # a log gets the line when a run starts or ends, not per client
+                self.draw(self.last)
 
     def write(self, line: str, permanent: bool) -> None:
         """A line of its own (``permanent``), or the status line drawn in place on a terminal."""
@@ -162,10 +198,30 @@ class SweepStatus:
             self.stream.write(f"{line}\n")
         self.stream.flush()
 
-    def run_callbacks(self, index: int) -> list[Callback]:
-        """A bar for a run of the sweep in this process (cleared when the run ends)."""
-        return [ProgressBar(self.labels[index], stream=self.stream, leave=False)]
+    def callbacks_for(self, backend: str, workers: int) -> Callable[[int], list[Callback]] | None:
+        """The ``run_callbacks`` of :func:`~bench.sweep.run_sweep` for the sweep's runs: a bar for a run in this
+        process (the local backend with one worker), progress forwarded from local worker processes, none on Ray."""
+        if backend != "local":
+            return None
+        if workers == 1:
+            return lambda index: [ProgressBar(self.labels[index], stream=self.stream, leave=False)]
+        manager = mp.get_context("spawn").Manager()
+        queue = manager.Queue()
+        reader = threading.Thread(target=self.read_forwarded, args=(queue,), daemon=True)
+        reader.start()
+        self.forwarding = (manager, queue, reader)
+        return lambda index: [ForwardProgress(queue, index)]
+
+    def read_forwarded(self, queue: Any) -> None:
+        for item in iter(queue.get, None):
+            self.forwarded(*item)
 
     def close(self) -> None:
+        if self.forwarding is not None:
+            manager, queue, reader = self.forwarding
+            queue.put(None)
+            reader.join()
+            manager.shutdown()
+            self.forwarding = None
         if self.in_place:
             self.stream.write("\n")

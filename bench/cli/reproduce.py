@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         line = SweepStatus(sweep, tracking_uri(sweep.configs[0].run.tracking_uri))
         print(line.estimate(), flush=True)
         try:
-            result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads)
+            result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads,
+                               run_callbacks=line.callbacks_for(args.backend, args.workers))
         finally:
             line.close()
         failed += result.failed

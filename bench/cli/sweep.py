@@ -59,11 +59,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     check_store(tracking_uri(sweep.configs[0].run.tracking_uri))  # the store the whole sweep logs to
     line = SweepStatus(sweep, tracking_uri(sweep.configs[0].run.tracking_uri))
-    print(line.estimate() + (f"; then {tune_summary(sweep)} more" if sweep.tune else ""), flush=True)
-    in_process = args.backend == "local" and args.workers == 1  # a bar per run; from other processes, the line only
+    print(line.estimate() + (f"; first, {tune_summary(sweep)}" if sweep.tune else ""), flush=True)
     try:
         result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads, args.gpus_per_run,
-                           run_callbacks=line.run_callbacks if in_process else None)
+                           run_callbacks=line.callbacks_for(args.backend, args.workers))
     finally:
         line.close()
     uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
