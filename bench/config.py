@@ -313,14 +313,16 @@ def _format_errors(exc: ValidationError, model: type[BaseModel], prefix: str = "
 
 
 def validate_config(data: dict[str, Any]) -> ExperimentConfig:
-    """Validate a config dict, including the method's hyperparameters; errors name the key path."""
-    from bench.data.sources import get_dataset
-    from bench.methods.registry import get_method
-
+    """Validate a config dict, including the method's hyperparameters; errors name the key path. The sections are
+    checked before the method and dataset registries are imported (they load PyTorch), so a mistyped key is refused
+    at once."""
     try:
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, ExperimentConfig)) from None
+    from bench.data.sources import get_dataset
+    from bench.methods.registry import get_method
+
     import_plugins(config.plugins)
     try:
         method = get_method(config.method.name)

@@ -106,9 +106,10 @@ from bench.methods.api import search_space
 from bench.methods.registry import get_method
 from bench.track.checkpoint import list_checkpoints
 from bench.track.description import NOTE_TAG
+from bench.track.interrupt import raise_on_sigterm
 from bench.track.mlflow_tracker import get_or_create_experiment, open_parent_run, search_all_runs, tracking_uri
 from bench.track.owner import OWNER_TAG, owner_alive, why_left_running
-from bench.track.runner import CHECKPOINT_TAG, raise_on_sigterm, run_experiment
+from bench.track.runner import CHECKPOINT_TAG, run_experiment
 from bench.track.tags import ABLATION, MAIN, ROLE_TAG, SENSITIVITY, SENSITIVITY_TAG, TUNED_TAG
 from bench.tune import (
     COST_METRIC,

@@ -53,6 +53,7 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import qmc
 
 from bench.config import ConfigError, ExperimentConfig, load_config, set_dotted, validate_config
+from bench.defaults import DEFAULT_STORAGE, OBJECTIVE
 from bench.fed.engine import Callback, Simulation
 from bench.methods.api import search_space
 from bench.methods.registry import get_method
@@ -63,8 +64,6 @@ from bench.track.runner import run_experiment
 from bench.track.tags import CANDIDATE_TAG
 
 log = logging.getLogger(__name__)
-DEFAULT_STORAGE = "sqlite:///optuna.db"
-OBJECTIVE = "val/acc/mean"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 BEST_PARAMS_TAG = "best_params"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)

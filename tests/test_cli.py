@@ -72,13 +72,14 @@ def test_a_config_with_a_yaml_syntax_error_is_refused_in_one_line_naming_file_an
 def test_run_a_config_file_and_report_per_exit_accuracy(tracking_uri, tiny_config_data, tmp_path, capsys):
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(tiny_config_data))
-    assert main(["run", str(path), "--tracking-uri", tracking_uri, "train.rounds=1"]) == 0  # overrides anywhere
+    assert main(["run", str(path), "--tracking-uri", tracking_uri, "train.rounds=1", "--ui-port", "5123"]) == 0
     out = capsys.readouterr().out
     run_id = re.search(r"run (\w+) finished", out).group(1)
     assert re.search(r"exit_1=0\.\d{4}\s+exit_2=0\.\d{4}\s+exit_3=0\.\d{4}\s+mean=0\.\d{4}", out)
     run = MlflowClient(tracking_uri).get_run(run_id)
     assert run.data.params["train.rounds"] == "1"
-    assert f"run {run_id} finished: http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}" in out
+    assert (f"run {run_id} finished: http://127.0.0.1:5123/#/experiments/{run.info.experiment_id}/runs/{run_id} "
+            "(to open it, start the UI: cafebench ui --port 5123)\n") in out  # overrides anywhere, the chosen port
 
 
 def test_user_errors_give_exit_status_2_and_a_message(tracking_uri, tiny_config_data, tmp_path, capsys):

@@ -1,4 +1,7 @@
-"""The ``cafebench`` command line: one module per sub-command, each with ``add_parser`` and ``run``."""
+"""The ``cafebench`` command line: one module per sub-command, each with ``add_parser`` and ``run``.
+
+Building the parser imports only light modules (argparse, the config's pydantic models): a command's module imports
+PyTorch, MLflow, Optuna, Ray or matplotlib inside its ``run``, so ``--help`` and a config error answer at once."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.config import ConfigError
-from bench.track.runner import Terminated, raise_on_sigterm
+from bench.track.interrupt import Terminated, raise_on_sigterm
 
 COMMANDS = ("run", "methods", "datasets", "partition", "flops", "ui", "demo", "perf", "sweep", "tune", "report",
             "reproduce")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from bench.config import import_plugins, parse_overrides
-from bench.data.sources import available_datasets, load_dataset
-from bench.data.sources.registry import DatasetEntry
+
+if TYPE_CHECKING:
+    from bench.data.sources.registry import DatasetEntry
 
 SHOWN_CLASS_NAMES = 10
 
@@ -58,6 +60,8 @@ def describe_entry(entry: DatasetEntry, root: str | os.PathLike | None = None) -
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.data.sources import available_datasets, load_dataset
+
     import_plugins(args.plugin)
     if args.name is None:
         for entry in available_datasets().values():

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.cli.progress import ProgressBar
+from bench.cli.ui import add_ui_port_option
 from bench.config import load_config
-from bench.methods.registry import available_methods
-from bench.report import default_report_dir, render_report
-from bench.track.links import experiment_runs_url
-from bench.track.mlflow_tracker import tracking_uri
-from bench.track.runner import run_experiment
 from bench.track.store import check_store
 
 DEMO_METHODS = ("cafedistill", "fedavg", "local")
@@ -22,14 +17,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key.path=value overrides of the demo preset")
     p.add_argument("--methods", nargs="+", default=None, help=f"methods to compare (default: {DEMO_METHODS})")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+    add_ui_port_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.methods.registry import available_methods
+
     known = available_methods()
     methods = args.methods or [m for m in DEMO_METHODS if m in known]
     overrides = [*args.overrides, *([f"run.tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])]
     configs = [load_config("demo", [*overrides, f"method.name={name}"]) for name in methods]
+    # imported once the configs are checked, so that a config error answers without loading MLflow
+    from bench.cli.progress import ProgressBar
+    from bench.report import default_report_dir, render_report
+    from bench.track.links import experiment_runs_link
+    from bench.track.mlflow_tracker import tracking_uri
+    from bench.track.runner import run_experiment
+
     check_store(tracking_uri(configs[0].run.tracking_uri))
     started = time.perf_counter()
     rows = []
@@ -44,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:12s} " + " ".join(f"{a:.4f}" for a in exits) + f"   mean {mean:.4f}   run {run_id}")
     report = render_report(config.run.experiment, default_report_dir(config.run.experiment), config.run.tracking_uri)
     print(f"report: {report}")
-    print(f"done in {time.perf_counter() - started:.0f} s; browse the runs with:  cafebench ui   (then open "
-          f"{experiment_runs_url(tracking_uri(config.run.tracking_uri), config.run.experiment)})")
+    runs = experiment_runs_link(tracking_uri(config.run.tracking_uri), config.run.experiment, args.ui_port)
+    print(f"done in {time.perf_counter() - started:.0f} s; the runs: {runs}")
     return 0

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 
 from bench.config import ModelConfig, read_source
-from bench.data.sources import dataset_shape
-from bench.measure.flops import exit_costs
-from bench.models import build_model
 
 DEFAULT_WIDTH = ModelConfig.model_fields["width"].default  # a config's model.width when it sets none
 PARAMS_MEANING = ("params: the parameters an inference that stops at exit k uses: stages 1..k, exit heads 1..k and "
@@ -37,6 +34,10 @@ def width_note(model: str, width: float | None) -> tuple[float, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.data.sources import dataset_shape
+    from bench.measure.flops import exit_costs
+    from bench.models import build_model
+
     width, note = width_note(args.model, args.width)
     shape = dataset_shape(args.dataset)
     model = build_model(args.model, shape.input_shape, shape.num_classes, vocab_size=shape.vocab_size, width=width)

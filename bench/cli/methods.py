@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from bench.config import import_plugins
-from bench.methods.api import search_space
-from bench.methods.registry import available_methods
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.methods.api import search_space
+    from bench.methods.registry import available_methods
+
     import_plugins(args.plugin)
     for name, cls in available_methods().items():
         doc = (cls.__doc__ or cls.__module__).strip().splitlines()[0]

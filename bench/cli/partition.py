@@ -7,14 +7,6 @@ import math
 from pathlib import Path
 
 from bench.config import load_config
-from bench.data.partition import (
-    class_histogram,
-    format_histogram,
-    label_entropy,
-    load_or_create_partition,
-    plot_partition_heatmap,
-)
-from bench.fed.federation import load_config_dataset, partition_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +19,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    # imported once the config is checked, so that a config error answers without loading matplotlib
+    from bench.data.partition import (
+        class_histogram,
+        format_histogram,
+        label_entropy,
+        load_or_create_partition,
+        plot_partition_heatmap,
+    )
+    from bench.fed.federation import load_config_dataset, partition_spec
+
     dataset = load_config_dataset(config)
     spec = partition_spec(config)
     part = load_or_create_partition(dataset.y, dataset.num_classes, spec, Path(config.run.cache_dir) / "partitions")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from bench.perf import report_json, run_perf
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("perf", help="measure the harness's overhead against the bare PyTorch loop")
@@ -24,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.perf import report_json, run_perf
+
     report = run_perf(args.repeats, memory=not args.no_memory, memory_method=args.memory_method,
                       device=args.device, overrides=args.overrides, compiled=not args.no_compile)
     print(report_json(report) if args.json else "\n".join(report.lines()))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from bench.report import default_report_dir, render_report
-from bench.report.report import REPORT_THRESHOLD
-from bench.track.links import experiment_runs_url
-from bench.track.mlflow_tracker import tracking_uri
+from bench.cli.ui import add_ui_port_option
+from bench.defaults import REPORT_THRESHOLD
 from bench.track.store import check_store
 
 
@@ -25,13 +23,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preamble", default="",
                    help="text that opens the report, e.g. the command that made the runs, the machine and its wall "
                         "time")
+    add_ui_port_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.report import default_report_dir, render_report
+    from bench.track.links import experiment_runs_link
+    from bench.track.mlflow_tracker import tracking_uri
+
     check_store(tracking_uri(args.tracking_uri))
     path = render_report(args.experiment, args.out or default_report_dir(args.experiment), args.tracking_uri,
                          args.threshold, args.preamble)
     print(f"report of experiment {args.experiment!r}: {path} (and report.md, tables/, figures/ beside it)")
-    print(f"its runs: {experiment_runs_url(tracking_uri(args.tracking_uri), args.experiment)}")
+    print(f"its runs: {experiment_runs_link(tracking_uri(args.tracking_uri), args.experiment, args.ui_port)}")
     return 0

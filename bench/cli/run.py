@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from bench.cli.progress import ProgressBar, run_estimate
+from bench.cli.ui import add_ui_port_option
 from bench.config import load_config
-from bench.track.links import run_page_url
-from bench.track.mlflow_tracker import tracking_uri
-from bench.track.runner import resume_experiment, run_experiment
 from bench.track.store import check_store
 
 
@@ -18,30 +15,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.rounds=5 method.name=local")
     p.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last checkpoint")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+    add_ui_port_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.resume:
-        if args.config or args.overrides:
-            raise ValueError("--resume takes the config from the run; do not pass a config or overrides as well")
-        uri = tracking_uri(args.tracking_uri)
-        check_store(uri)
-        result = resume_experiment(args.resume, args.tracking_uri, [ProgressBar("resume")])
-    else:
-        if not args.config:
-            raise ValueError("give a config file or preset name, or --resume RUN_ID")
+    if args.resume and (args.config or args.overrides):
+        raise ValueError("--resume takes the config from the run; do not pass a config or overrides as well")
+    if not args.resume and not args.config:
+        raise ValueError("give a config file or preset name, or --resume RUN_ID")
+    config = None
+    if not args.resume:
         overrides = list(args.overrides)
         if args.tracking_uri:
             overrides.append(f"run.tracking_uri={args.tracking_uri}")
         config = load_config(args.config, overrides)
-        uri = tracking_uri(config.run.tracking_uri)
-        check_store(uri)
+    # imported once the config is checked, so that a config error answers without loading PyTorch and MLflow
+    from bench.cli.progress import ProgressBar, run_estimate
+    from bench.track.links import run_page_link
+    from bench.track.mlflow_tracker import tracking_uri
+    from bench.track.runner import resume_experiment, run_experiment
+
+    uri = tracking_uri(args.tracking_uri if config is None else config.run.tracking_uri)
+    check_store(uri)
+    if config is None:
+        result = resume_experiment(args.resume, args.tracking_uri, [ProgressBar("resume")])
+    else:
         print(run_estimate(config), flush=True)
         result = run_experiment(config, [ProgressBar(config.method.name)])
     metrics = result.evaluation.metrics
     exits = sorted(k for k in metrics if k.startswith("test/acc/exit_") and not k.endswith("client_std"))
-    print(f"run {result.run_id} finished: {run_page_url(uri, result.run_id)}")
+    print(f"run {result.run_id} finished: {run_page_link(uri, result.run_id, args.ui_port)}")
     print("  " + "  ".join(f"{k.removeprefix('test/acc/')}={metrics[k]:.4f}" for k in exits)
           + f"  mean={metrics['test/acc/mean']:.4f}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,20 +37,6 @@ class RunResult:
     run_id: str
     evaluation: Evaluation
     history: list[dict[str, float]]
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a batch scheduler ending the job) raised as an interrupt: the MLflow run it stops is marked
-    KILLED, not left RUNNING, and resumes from its last checkpoint like one stopped with Ctrl-C."""
-
-
-def raise_on_sigterm() -> None:
-    """From now on SIGTERM raises :class:`Terminated` in this process's main thread."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated("terminated by SIGTERM")
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = None, *,
