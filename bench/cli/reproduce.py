@@ -11,11 +11,7 @@ import argparse
 import importlib.resources
 from pathlib import Path
 
-from bench.cli.progress import SweepStatus
-from bench.report import default_report_dir, render_report
-from bench.sweep import load_sweep, run_sweep, tune_summary
-from bench.track.links import experiment_runs_url
-from bench.track.mlflow_tracker import tracking_uri
+from bench.cli.ui import add_ui_port_option
 from bench.track.store import check_store
 
 SCALES = ("quick", "reference", "cpu", "paper")
@@ -45,10 +41,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="report directory (default: reports/EXPERIMENT; with several "
                                             "experiments, one folder per experiment inside it)")
     p.add_argument("--dry-run", action="store_true", help="list the sweeps and their run counts, run nothing")
+    add_ui_port_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.report import default_report_dir, render_report
+    from bench.sweep import load_sweep, run_sweep, tune_summary
+    from bench.track.links import experiment_runs_link
+    from bench.track.mlflow_tracker import tracking_uri
+
     presets = scale_presets(args.scale)
     overrides = list(args.overrides)
     if args.tracking_uri:
@@ -62,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     failed = 0
+    from bench.cli.progress import SweepStatus
+
     for sweep in sweeps:
         line = SweepStatus(sweep, tracking_uri(sweep.configs[0].run.tracking_uri))
         print(line.estimate(), flush=True)
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             out = args.out if len(experiments) == 1 else args.out / default_report_dir(experiment).name
         path = render_report(experiment, out, args.tracking_uri)
         print(f"report of experiment {experiment!r}: {path}; runs: "
-              f"{experiment_runs_url(tracking_uri(args.tracking_uri), experiment)}")
+              f"{experiment_runs_link(tracking_uri(args.tracking_uri), experiment, args.ui_port)}")
     if failed:
         print(f"{failed} runs failed; their cells show as missing. Run the same command again to retry them.")
     return 1 if failed else 0

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.cli.progress import SweepStatus
+from bench.cli.ui import add_ui_port_option
 from bench.config import ConfigError, did_you_mean, preset_names, sweep_preset_names
-from bench.sweep import absolute_tracking_uri, load_sweep, run_sweep, tune_summary
-from bench.track.links import experiment_runs_url
-from bench.track.mlflow_tracker import tracking_uri
 from bench.track.store import check_store
 
 
@@ -32,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "one GPU). Locally each worker gets its own GPU, round-robin")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    add_ui_port_option(p)
     p.set_defaults(func=run)
 
 
@@ -50,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
     if args.tracking_uri:
         overrides.append(f"run.tracking_uri={args.tracking_uri}")
     require_sweep_preset(args.preset)
+    # imported once the preset is known, so that a mistyped name answers without loading PyTorch, MLflow and Optuna
+    from bench.cli.progress import SweepStatus
+    from bench.sweep import load_sweep, run_sweep, tune_summary
+    from bench.track.links import experiment_runs_link
+    from bench.track.mlflow_tracker import tracking_uri
+
     sweep = load_sweep(args.preset, overrides)
     if args.dry_run:
         print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}"
@@ -65,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
                            run_callbacks=line.callbacks_for(args.backend, args.workers))
     finally:
         line.close()
-    uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
+    uri = tracking_uri(sweep.configs[0].run.tracking_uri)
     print(f"sweep {sweep.name}: {result.done} ran, {result.skipped} skipped (already finished), "
           f"{result.failed} failed; MLflow experiment {sweep.experiment!r}: "
-          f"{experiment_runs_url(uri, sweep.experiment)}")
+          f"{experiment_runs_link(uri, sweep.experiment, args.ui_port)}")
     for failure in result.failures:
         print(f"  FAILED {failure.label}: {failure.reason}")
     return 1 if result.failed else 0
