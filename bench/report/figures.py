@@ -111,8 +111,8 @@ def logged_exits(history: pd.DataFrame) -> list[int]:
 
 
 def per_exit_convergence_figure(ctx: Context) -> Figure | None:
-    """Each exit's test accuracy per round, averaged over seeds: a row of panels per exit, a column per (dataset,
-    α); None when no run's history holds per-exit accuracy."""
+    """Each exit's test accuracy per round, averaged over seeds: a row of panels per (dataset, α), a column per exit;
+    None when no run's history holds per-exit accuracy."""
     exits = logged_exits(ctx.data.history)
     if not exits:
         return None
@@ -121,9 +121,9 @@ def per_exit_convergence_figure(ctx: Context) -> Figure | None:
 
     def draw(ax: Axes, key: tuple[int, Column]) -> None:
         draw_rounds(ax, column_of(histories[key[0]], key[1]), styles)
-    keys = [(k, column) for k in exits for column in ctx.columns]
+    keys = [(k, column) for column in ctx.columns for k in exits]
     return panel_grid(ctx, keys, draw, lambda key: f"exit {key[0]}: {column_title(key[1])}", "round",
-                      "test accuracy (%)", len(ctx.columns))
+                      "test accuracy (%)", len(exits))
 
 
 def accuracy_communication_figure(ctx: Context) -> Figure | None:

@@ -109,7 +109,7 @@ def table_markdown(table: Table) -> str:
                for column in table.mean.columns]
     best = table.best()
     lines = [f"| {table.mean.index.name} | " + " | ".join(headers) + " |",
-             "|---|" + "---:|" * len(headers)]
+             "|---|" + ("---|" if table.text is not None else "---:|") * len(headers)]  # text left, numbers right
     for group, rows in row_blocks(table):
         if group is not None:
             lines.append(f"| **{group}** |" + " |" * len(headers))

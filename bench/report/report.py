@@ -12,7 +12,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from bench.defaults import REPORT_THRESHOLD
 from bench.report.claims import claim_rows, claims_table, lacking_text
 from bench.report.collect import REPORT_TAG, collect_runs, experiment_id
 from bench.report.compare import paired_comparisons, paired_table, tally
@@ -46,6 +45,7 @@ from bench.track.mlflow_tracker import code_version, get_or_create_experiment
 from bench.track.mlflow_tracker import tracking_uri as resolve_tracking_uri
 
 log = logging.getLogger(__name__)
+REPORT_THRESHOLD = 0.6
 REPORTS_ROOT = Path("reports")
 REPORTS_SUFFIX = "-reports"
 
@@ -106,7 +106,7 @@ def convergence_section(ctx: Context, figures_dir: Path) -> Section:
     per_exit = per_exit_convergence_figure(ctx)
     if per_exit is not None:
         figures.append(save_figure(per_exit, figures_dir, "per_exit_convergence", "Test accuracy of each exit "
-                                   "per round (rows: exits), averaged over seeds"))
+                                   "per round (columns: exits), averaged over seeds"))
     return Section("Convergence", left_out_text([] if per_exit else [
         "per-exit accuracy per round (the runs logged no per-round test/acc/exit_K history)"]),
         [convergence_table(ctx)], figures)
