@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
+from bench.defaults import REPORT_THRESHOLD
 from bench.report.claims import claim_rows, claims_table, lacking_text
 from bench.report.collect import REPORT_TAG, collect_runs, experiment_id
 from bench.report.compare import paired_comparisons, paired_table, tally
@@ -45,7 +46,6 @@ from bench.track.mlflow_tracker import code_version, get_or_create_experiment
 from bench.track.mlflow_tracker import tracking_uri as resolve_tracking_uri
 
 log = logging.getLogger(__name__)
-REPORT_THRESHOLD = 0.6
 REPORTS_ROOT = Path("reports")
 REPORTS_SUFFIX = "-reports"
 
