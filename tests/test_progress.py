@@ -189,3 +189,20 @@ def test_the_eta_counts_the_rounds_a_running_run_has_done(tmp_path):
     status = SweepStatus(sweep, "sqlite:///unused.db", io.StringIO())
     status.forwarded(1, 2, 3, 3, 4)  # Ditto, half done (2 of 4 rounds), FedAvg not started: 1 of 3 units in 10 s
     assert status.eta(SweepProgress(2, 0, 2, 0, 0, 10.0)) == "0:00:20"
+
+
+def test_the_ray_executor_reports_each_update_and_keeps_the_results(tiny_config_data):
+    ray = pytest.importorskip("ray")
+    data = apply_overrides(tiny_config_data, ["train.rounds=2"])
+    serial = Simulation(validate_config(data))
+    serial.run()
+    record = Record()
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        on_ray = Simulation(validate_config(apply_overrides(data, ["run.executor=ray", "run.workers=2"])), [record])
+        on_ray.run()
+    finally:
+        ray.shutdown()
+    assert without_timings(on_ray.history) == without_timings(serial.history)
+    assert [(p.round, p.client, p.done, p.total) for p in record.progress] == [
+        (r, c, c + 1, 4) for r in (1, 2) for c in range(4)]  # in the jobs' order, as the pool hands them back

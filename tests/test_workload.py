@@ -106,10 +106,13 @@ def test_training_macs_are_three_forward_passes_per_sample_pass(tmp_path):
     assert load.training_macs == pytest.approx(3 * load.forward_macs * 500 * 0.7 * 2)
 
 
+def reference_config():
+    """EXISTING on what ``cafebench perf`` measured: conv3 at width 0.5 on Fashion-MNIST."""
+    return validate_config(apply_overrides(EXISTING, ["data.dataset=fmnist", "model.name=conv3", "model.width=0.5"]))
+
+
 def test_cpu_seconds_come_from_the_measured_throughput(tmp_path):
-    reference = validate_config(apply_overrides(EXISTING, ["data.dataset=fmnist", "model.name=conv3",
-                                                           "model.width=0.5"]))
-    load = workload(reference)
+    load = workload(reference_config())
     assert load.sample_passes == pytest.approx(70_000 * 0.7 * 2)
     assert cpu_seconds(load) == pytest.approx(load.sample_passes / CPU_IMAGES_PER_S)  # the reference itself
     wider = workload(validate_config(apply_overrides(EXISTING, ["data.dataset=fmnist", "model.width=1.0"])))
@@ -121,8 +124,11 @@ def test_the_estimate_line_names_the_whole_dataset_and_the_subset_option(tmp_pat
     line = describe(load, cpu_seconds(load))
     assert line.startswith("estimate: fmnist, all 70,000 samples split among 5 clients (70% train) × 1 epoch a "
                            "round × 2 rounds = 98,000 sample passes × 3 × ")
-    assert "of training on a CPU like the 2-core one" in line and line.endswith("data.max_samples=N trains on a "
-                                                                                 "class-balanced subset")
-    subset = workload(validate_config(apply_overrides(EXISTING, ["data.max_samples=500"])))
+    assert "; roughly " in line and "of training on a CPU like the 2-core one" in line
+    assert line.endswith("data.max_samples=N trains on a class-balanced subset")
+    subset = workload(digits(tmp_path, "data.max_samples=500"))
     line = describe(subset, None)
     assert "500 of 1,797 samples (data.max_samples)" in line and "no time estimate off the CPU" in line
+    assert subset.forward_macs < 0.25 * workload(reference_config()).forward_macs  # 8×8 digits, conv3 width 0.25
+    assert "; at least " in describe(subset, cpu_seconds(subset))  # per-batch overhead bounds so small a model
+    assert "a model this small is slower than its MACs say" in describe(subset, cpu_seconds(subset))

@@ -55,15 +55,17 @@ def run(args: argparse.Namespace) -> int:
     from bench.track.mlflow_tracker import tracking_uri
 
     sweep = load_sweep(args.preset, overrides)
+    line = SweepStatus(sweep, tracking_uri(sweep.configs[0].run.tracking_uri))
+    estimate = line.estimate() + (f"; first, {tune_summary(sweep)}" if sweep.tune else "")
     if args.dry_run:
         print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}"
               + (f", after {tune_summary(sweep)}" if sweep.tune else ""))
         for config, label in zip(sweep.configs, sweep.labels, strict=True):
             print(f"  {config.content_hash()}  {label}")
+        print(estimate)
         return 0
     check_store(tracking_uri(sweep.configs[0].run.tracking_uri))  # the store the whole sweep logs to
-    line = SweepStatus(sweep, tracking_uri(sweep.configs[0].run.tracking_uri))
-    print(line.estimate() + (f"; first, {tune_summary(sweep)}" if sweep.tune else ""), flush=True)
+    print(estimate, flush=True)
     try:
         result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads, args.gpus_per_run,
                            run_callbacks=line.callbacks_for(args.backend, args.workers))

@@ -39,6 +39,7 @@ CPU_IMAGES_PER_S = 3_740
 CPU_REFERENCE = ("conv3", 0.5, "fmnist")
 BACKWARD_FACTOR = 3  # training MACs per sample pass, in forward passes: the forward, and a backward of twice its cost
 SUBSET_HINT_SAMPLES = 10_000  # above this many samples, the estimate's line names data.max_samples
+SMALL_MODEL_SHARE = 0.25  # a model under this share of the reference's MACs gets its CPU time as a lower bound
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,21 @@ def workload(config: ExperimentConfig) -> Workload:
                     forward_macs(config.model.name, config.model.width, shape))
 
 
+def reference_macs() -> int:
+    """One sample's forward MACs of :data:`CPU_REFERENCE`."""
+    model, width, dataset = CPU_REFERENCE
+    return forward_macs(model, width, _dataset_facts(dataset, None, "{}")[1])
+
+
 def cpu_seconds(load: Workload) -> float:
     """Rough seconds of training on a CPU like the reference one (see the module doc)."""
-    model, width, dataset = CPU_REFERENCE
-    reference = forward_macs(model, width, _dataset_facts(dataset, None, "{}")[1])
-    return load.training_macs / (CPU_IMAGES_PER_S * BACKWARD_FACTOR * reference)
+    return load.training_macs / (CPU_IMAGES_PER_S * BACKWARD_FACTOR * reference_macs())
+
+
+def overhead_bound(load: Workload) -> bool:
+    """Whether the model is so much smaller than the reference (under :data:`SMALL_MODEL_SHARE` of its MACs) that
+    per-batch overhead, not arithmetic, sets its speed: its CPU time is then a lower bound."""
+    return load.forward_macs < SMALL_MODEL_SHARE * reference_macs()
 
 
 def si(value: float, unit: str = "") -> str:
@@ -121,12 +132,14 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def time_text(seconds: float | None) -> str:
+def time_text(seconds: float | None, lower_bound: bool = False) -> str:
     if seconds is None:
         return "no time estimate off the CPU (no GPU throughput has been measured)"
     model, width, dataset = CPU_REFERENCE
-    return (f"roughly {duration(seconds)} of training on a CPU like the 2-core one that trained {model} width "
-            f"{width:g} on {dataset} at {CPU_IMAGES_PER_S:,} images/s (evaluation not included)")
+    size = "at least" if lower_bound else "roughly"
+    return (f"{size} {duration(seconds)} of training on a CPU like the 2-core one that trained {model} width "
+            f"{width:g} on {dataset} at {CPU_IMAGES_PER_S:,} images/s (evaluation not included"
+            + ("; a model this small is slower than its MACs say" if lower_bound else "") + ")")
 
 
 def describe(load: Workload, seconds: float | None) -> str:
@@ -140,7 +153,7 @@ def describe(load: Workload, seconds: float | None) -> str:
             f"train{share}) × {load.epochs_per_round:g} epoch{'' if load.epochs_per_round == 1 else 's'} a round × "
             f"{load.rounds} round{'' if load.rounds == 1 else 's'} = {load.sample_passes:,.0f} "
             f"sample passes × {BACKWARD_FACTOR} × {si(load.forward_macs, 'MAC')} = {si(load.training_macs, 'MAC')}; "
-            f"{time_text(seconds)}{hint}")
+            f"{time_text(seconds, overhead_bound(load))}{hint}")
 
 
 def describe_sweep(loads: Sequence[Workload], seconds: Sequence[float | None]) -> str:
@@ -148,8 +161,9 @@ def describe_sweep(loads: Sequence[Workload], seconds: Sequence[float | None]) -
     passes = sum(w.sample_passes for w in loads)
     macs = sum(w.training_macs for w in loads)
     known = [s for s in seconds if s is not None]
-    time = (time_text(sum(known)) if len(known) == len(seconds)
-            else f"{time_text(sum(known))} for the {len(known)} CPU runs" if known else time_text(None))
+    small = any(overhead_bound(w) for w, s in zip(loads, seconds, strict=True) if s is not None)
+    time = (time_text(sum(known), small) if len(known) == len(seconds)
+            else f"{time_text(sum(known), small)} for the {len(known)} CPU runs" if known else time_text(None))
     heaviest = max(loads, key=lambda w: w.training_macs)
     return (f"estimate: {len(loads)} runs, {passes:,.0f} sample passes = {si(macs, 'MAC')} of training (largest run "
             f"{si(heaviest.training_macs, 'MAC')}, methods weighted by their epochs per round); {time}")
