@@ -80,9 +80,12 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -105,11 +108,21 @@ from bench.fed.engine import Callback
 from bench.methods.api import search_space
 from bench.methods.registry import get_method
 from bench.track.checkpoint import list_checkpoints
+from bench.track.claim import ClaimedElsewhere, claim_point, run_key
 from bench.track.description import NOTE_TAG
+from bench.track.disk_full import DiskFullError, reported_disk_full
 from bench.track.interrupt import raise_on_sigterm
-from bench.track.mlflow_tracker import get_or_create_experiment, open_parent_run, search_all_runs, tracking_uri
+from bench.track.mlflow_tracker import (
+    RunInUseError,
+    get_or_create_experiment,
+    open_parent_run,
+    search_all_runs,
+    tracking_uri,
+)
 from bench.track.owner import OWNER_TAG, owner_alive, why_left_running
+from bench.track.run_status import closed_on_exception
 from bench.track.runner import CHECKPOINT_TAG, run_experiment
+from bench.track.store_lock import store_lock
 from bench.track.tags import ABLATION, MAIN, ROLE_TAG, SENSITIVITY, SENSITIVITY_TAG, TUNED_TAG
 from bench.tune import (
     COST_METRIC,
@@ -131,6 +144,7 @@ SWEEP_KEYS = ("base", "experiment", "set", "grid", "runs", "tune")
 TUNE_KEYS = ("trials", "seeds", "ranges", "storage", "pruner")
 PRUNER_KEYS = ("kind", "min_rounds", "reduction")
 SWEEP_TAG = "sweep"
+STOP_GRACE_S = 10.0  # how long stopped workers get to mark their runs KILLED before they are killed outright
 
 
 @dataclass(frozen=True)
@@ -182,7 +196,7 @@ class SweepProgress:
 class RunOutcome:
     label: str
     config_hash: str
-    status: Literal["done", "skipped", "failed"]
+    status: Literal["done", "skipped", "elsewhere", "failed"]  # elsewhere: running in another process (sweep)
     run_id: str | None = None
     reason: str | None = None
 
@@ -201,6 +215,11 @@ class SweepResult:
     @property
     def skipped(self) -> int:
         return self.count("skipped")
+
+    @property
+    def elsewhere(self) -> int:
+        """Runs left to the other process (another sweep of the same grid) that is running them."""
+        return self.count("elsewhere")
 
     @property
     def failed(self) -> int:
@@ -337,14 +356,6 @@ def load_sweep(source: str | Path, overrides: Sequence[str] = ()) -> Sweep:
     return Sweep(name, experiment, configs, labels, fixed, stage, tags)
 
 
-def run_key(config_hash: str, tags: Mapping[str, str]) -> str:
-    """What makes a sweep's run distinct: its config hash, and its role unless ``main``. A sensitivity row that
-    fixes a hyperparameter at its default (``mu: 1.0``) has the main run's config before tuning, but is a run of
-    its own."""
-    role = tags.get(ROLE_TAG, MAIN)
-    return config_hash if role == MAIN else f"{config_hash}/{role}"
-
-
 def role_tags(config: ExperimentConfig, point: Mapping[str, Any], shared: set[str]) -> dict[str, str]:
     """The run's ``role`` tag (:mod:`bench.track.tags`) from what its grid point and row set: ``sensitivity`` when
     they fix a hyperparameter the method declares a range for or one of the tune stage's ``shared`` ranges,
@@ -455,6 +466,7 @@ class PriorRuns:
 
     finished: dict[str, str]  # run ids, skipped
     killed: dict[str, Resumable]  # resumed
+    running: dict[str, ClaimedElsewhere] = field(default_factory=dict)  # RUNNING in a live process: left to it
 
 
 def close_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
@@ -471,13 +483,19 @@ def close_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
 
 
 def prior_runs(uri: str, experiment: str) -> PriorRuns:
-    """The FINISHED runs and the resumable KILLED runs (newest first) of an experiment, creating it if missing.
-    RUNNING runs whose process has died on this machine are marked KILLED first."""
+    """The FINISHED runs, the resumable KILLED runs (newest first) and the runs RUNNING in live processes (another
+    sweep's) of an experiment, creating it if missing. RUNNING runs whose process has died on this machine are
+    marked KILLED first."""
     client = MlflowClient(tracking_uri=uri)
     experiment_id = get_or_create_experiment(client, experiment)
     for run_id in close_orphaned_runs(client, experiment_id):
         log.warning("run %s was left RUNNING by a process that no longer exists; marked KILLED", run_id)
     prior = PriorRuns({}, {})
+    for run in search_all_runs(client, experiment_id, "attributes.status = 'RUNNING'"):
+        owner = run.data.tags.get(OWNER_TAG)
+        if owner_alive(owner):
+            prior.running.setdefault(run_key(run.data.tags.get("config_hash", ""), run.data.tags),
+                                     ClaimedElsewhere(run.info.run_id, "RUNNING", owner))
     for run in search_all_runs(client, experiment_id, "attributes.status != 'RUNNING'"):
         digest, status = run_key(run.data.tags.get("config_hash", ""), run.data.tags), run.info.status
         checkpoints = run.data.tags.get(CHECKPOINT_TAG)
@@ -491,11 +509,25 @@ def prior_runs(uri: str, experiment: str) -> PriorRuns:
 
 def run_config(config_data: dict[str, Any], tags: dict[str, str], resume_run_id: str | None = None,
                callbacks: Sequence[Callback] = ()) -> tuple[str | None, str | None]:
-    """Run one experiment (or resume the run ``resume_run_id`` of the same config) in this process:
-    ``(run_id, None)``, or ``(None, reason)`` if it failed."""
+    """Run one experiment (or resume the run ``resume_run_id`` of the same config) in this process, once its grid
+    point is claimed (:mod:`bench.track.claim`): ``(run_id, None)``, or ``(None, reason)`` if it failed. Raises
+    :class:`ClaimedElsewhere` when another process has run the point or is running it, and
+    :class:`DiskFullError` when a disk is full (every run after it would fail alike)."""
+    uri = tracking_uri(config_data["run"]["tracking_uri"])
+
+    def claim() -> Any:
+        experiment_id = get_or_create_experiment(MlflowClient(tracking_uri=uri), config.run.experiment)
+        return claim_point(uri, experiment_id, run_key(config.content_hash(), tags))
+
     try:
-        return run_experiment(validate_config(config_data), list(callbacks), tags=tags,
-                              resume_run_id=resume_run_id).run_id, None
+        with reported_disk_full([uri]):
+            config = validate_config(config_data)
+            return run_experiment(config, list(callbacks), tags=tags, resume_run_id=resume_run_id,
+                                  claim=claim).run_id, None
+    except (ClaimedElsewhere, DiskFullError):
+        raise
+    except RunInUseError:  # another sweep reopened the interrupted run first
+        raise ClaimedElsewhere(str(resume_run_id), "RUNNING", None) from None
     except Exception as exc:
         log.debug("run failed", exc_info=True)
         return None, f"{type(exc).__name__}: {exc}"
@@ -503,9 +535,12 @@ def run_config(config_data: dict[str, Any], tags: dict[str, str], resume_run_id:
 
 class Launcher(Protocol):
     """Where a sweep's jobs (runs, and the studies of its tune stage) execute: ``submit(fn, args, threads)``
-    calls ``fn(*args)`` with ``threads`` CPUs and returns its future."""
+    calls ``fn(*args)`` with ``threads`` CPUs and returns its future; ``stop()`` ends the jobs still running (the
+    sweep was interrupted), their runs marked KILLED."""
 
     def submit(self, fn: Callable[..., Any], args: tuple, threads: int) -> cf.Future: ...
+
+    def stop(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -521,8 +556,28 @@ class InProcessLauncher:
             future.set_exception(exc)
         return future
 
+    def stop(self) -> None:
+        pass  # the interrupt has reached the job already: it ran in this process
+
     def close(self) -> None:
         pass
+
+
+def _worker_signals() -> None:
+    """A worker process leaves SIGINT to the sweep (Ctrl-C reaches the whole process group; the sweep then stops its
+    workers itself) and, while idle, ends quietly on SIGTERM (see :func:`_stoppable`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stoppable(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker process, where SIGTERM (from the sweep stopping it, or a batch scheduler ending the
+    job) raises :class:`~bench.track.interrupt.Terminated` in it: its run is marked KILLED, its trial FAILED."""
+    raise_on_sigterm()
+    try:
+        return fn(*args)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class ProcessPoolLauncher:
@@ -533,16 +588,32 @@ class ProcessPoolLauncher:
         self.pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        # SIGTERM to the process group (a batch scheduler ending the job) marks the workers' runs KILLED
-        return cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=raise_on_sigterm)
+        return cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_signals)
 
     def submit(self, fn: Callable[..., Any], args: tuple, threads: int) -> cf.Future:
         try:
-            return self.pool.submit(fn, *args)
+            return self.pool.submit(_stoppable, fn, *args)
         except BrokenProcessPool:  # a worker died (out of memory, killed): its jobs failed, the rest go on
             log.warning("a sweep worker process died; starting new ones")
             self.pool = self._new_pool()
-            return self.pool.submit(fn, *args)
+            return self.pool.submit(_stoppable, fn, *args)
+
+    def stop(self) -> None:
+        """SIGTERM to every worker process, SIGKILL to those still alive :data:`STOP_GRACE_S` later."""
+        processes = list((self.pool._processes or {}).values())  # the executor has no public list of its processes
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.is_alive():
+                log.warning("sweep worker %d did not stop within %.0f s of SIGTERM; killed", process.pid,
+                            STOP_GRACE_S)
+                process.kill()
+                process.join(1)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
@@ -558,6 +629,7 @@ class RayLauncher:
 
         self.ray, self.started = connect_ray(address)
         self.tasks: dict[Callable[..., Any], Any] = {}
+        self.refs: list[Any] = []  # the submitted tasks, for stop()
         if gpus_per_run is None:
             gpus_per_run = 1.0 if self.ray.cluster_resources().get("GPU", 0) else 0.0
         self.gpus = gpus_per_run
@@ -565,7 +637,14 @@ class RayLauncher:
     def submit(self, fn: Callable[..., Any], args: tuple, threads: int) -> cf.Future:
         if fn not in self.tasks:  # no retries: a retry would start a second MLflow run
             self.tasks[fn] = self.ray.remote(max_retries=0)(fn)
-        return self.tasks[fn].options(num_cpus=threads, num_gpus=self.gpus).remote(*args).future()
+        ref = self.tasks[fn].options(num_cpus=threads, num_gpus=self.gpus).remote(*args)
+        self.refs.append(ref)
+        return ref.future()
+
+    def stop(self) -> None:
+        """Cancel the tasks: Ray raises KeyboardInterrupt in those running, so their runs are marked KILLED."""
+        for ref in self.refs:
+            self.ray.cancel(ref)
 
     def close(self) -> None:
         if self.started:
@@ -578,21 +657,44 @@ def run_jobs(launcher: Launcher, jobs: Sequence[int], workers: int,
     """Run ``jobs`` (indices) through ``launcher``, at most ``workers`` at a time. ``start(job, slot)`` gives
     the call ``(fn, args, threads)`` for a job about to start on a free worker slot (0 ≤ slot < workers; on a
     machine whose GPUs are shared out, the slot's GPU); ``finished(job, future)`` is told of each job done;
-    ``running(n)`` of the number running after each start and each end."""
+    ``running(n)`` of the number running after each start and each end. On an exception (SIGINT or SIGTERM to
+    this process, a full disk) the jobs still running are stopped (``launcher.stop()``) before it is raised."""
     pending = list(jobs)
     in_flight: dict[cf.Future, tuple[int, int]] = {}  # future -> (job, slot)
-    while pending or in_flight:
-        while pending and len(in_flight) < workers:
-            job = pending.pop(0)
-            slot = min(set(range(workers)) - {slot for _, slot in in_flight.values()})
-            running(len(in_flight) + 1)
-            fn, args, threads = start(job, slot)
-            in_flight[launcher.submit(fn, args, threads)] = (job, slot)
-        done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-        for future in done:
-            job, _ = in_flight.pop(future)
-            finished(job, future)
-        running(len(in_flight))
+    try:
+        while pending or in_flight:
+            while pending and len(in_flight) < workers:
+                job = pending.pop(0)
+                slot = min(set(range(workers)) - {slot for _, slot in in_flight.values()})
+                running(len(in_flight) + 1)
+                fn, args, threads = start(job, slot)
+                in_flight[launcher.submit(fn, args, threads)] = (job, slot)
+            done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                job, _ = in_flight.pop(future)
+                finished(job, future)
+            running(len(in_flight))
+    except BaseException:
+        if in_flight:
+            log.info("stopping %d running jobs", len(in_flight))
+            with signals_deferred():
+                launcher.stop()
+        raise
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Meanwhile SIGINT and SIGTERM are ignored (in the main thread; elsewhere they cannot be caught anyway), so a
+    second signal does not cut short the stopping of the workers that the first one began."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def on_slot_device(data: dict[str, Any], slot: int, slot_devices: list[str] | None) -> dict[str, Any]:
@@ -650,18 +752,39 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
     if backend == "local" and threads is None:
         threads = max(1, local_cores() // workers)
     uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
-    client = MlflowClient(tracking_uri=uri)  # a new store gets its tables here, not from racing workers
-    parent_run_id = open_parent_run(client, get_or_create_experiment(client, sweep.experiment),
-                                    f"sweep:{sweep.name}", f"sweep {sweep.name}",
-                                    f"Sweep **{sweep.name}**: {len(sweep.configs)} runs"
-                                    + (", tuning first." if sweep.tune else "."))
-    try:
-        sweep = run_tune_stage(sweep, parent_run_id, lambda jobs: make_launcher(backend, min(workers, jobs), address,
-                                                                               gpus_per_run),
-                               workers, threads, slot_devices)
-    except BaseException as exc:
-        client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
+    stores = [uri, absolute_tracking_uri(sweep.tune.storage or DEFAULT_STORAGE)] if sweep.tune else [uri]
+    with reported_disk_full(stores):
+        with store_lock(uri):  # a new store gets its tables once, and two sweeps started together one parent run
+            client = MlflowClient(tracking_uri=uri)
+            parent_run_id = open_parent_run(client, get_or_create_experiment(client, sweep.experiment),
+                                            f"sweep:{sweep.name}", f"sweep {sweep.name}",
+                                            f"Sweep **{sweep.name}**: {len(sweep.configs)} runs"
+                                            + (", tuning first." if sweep.tune else "."))
+        with closed_on_exception(client, parent_run_id, record_reason=False):
+            sweep = run_tune_stage(sweep, parent_run_id, lambda jobs: make_launcher(backend, min(workers, jobs),
+                                                                                   address, gpus_per_run),
+                                   workers, threads, slot_devices)
+            result = _run_configs(sweep, client, parent_run_id, uri, threads, slot_devices, progress,
+                                  lambda jobs: make_launcher(backend, min(workers, jobs), address, gpus_per_run),
+                                  workers, run_callbacks)
+        client.set_tag(parent_run_id, NOTE_TAG, f"Sweep **{sweep.name}**: {len(sweep.configs)} runs; {summary(result)}."
+                                                + tune_cost_note(sweep))
+        client.set_terminated(parent_run_id, "FAILED" if result.failed else "FINISHED")
+    return result
+
+
+def summary(result: SweepResult) -> str:
+    """E.g. ``3 ran, 1 skipped (already finished), 0 failed`` (and how many another sweep is running, if any)."""
+    elsewhere = f", {result.elsewhere} left to another sweep running them" if result.elsewhere else ""
+    return (f"{result.done} ran, {result.skipped} skipped (already finished){elsewhere}, "
+            f"{result.failed} failed")
+
+
+def _run_configs(sweep: Sweep, client: MlflowClient, parent_run_id: str, uri: str, threads: int | None,
+                 slot_devices: list[str] | None, progress: Callable[[SweepProgress], None] | None,
+                 launcher: Callable[[int], Launcher], workers: int,
+                 run_callbacks: Callable[[int], list[Callback]] | None = None) -> SweepResult:
+    """Run the sweep's configs that no earlier or concurrent run has taken, ``workers`` at a time."""
     prior = prior_runs(uri, sweep.experiment)
     digests = [run_key(config.content_hash(), extra)
                for config, extra in zip(sweep.configs, sweep.tags, strict=True)]
@@ -670,9 +793,12 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
     for i, (digest, label) in enumerate(zip(digests, sweep.labels, strict=True)):
         if digest in prior.finished:
             outcomes[i] = RunOutcome(label, digest, "skipped", prior.finished[digest])
+        elif digest in prior.running:
+            outcomes[i] = _taken(label, digest, prior.running[digest])
         else:
             pending.append(i)
-    log.info("sweep %s: %d runs, %d already finished", sweep.name, len(sweep.configs), len(outcomes))
+    log.info("sweep %s: %d runs, %d already finished or running elsewhere", sweep.name, len(sweep.configs),
+             len(outcomes))
     client.set_tag(parent_run_id, NOTE_TAG,
                    f"Sweep **{sweep.name}**: {len(sweep.configs)} runs, {len(pending)} to run." + tune_cost_note(sweep))
     tags = {SWEEP_TAG: sweep.name, "mlflow.parentRunId": parent_run_id}
@@ -682,7 +808,8 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         if progress is not None:
             counts = [o.status for o in outcomes.values()]
             progress(SweepProgress(len(sweep.configs), counts.count("done"), running, counts.count("failed"),
-                                   counts.count("skipped"), time.perf_counter() - started, dict(outcomes)))
+                                   counts.count("skipped") + counts.count("elsewhere"), time.perf_counter() - started,
+                                   dict(outcomes)))
 
     def start(i: int, slot: int) -> tuple[Callable[..., Any], tuple, int]:
         resume = prior.killed.get(digests[i])
@@ -696,24 +823,17 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
 
     def finished(i: int, future: cf.Future) -> None:
         outcomes[i] = _outcome(future, sweep.labels[i], digests[i])
-        if outcomes[i].status == "failed":
-            log.warning("sweep %s: run %r failed: %s", sweep.name, sweep.labels[i], outcomes[i].reason)
+        if outcomes[i].status in ("failed", "elsewhere"):
+            log.warning("sweep %s: run %r %s: %s", sweep.name, sweep.labels[i], outcomes[i].status,
+                        outcomes[i].reason)
 
-    launcher = make_launcher(backend, min(workers, len(pending)), address, gpus_per_run)
+    pool = launcher(len(pending))
     try:
         report(0)
-        run_jobs(launcher, pending, workers, start, finished, report)
-    except BaseException as exc:
-        client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
+        run_jobs(pool, pending, workers, start, finished, report)
     finally:
-        launcher.close()
-    result = SweepResult([outcomes[i] for i in range(len(sweep.configs))])
-    client.set_tag(parent_run_id, NOTE_TAG, f"Sweep **{sweep.name}**: {len(sweep.configs)} runs; {result.done} ran, "
-                                            f"{result.skipped} skipped (already finished), {result.failed} failed."
-                                            + tune_cost_note(sweep))
-    client.set_terminated(parent_run_id, "FAILED" if result.failed else "FINISHED")
-    return result
+        pool.close()
+    return SweepResult([outcomes[i] for i in range(len(sweep.configs))])
 
 
 # -- the tune stage --------------------------------------------------------------------------------------------
@@ -781,10 +901,11 @@ def run_study_spec(spec: StudySpec) -> dict[str, Any]:
     """Run one study of the tune stage to its trial budget (in a worker process or here); its best parameters."""
     config = validate_config(spec.config)
     pruner = CandidatePruner(spec.pruner, config.train.rounds) if spec.pruner else None
-    study = run_study(config, spec.space, spec.trials, storage=spec.storage, study_name=spec.name, seeds=spec.seeds,
-                      pruner=pruner, tags={SWEEP_TAG: spec.sweep}, nest_under=spec.parent_run_id, shared=spec.shared,
-                      candidate_seed=spec.seeds[0])
-    finish_study(study)
+    with reported_disk_full([tracking_uri(config.run.tracking_uri), spec.storage]):
+        study = run_study(config, spec.space, spec.trials, storage=spec.storage, study_name=spec.name,
+                          seeds=spec.seeds, pruner=pruner, tags={SWEEP_TAG: spec.sweep}, nest_under=spec.parent_run_id,
+                          shared=spec.shared, candidate_seed=spec.seeds[0])
+        finish_study(study)
     return dict(study.study.best_params)
 
 
@@ -829,7 +950,9 @@ def run_tune_stage(sweep: Sweep, parent_run_id: str | None = None,
     def finished(i: int, future: cf.Future) -> None:
         try:
             best[specs[i].name] = future.result()
-        except Exception as exc:
+        except DiskFullError:
+            raise  # every other study would fail alike
+        except (Exception, KeyboardInterrupt) as exc:  # an interrupt here: its worker alone was sent SIGTERM
             log.warning("sweep %s: study %s failed: %s: %s", sweep.name, specs[i].name, type(exc).__name__, exc)
             failures.append(f"{specs[i].name} ({type(exc).__name__}: {exc})")
 
@@ -868,10 +991,24 @@ def _runtime_config(config: ExperimentConfig, uri: str, threads: int | None) -> 
 
 
 def _outcome(future: cf.Future, label: str, digest: str) -> RunOutcome:
+    """What became of a run job: done, failed, or taken by another process; a full disk is raised."""
     try:
         run_id, reason = future.result()
+    except ClaimedElsewhere as taken:
+        return _taken(label, digest, taken)
+    except DiskFullError:
+        raise
+    except KeyboardInterrupt as exc:  # its worker alone was sent SIGTERM: the run is KILLED, resumable
+        run_id, reason = None, f"stopped by a signal ({exc}); running the sweep again resumes it"
     except Exception as exc:  # the worker itself died (killed process, lost Ray node)
         run_id, reason = None, f"{type(exc).__name__}: {exc}"
     if run_id is None:
         return RunOutcome(label, digest, "failed", reason=reason)
     return RunOutcome(label, digest, "done", run_id)
+
+
+def _taken(label: str, digest: str, taken: ClaimedElsewhere) -> RunOutcome:
+    """A grid point another process has run (skipped, as finished) or is running (left to it)."""
+    if taken.status == "FINISHED":
+        return RunOutcome(label, digest, "skipped", taken.run_id)
+    return RunOutcome(label, digest, "elsewhere", reason=str(taken))

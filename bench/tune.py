@@ -39,6 +39,7 @@ import binascii
 import json
 import logging
 import math
+import time
 import warnings
 from collections.abc import Callable, Container
 from dataclasses import dataclass
@@ -60,7 +61,9 @@ from bench.methods.registry import get_method
 from bench.track.description import NOTE_TAG
 from bench.track.mlflow_tracker import PARENT_TAG, MlflowTracker, get_or_create_experiment, tracking_uri
 from bench.track.owner import owner_alive, this_process
+from bench.track.run_status import closed_on_exception
 from bench.track.runner import run_experiment
+from bench.track.store_lock import store_lock
 from bench.track.tags import CANDIDATE_TAG
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ BEST_PARAMS_TAG = "best_params"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 CANDIDATE_ATTR = "candidate"
 OWNER_ATTR = "owner"
+WAIT_FOR_OTHERS_S = 2.0  # how often a study's worker looks again while other workers' trials may fill its budget
 COST_METRIC = "tune/full_run_equivalents"  # a study's (or a sweep's tune stage's) cost: see the module doc
 PRUNER_KINDS = ("successive_halving", "hyperband")
 
@@ -236,6 +240,12 @@ def next_candidate(study: optuna.Study) -> int:
     return next(k for k in range(len(taken) + 1) if k not in taken)
 
 
+def live_trials(study: optuna.Study) -> int:
+    """The study's trials RUNNING in live processes of this machine (other workers' on the same study)."""
+    return sum(owner_alive(t.user_attrs.get(OWNER_ATTR)) is True
+               for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def with_params(config: ExperimentConfig, params: dict[str, Any], run_name: str | None,
                 seed: int | None = None) -> ExperimentConfig:
     """``config`` with trial parameters applied: dotted names (``train.lr``) are config keys, the others method
@@ -310,8 +320,10 @@ class Study:
 
 def prepare_storage(storage: str) -> None:
     """Create the study storage's tables now, so that studies started next in several processes do not race to
-    create them (SQLite refuses the loser's copy of Optuna's schema version)."""
-    optuna.storages.get_storage(storage)
+    create them (SQLite refuses the loser's copy of Optuna's schema version); under the storage's lock, so that two
+    sweeps started together do not either."""
+    with store_lock(storage):
+        optuna.storages.get_storage(storage)
 
 
 def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: int, *, storage: str | None,
@@ -325,7 +337,10 @@ def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: 
 
     Trial ``k`` is candidate ``k`` (see the module doc), drawn from ``candidate_seed`` (default: the config's seed).
     A trial's value is the final ``val/acc/mean`` averaged over ``seeds`` (default: the config's seed). With one
-    seed the trial reports each evaluated round to ``pruner``; with several, trials run to the end.
+    seed the trial reports each evaluated round to ``pruner``; with several, trials run to the end. A trial that
+    fails or is stopped by a signal does not count; its candidate is offered again. While the trials that other
+    workers of this machine run on the same study could fill the budget, this one waits for them instead of
+    starting more, so the study ends with exactly ``trials``.
     """
     if trials < 1:
         raise ValueError("trials must be at least 1")
@@ -359,9 +374,15 @@ def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: 
             values.append(result.evaluation.metrics[OBJECTIVE])
         return sum(values) / len(values)
 
-    try:
-        while len(study.get_trials(deepcopy=False, states=FINISHED_STATES)) < trials:
+    with closed_on_exception(client, parent_run_id):
+        while True:
             index = next_candidate(study)
+            finished = len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+            if finished >= trials:
+                break
+            if finished + live_trials(study) >= trials:  # other workers' trials may fill the budget: wait for them
+                time.sleep(WAIT_FOR_OTHERS_S)
+                continue
             with warnings.catch_warnings():  # PartialFixedSampler is marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.sampler = optuna.samplers.PartialFixedSampler(
@@ -372,10 +393,6 @@ def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: 
         if not completed:
             raise RuntimeError(f"no trial of study {study_name!r} completed ({pruned} pruned); "
                                "run more trials or relax the pruner")
-    except BaseException as exc:
-        client.set_tag(parent_run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_terminated(parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
     completed, pruned = trial_counts(study)
     finished = completed + pruned
     cost = study_cost(study, base.train.rounds, len(seeds))

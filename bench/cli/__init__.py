@@ -65,6 +65,21 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     return args
 
 
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, RuntimeError)  # told in one line, exit status 2
+
+
+def disk_full(exc: Exception, args: argparse.Namespace) -> Exception | None:
+    """The one-line error for ``exc`` if a full disk caused it (the command's tracking store named when it is the
+    database that filled up), else None."""
+    from bench.track.disk_full import disk_full_error
+
+    if disk_full_error(exc) is None:
+        return None
+    from bench.track.mlflow_tracker import tracking_uri  # MLflow loaded only now: a config error answers at once
+
+    return disk_full_error(exc, [tracking_uri(getattr(args, "tracking_uri", None))])
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     raise_on_sigterm()
@@ -73,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        if args.verbose:
+    except Exception as exc:
+        full = disk_full(exc, args)
+        if args.verbose or (full is None and not isinstance(exc, USER_ERRORS)):
             raise
-        print(f"cafebench {args.command}: error: {exc}", file=sys.stderr)
+        print(f"cafebench {args.command}: error: {full or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print(str(exc) or "interrupted", file=sys.stderr)

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     require_sweep_preset(args.preset)
     # imported once the preset is known, so that a mistyped name answers without loading PyTorch, MLflow and Optuna
     from bench.cli.progress import SweepStatus
-    from bench.sweep import load_sweep, run_sweep, tune_summary
+    from bench.sweep import load_sweep, run_sweep, summary, tune_summary
     from bench.track.links import experiment_runs_link
     from bench.track.mlflow_tracker import tracking_uri
 
@@ -72,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         line.close()
     uri = tracking_uri(sweep.configs[0].run.tracking_uri)
-    print(f"sweep {sweep.name}: {result.done} ran, {result.skipped} skipped (already finished), "
-          f"{result.failed} failed; MLflow experiment {sweep.experiment!r}: "
+    print(f"sweep {sweep.name}: {summary(result)}; MLflow experiment {sweep.experiment!r}: "
           f"{experiment_runs_link(uri, sweep.experiment, args.ui_port)}")
     for failure in result.failures:
         print(f"  FAILED {failure.label}: {failure.reason}")

@@ -70,6 +70,7 @@ class RunData:
     skipped: int = 0  # finished runs left out for missing layout tags (report runs not counted)
     clients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLIENT_COLUMNS))
     candidates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["candidate", "study"]))
+    duplicates: int = 0  # finished runs that repeat another's config hash and role (see duplicates_note)
 
 
 def experiment_id(client: MlflowClient, experiment: str) -> str:
@@ -106,6 +107,8 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
             skipped += 1
     if skipped:
         log.warning("%d finished runs of %r lack the tags %s and are left out", skipped, experiment, REQUIRED_TAGS)
+    keys = [(r.data.tags.get("config_hash"), r.data.tags.get(ROLE_TAG, "")) for r in kept]
+    duplicates = len(keys) - len(set(keys))
     if not kept:
         raise ValueError(f"experiment {experiment!r} holds no finished benchmark run; run some first "
                          "(cafebench run / cafebench reproduce) or check --tracking-uri")
@@ -123,7 +126,16 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
     return RunData(experiment, runs, params, metrics.combine_first(curve_metrics(curves)).reindex(runs.index),
                    metric_histories(client, metrics), curves, partition_heatmaps(client, runs, artifact_dir),
                    skipped, client_accuracies(client, runs.index, artifact_dir),
-                   pd.DataFrame(offered, columns=None if offered else ["candidate", "study"]))
+                   pd.DataFrame(offered, columns=None if offered else ["candidate", "study"]), duplicates)
+
+
+def duplicates_note(data: RunData) -> str:
+    """The report's words on finished runs that repeat a config (e.g. of two sweeps of one grid run at once before
+    sweeps claimed their grid points); empty when there are none."""
+    if not data.duplicates:
+        return ""
+    return (f" {data.duplicates} finished runs repeat the config and role of another run of this experiment; "
+            "the report counts the latest of each.")
 
 
 def metric_histories(client: MlflowClient, metrics: pd.DataFrame) -> pd.DataFrame:

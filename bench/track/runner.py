@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,12 @@ class CheckpointCallback(Callback):
 
     def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None:
         if self.every and (round % self.every == 0 or round == sim.rounds):
-            save_checkpoint(self.directory, sim.state.to_checkpoint(), self.config_hash)
+            try:
+                save_checkpoint(self.directory, sim.state.to_checkpoint(), self.config_hash)
+            except OSError as err:
+                if err.filename is not None:
+                    raise
+                raise OSError(err.errno, err.strerror, str(self.directory)) from err  # torch names no file
 
 
 @dataclass
@@ -41,21 +48,25 @@ class RunResult:
 
 def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = None, *,
                    resume_run_id: str | None = None, parent_run_id: str | None = None,
-                   tags: dict[str, str] | None = None) -> RunResult:
+                   tags: dict[str, str] | None = None,
+                   claim: Callable[[], AbstractContextManager[object]] | None = None) -> RunResult:
     """Run (or resume) one experiment as one MLflow run; a failure marks the run FAILED with the reason.
 
     Everything that can be checked without training comes first, before a run is created or reopened: the device
     exists, the data is found and read, the partition drawn, the model and the method's states built, and for a
     resume the run checked resumable and its checkpoint loaded. An error there leaves the store as it was. The run is
     tagged with its device (``device``, ``device_name``; a resumed run with the device it resumed on).
+    ``claim()`` is held while the run is created or reopened (a sweep's claim on its grid point,
+    :func:`bench.track.claim.claim_point`, which may refuse it).
     """
     sim = Simulation(config)
     if resume_run_id is not None:
         directory = _resumable_checkpoints(config, resume_run_id)
         sim.restore(load_latest_checkpoint(directory, config.content_hash()))
     device_tags = {"device": str(sim.device), "device_name": device_name(sim.device)}
-    tracker = MlflowTracker(config, run_id=resume_run_id, extra_tags={**device_tags, **(tags or {})},
-                            parent_run_id=parent_run_id)
+    with claim() if claim is not None else nullcontext():
+        tracker = MlflowTracker(config, run_id=resume_run_id, extra_tags={**device_tags, **(tags or {})},
+                                parent_run_id=parent_run_id)
     monitor = None
     try:
         if resume_run_id is not None:
