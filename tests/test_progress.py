@@ -13,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
-from bench.cli.progress import ProgressBar, SweepStatus, run_estimate
+from bench.cli.progress import ProgressBar, SweepStatus, clock_time, run_estimate
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Callback, ClientProgress, Simulation
 from bench.ground.rng import sample_clients
@@ -130,6 +130,19 @@ def test_the_sweep_eta_weights_the_runs_left_by_their_workload(tmp_path):
     assert status.eta(SweepProgress(2, 1, 1, 0, 0, 10.0, ditto_done)) == "0:00:05"
     skipped = {0: RunOutcome(sweep.labels[0], "h", "skipped", "run-id")}
     assert status.eta(SweepProgress(2, 0, 1, 0, 1, 10.0, skipped)).endswith("(estimate)")  # no run timed yet
+    status.estimates[1] = replace(status.estimates[1], seconds=None)  # a run off the CPU has no time
+    assert status.eta(SweepProgress(2, 0, 1, 0, 1, 10.0, skipped)) == "?"
+
+
+def test_before_any_run_has_gone_the_eta_is_the_cpu_estimate(tmp_path):
+    base = apply_overrides(tiny_base(tmp_path), ["data.dataset=fmnist", "model.width=0.5", "train.batch_size=64"])
+    sweep = load_sweep(write_sweep(tmp_path, "big", base=base, grid={"method.name": ["fedavg", "ditto"]}))
+    status = SweepStatus(sweep, "sqlite:///unused.db", io.StringIO())
+    seconds = [e.seconds for e in status.estimates]
+    assert seconds[1] == pytest.approx(2 * seconds[0]) and seconds[0] == pytest.approx(70_000 * 0.7 * 2 / 3_740)
+    assert status.eta(SweepProgress(2, 0, 1, 0, 0, 0.0)) == f"~{clock_time(sum(seconds))} (estimate)"
+    assert status.eta(SweepProgress(2, 0, 1, 0, 1, 0.0, {0: RunOutcome(sweep.labels[0], "h", "skipped")})) == (
+        f"~{clock_time(seconds[1])} (estimate)")
 
 
 def test_a_sweep_prints_each_finished_runs_accuracy_and_draws_each_runs_bar(tmp_path, tracking_uri):

@@ -78,6 +78,7 @@ class Estimate:
     why there is none."""
 
     load: Workload | None
+    on_cpu: bool = True
     seconds: float | None = None
     problem: str | None = None  # why the workload is unknown (the run reports it again when it starts)
 
@@ -90,7 +91,7 @@ def estimated(config: ExperimentConfig) -> Estimate:
         on_cpu = resolve_device(config.run.device).type == "cpu"
     except Exception as exc:  # whatever it is, the run meets it again and reports it
         return Estimate(None, problem=f"{type(exc).__name__}: {exc}")
-    return Estimate(load, cpu_seconds(load) if on_cpu else None)
+    return Estimate(load, on_cpu, cpu_seconds(load) if on_cpu else None)
 
 
 def run_estimate(config: ExperimentConfig) -> str:
@@ -98,7 +99,7 @@ def run_estimate(config: ExperimentConfig) -> str:
     estimate = estimated(config)
     if estimate.load is None:
         return f"estimate: none ({estimate.problem})"
-    return describe(estimate.load, estimate.seconds)
+    return describe(estimate.load, estimate.on_cpu)
 
 
 def clock_time(seconds: float) -> str:
@@ -142,7 +143,7 @@ class SweepStatus:
         """The one line printed before the sweep's runs start."""
         known = [e for e in self.estimates if e.load is not None]
         unknown = [e for e in self.estimates if e.load is None]
-        text = describe_sweep([e.load for e in known], [e.seconds for e in known]) if known else "estimate: none"
+        text = describe_sweep([e.load for e in known], [e.on_cpu for e in known]) if known else "estimate: none"
         if unknown:
             text += f"; {len(unknown)} run{'' if len(unknown) == 1 else 's'} without one (e.g. {unknown[0].problem})"
         return text

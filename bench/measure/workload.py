@@ -4,16 +4,19 @@ The workload of a run is its **sample passes**: the samples of the dataset it us
 the train fraction (``data.split[0]``) × the share of clients that train each round (``train.participation``) × the
 passes a local update makes over a client's train split (its method's :meth:`~bench.methods.api.Method.
 epochs_per_round`, ``train.local_epochs`` unless the method trains more) × ``train.rounds``. The clients' train
-splits add up to the train fraction of the data up to rounding, so this is the figure the run's progress bar
-counts, within a fraction of a percent. **Training MACs** are 3 × the model's forward MACs of one sample (every exit,
-:func:`~bench.measure.flops.exit_costs`) per sample pass: a forward and a backward pass of twice its cost.
+splits add up to the train fraction of the data up to rounding, so with every client training each round this is
+the figure the run's progress bar counts, within a fraction of a percent. **Training MACs** are 3 × the model's
+forward MACs of one sample (every exit, :func:`~bench.measure.flops.exit_costs`) per sample pass: a forward and a
+backward pass of twice its cost.
 Evaluation is not counted, nor the fine-tuning some methods do before each evaluation (FedAvg+FT, FedBABU).
 
 The time is a **rough estimate**, given for runs on the CPU only: the training MACs at the rate ``cafebench perf``
 measured for the harness on the idle 2-core development CPU with 2 torch threads (docs/performance.md):
 :data:`CPU_IMAGES_PER_S` images a second training :data:`CPU_REFERENCE`, i.e. that many × 3 × its forward MACs a
-second. Models far smaller than the reference are bound by per-batch overhead and train slower than that rate says;
-a busy machine is slower too.
+second, with a floor: no optimiser step takes less than a step of the reference did (:data:`CPU_REFERENCE_BATCH`
+images in ``CPU_REFERENCE_BATCH / CPU_IMAGES_PER_S`` seconds), since a model much smaller than the reference is bound
+by per-batch overhead, not arithmetic (an assumption; no small model's speed has been measured). A busy machine is
+slower than the estimate.
 The figure was taken before ``run.channels_last`` became the CPU default, which trained the bare loop 1.48x faster
 side by side, so runs on an idle CPU may now finish sooner than estimated.
 No GPU throughput has been measured, so a GPU run gets no time.
@@ -37,9 +40,9 @@ from bench.models import build_model
 CPU_IMAGES_PER_S = 3_740
 # What it trained: (model, width, dataset): one fedavg round of the demo preset's model on Fashion-MNIST, batch 64.
 CPU_REFERENCE = ("conv3", 0.5, "fmnist")
+CPU_REFERENCE_BATCH = 64
 BACKWARD_FACTOR = 3  # training MACs per sample pass, in forward passes: the forward, and a backward of twice its cost
 SUBSET_HINT_SAMPLES = 10_000  # above this many samples, the estimate's line names data.max_samples
-SMALL_MODEL_SHARE = 0.25  # a model under this share of the reference's MACs gets its CPU time as a lower bound
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Workload:
     epochs_per_round: float
     rounds: int
     forward_macs: int
+    batch_size: int
 
     @property
     def sample_passes(self) -> float:
@@ -63,6 +67,11 @@ class Workload:
     @property
     def training_macs(self) -> float:
         return BACKWARD_FACTOR * self.forward_macs * self.sample_passes
+
+    @property
+    def steps(self) -> float:
+        """Optimiser steps, about: sample passes / batch size (a client's last batch of an epoch may be short)."""
+        return self.sample_passes / self.batch_size
 
 
 @lru_cache(maxsize=32)
@@ -93,7 +102,7 @@ def workload(config: ExperimentConfig) -> Workload:
     participating = len(sample_clients(config.seed, 0, d.clients, t.participation))  # as many every round
     epochs = get_method(config.method.name).epochs_per_round(config.method_hparams(), t.local_epochs)
     return Workload(d.dataset, used, size, d.clients, d.split[0], participating / d.clients, epochs, t.rounds,
-                    forward_macs(config.model.name, config.model.width, shape))
+                    forward_macs(config.model.name, config.model.width, shape), t.batch_size)
 
 
 def reference_macs() -> int:
@@ -103,14 +112,11 @@ def reference_macs() -> int:
 
 
 def cpu_seconds(load: Workload) -> float:
-    """Rough seconds of training on a CPU like the reference one (see the module doc)."""
-    return load.training_macs / (CPU_IMAGES_PER_S * BACKWARD_FACTOR * reference_macs())
-
-
-def overhead_bound(load: Workload) -> bool:
-    """Whether the model is so much smaller than the reference (under :data:`SMALL_MODEL_SHARE` of its MACs) that
-    per-batch overhead, not arithmetic, sets its speed: its CPU time is then a lower bound."""
-    return load.forward_macs < SMALL_MODEL_SHARE * reference_macs()
+    """Rough seconds of training on a CPU like the reference one (see the module doc): its training MACs at the
+    reference's rate, or its steps at the reference's seconds a step where that is more."""
+    by_arithmetic = load.training_macs / (CPU_IMAGES_PER_S * BACKWARD_FACTOR * reference_macs())
+    by_steps = load.steps * CPU_REFERENCE_BATCH / CPU_IMAGES_PER_S
+    return max(by_arithmetic, by_steps)
 
 
 def si(value: float, unit: str = "") -> str:
@@ -132,18 +138,21 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def time_text(seconds: float | None, lower_bound: bool = False) -> str:
-    if seconds is None:
-        return "no time estimate off the CPU (no GPU throughput has been measured)"
+def reference_rate() -> str:
     model, width, dataset = CPU_REFERENCE
-    size = "at least" if lower_bound else "roughly"
-    return (f"{size} {duration(seconds)} of training on a CPU like the 2-core one that trained {model} width "
-            f"{width:g} on {dataset} at {CPU_IMAGES_PER_S:,} images/s (evaluation not included"
-            + ("; a model this small is slower than its MACs say" if lower_bound else "") + ")")
+    return (f"on a CPU like the 2-core one that trained {model} width {width:g} on {dataset} at "
+            f"{CPU_IMAGES_PER_S:,} images/s")
 
 
-def describe(load: Workload, seconds: float | None) -> str:
-    """The one-line estimate of a run."""
+def time_text(load: Workload, on_cpu: bool) -> str:
+    """The estimate's words on time: rough CPU seconds, or why there are none."""
+    if not on_cpu:
+        return "no time estimate off the CPU (no GPU throughput has been measured)"
+    return f"roughly {duration(cpu_seconds(load))} of training {reference_rate()} (evaluation not included)"
+
+
+def describe(load: Workload, on_cpu: bool) -> str:
+    """The one-line estimate of a run (with its time where it runs ``on_cpu``)."""
     used = (f"all {load.samples:,} samples" if load.samples == load.dataset_samples
             else f"{load.samples:,} of {load.dataset_samples:,} samples (data.max_samples)")
     share = f", {load.participation:.0%} of them a round" if load.participation < 1 else ""
@@ -153,17 +162,24 @@ def describe(load: Workload, seconds: float | None) -> str:
             f"train{share}) × {load.epochs_per_round:g} epoch{'' if load.epochs_per_round == 1 else 's'} a round × "
             f"{load.rounds} round{'' if load.rounds == 1 else 's'} = {load.sample_passes:,.0f} "
             f"sample passes × {BACKWARD_FACTOR} × {si(load.forward_macs, 'MAC')} = {si(load.training_macs, 'MAC')}; "
-            f"{time_text(seconds, overhead_bound(load))}{hint}")
+            f"{time_text(load, on_cpu)}{hint}")
 
 
-def describe_sweep(loads: Sequence[Workload], seconds: Sequence[float | None]) -> str:
-    """The one-line estimate of a sweep's runs: their total, and the costliest."""
+def describe_sweep(loads: Sequence[Workload], on_cpu: Sequence[bool]) -> str:
+    """The one-line estimate of a sweep's runs (``on_cpu``: whether each runs on the CPU): their total, and the
+    costliest."""
     passes = sum(w.sample_passes for w in loads)
     macs = sum(w.training_macs for w in loads)
-    known = [s for s in seconds if s is not None]
-    small = any(overhead_bound(w) for w, s in zip(loads, seconds, strict=True) if s is not None)
-    time = (time_text(sum(known), small) if len(known) == len(seconds)
-            else f"{time_text(sum(known), small)} for the {len(known)} CPU runs" if known else time_text(None))
+    seconds = [cpu_seconds(w) if cpu else None for w, cpu in zip(loads, on_cpu, strict=True)]
+    timed = [s for s in seconds if s is not None]
+    rate = f"{reference_rate()}, one run at a time (evaluation not included)"
+    if len(timed) == len(loads):
+        time = f"roughly {duration(sum(timed))} of training {rate}"
+    elif timed:
+        time = (f"roughly {duration(sum(timed))} of training for its {len(timed)} runs on the CPU {rate}; no time "
+                "estimate off the CPU")
+    else:
+        time = "no time estimate off the CPU (no GPU throughput has been measured)"
     heaviest = max(loads, key=lambda w: w.training_macs)
     return (f"estimate: {len(loads)} runs, {passes:,.0f} sample passes = {si(macs, 'MAC')} of training (largest run "
             f"{si(heaviest.training_macs, 'MAC')}, methods weighted by their epochs per round); {time}")
