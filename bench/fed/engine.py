@@ -20,9 +20,9 @@ import torch
 from bench.config import ExperimentConfig
 from bench.fed.client_states import ClientStates
 from bench.fed.device import out_of_memory_message, resolve_device, use_device
-from bench.fed.executors import JobDone, ProcessExecutor, SerialExecutor
+from bench.fed.executors import ProcessExecutor, SerialExecutor
 from bench.fed.federation import Federation, build_federation
-from bench.fed.local_update import Executor, Job
+from bench.fed.local_update import Executor, Job, JobDone
 from bench.ground.rng import sample_clients, torch_generator
 from bench.ground.tensor_ops import to_device
 from bench.measure.accuracy import exit_outcomes_of, summarize_exits

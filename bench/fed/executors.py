@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -14,13 +14,9 @@ import torch
 from bench.config import ExperimentConfig, validate_config
 from bench.fed.device import resolve_device, use_device, worker_devices
 from bench.fed.federation import Federation, build_federation
-from bench.fed.local_update import Job, result_to, run_local_update, run_remote_update
+from bench.fed.local_update import Job, JobDone, result_to, run_local_update, run_remote_update
 from bench.methods.api import LocalResult
 from bench.models.base import EarlyExitNet
-
-JobDone = Callable[[int, Job, int, int], None]
-"""Told as each job of a round finishes, in the order they finish: ``(round, job, jobs done so far, jobs in the
-round)``. It only observes: the results, and their order in the list ``run_round`` returns, are the same without it."""
 
 
 class SerialExecutor:

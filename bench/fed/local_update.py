@@ -6,7 +6,7 @@ bitwise-identical results for the same config and seed. Executors import this mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,6 +45,12 @@ def run_local_update(fed: Federation, model: EarlyExitNet, round: int, job: Job)
 def run_remote_update(fed: Federation, model: EarlyExitNet, round: int, job: Job) -> LocalResult:
     """:func:`run_local_update` in a worker: the job arrives in host memory and the result goes back there."""
     return result_to(run_local_update(fed, model, round, job.to(fed.device)), "cpu")
+
+
+JobDone = Callable[[int, Job, int, int], None]
+"""Told as each job of a round finishes, in the order they finish: ``(round, job, jobs done so far, jobs in the
+round)``. An executor takes one to report progress; it only observes: the results, and their order in the list
+``run_round`` returns, are the same without it."""
 
 
 class Executor(Protocol):

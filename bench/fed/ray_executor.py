@@ -20,9 +20,8 @@ import torch
 from bench.config import validate_config
 from bench.data.dataset import Dataset
 from bench.fed.device import resolve_device, use_device
-from bench.fed.executors import JobDone
 from bench.fed.federation import Federation, build_federation
-from bench.fed.local_update import Job, result_to, run_remote_update
+from bench.fed.local_update import Job, JobDone, result_to, run_remote_update
 from bench.methods.api import LocalResult
 
 log = logging.getLogger(__name__)
