@@ -586,34 +586,40 @@ class ProcessPoolLauncher:
     def __init__(self, workers: int):
         self.workers = workers
         self.pool = self._new_pool()
+        self.futures: list[cf.Future] = []  # the submitted jobs, for stop()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_signals)
 
     def submit(self, fn: Callable[..., Any], args: tuple, threads: int) -> cf.Future:
         try:
-            return self.pool.submit(_stoppable, fn, *args)
+            future = self.pool.submit(_stoppable, fn, *args)
         except BrokenProcessPool:  # a worker died (out of memory, killed): its jobs failed, the rest go on
             log.warning("a sweep worker process died; starting new ones")
             self.pool = self._new_pool()
-            return self.pool.submit(_stoppable, fn, *args)
+            future = self.pool.submit(_stoppable, fn, *args)
+        self.futures.append(future)
+        return future
 
     def stop(self) -> None:
-        """SIGTERM to every worker process, SIGKILL to those still alive :data:`STOP_GRACE_S` later."""
+        """SIGTERM to every worker process: a running job ends (its run KILLED) and sends its result, then a second
+        SIGTERM ends the idle process; SIGKILL to any still alive :data:`STOP_GRACE_S` after the first."""
         processes = list((self.pool._processes or {}).values())  # the executor has no public list of its processes
+        deadline = time.monotonic() + STOP_GRACE_S
         for process in processes:
             if process.is_alive():
                 process.terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
+        cf.wait([f for f in self.futures if not f.done()], timeout=STOP_GRACE_S)
+        self.pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-        for process in processes:
+            if process.is_alive():
+                process.terminate()  # idle now: SIGTERM ends it at once
+            process.join(max(0.1, deadline - time.monotonic()))
             if process.is_alive():
                 log.warning("sweep worker %d did not stop within %.0f s of SIGTERM; killed", process.pid,
                             STOP_GRACE_S)
                 process.kill()
                 process.join(1)
-        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
@@ -675,26 +681,43 @@ def run_jobs(launcher: Launcher, jobs: Sequence[int], workers: int,
                 finished(job, future)
             running(len(in_flight))
     except BaseException:
+        ignore_stop_signals()
         if in_flight:
             log.info("stopping %d running jobs", len(in_flight))
-            with signals_deferred():
-                launcher.stop()
+            launcher.stop()
         raise
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_stop_signal_blocks = 0  # how deep the main thread is in stop_signals_restored blocks
+
+
 @contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Meanwhile SIGINT and SIGTERM are ignored (in the main thread; elsewhere they cannot be caught anyway), so a
-    second signal does not cut short the stopping of the workers that the first one began."""
+def stop_signals_restored() -> Iterator[None]:
+    """A block within which :func:`ignore_stop_signals` may turn SIGINT and SIGTERM off; their handlers of before are
+    back when the outermost such block ends (in the main thread; elsewhere signals cannot be handled anyway)."""
+    global _stop_signal_blocks
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    _stop_signal_blocks += 1
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        _stop_signal_blocks -= 1
+        if not _stop_signal_blocks:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+
+def ignore_stop_signals() -> None:
+    """Once the sweep is stopping, a second SIGINT or SIGTERM (``timeout -s INT`` followed by a supervisor's SIGTERM)
+    must not cut short the stopping of its workers and the closing of its runs: ignore them until the outermost
+    :func:`stop_signals_restored` block ends."""
+    if _stop_signal_blocks and threading.current_thread() is threading.main_thread():
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
 
 
 def on_slot_device(data: dict[str, Any], slot: int, slot_devices: list[str] | None) -> dict[str, Any]:
@@ -753,7 +776,7 @@ def run_sweep(sweep: Sweep, backend: Literal["local", "ray"] = "local", workers:
         threads = max(1, local_cores() // workers)
     uri = absolute_tracking_uri(tracking_uri(sweep.configs[0].run.tracking_uri))
     stores = [uri, absolute_tracking_uri(sweep.tune.storage or DEFAULT_STORAGE)] if sweep.tune else [uri]
-    with reported_disk_full(stores):
+    with stop_signals_restored(), reported_disk_full(stores):
         with store_lock(uri):  # a new store gets its tables once, and two sweeps started together one parent run
             client = MlflowClient(tracking_uri=uri)
             parent_run_id = open_parent_run(client, get_or_create_experiment(client, sweep.experiment),
@@ -901,6 +924,7 @@ def run_study_spec(spec: StudySpec) -> dict[str, Any]:
     """Run one study of the tune stage to its trial budget (in a worker process or here); its best parameters."""
     config = validate_config(spec.config)
     pruner = CandidatePruner(spec.pruner, config.train.rounds) if spec.pruner else None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep reports its studies (a failed one with its reason)
     with reported_disk_full([tracking_uri(config.run.tracking_uri), spec.storage]):
         study = run_study(config, spec.space, spec.trials, storage=spec.storage, study_name=spec.name,
                           seeds=spec.seeds, pruner=pruner, tags={SWEEP_TAG: spec.sweep}, nest_under=spec.parent_run_id,

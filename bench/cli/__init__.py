@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cafebench {args.command}: error: {full or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        for number in (signal.SIGINT, signal.SIGTERM):  # ending on a signal: a second one must not cut the exit short
+            signal.signal(number, signal.SIG_IGN)
         print(str(exc) or "interrupted", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
 

@@ -134,7 +134,7 @@ def duplicates_note(data: RunData) -> str:
     sweeps claimed their grid points); empty when there are none."""
     if not data.duplicates:
         return ""
-    return (f" {data.duplicates} finished runs repeat the config and role of another run of this experiment; "
+    return (f" Finished runs that repeat the config and role of another run of this experiment: {data.duplicates}; "
             "the report counts the latest of each.")
 
 
