@@ -114,6 +114,7 @@ from bench.track.disk_full import DiskFullError, reported_disk_full
 from bench.track.interrupt import raise_on_sigterm
 from bench.track.mlflow_tracker import (
     RunInUseError,
+    artifact_location,
     get_or_create_experiment,
     open_parent_run,
     search_all_runs,
@@ -122,6 +123,7 @@ from bench.track.mlflow_tracker import (
 from bench.track.owner import OWNER_TAG, owner_alive, why_left_running
 from bench.track.run_status import closed_on_exception
 from bench.track.runner import CHECKPOINT_TAG, run_experiment
+from bench.track.store import quiet_database_errors
 from bench.track.store_lock import store_lock
 from bench.track.tags import ABLATION, MAIN, ROLE_TAG, SENSITIVITY, SENSITIVITY_TAG, TUNED_TAG
 from bench.tune import (
@@ -519,8 +521,9 @@ def run_config(config_data: dict[str, Any], tags: dict[str, str], resume_run_id:
         experiment_id = get_or_create_experiment(MlflowClient(tracking_uri=uri), config.run.experiment)
         return claim_point(uri, experiment_id, run_key(config.content_hash(), tags))
 
+    run = config_data["run"]
     try:
-        with reported_disk_full([uri]):
+        with reported_disk_full([uri, run["checkpoint_dir"], run["cache_dir"], *artifact_locations(uri, run)]):
             config = validate_config(config_data)
             return run_experiment(config, list(callbacks), tags=tags, resume_run_id=resume_run_id,
                                   claim=claim).run_id, None
@@ -531,6 +534,13 @@ def run_config(config_data: dict[str, Any], tags: dict[str, str], resume_run_id:
     except Exception as exc:
         log.debug("run failed", exc_info=True)
         return None, f"{type(exc).__name__}: {exc}"
+
+
+def artifact_locations(uri: str, run: Mapping[str, Any]) -> list[str]:
+    """Where the run's experiment keeps its artifacts, if it exists yet (a place a full disk may be named by)."""
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(run["experiment"])
+    location = experiment.artifact_location if experiment else artifact_location(uri, run["experiment"])
+    return [location] if location else []
 
 
 class Launcher(Protocol):
@@ -563,11 +573,13 @@ class InProcessLauncher:
         pass
 
 
-def _worker_signals() -> None:
+def _worker_setup() -> None:
     """A worker process leaves SIGINT to the sweep (Ctrl-C reaches the whole process group; the sweep then stops its
-    workers itself) and, while idle, ends quietly on SIGTERM (see :func:`_stoppable`)."""
+    workers itself), while idle ends quietly on SIGTERM (see :func:`_stoppable`), and leaves the reporting of database
+    errors to the sweep."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    quiet_database_errors()
 
 
 def _stoppable(fn: Callable[..., Any], *args: Any) -> Any:
@@ -589,7 +601,7 @@ class ProcessPoolLauncher:
         self.futures: list[cf.Future] = []  # the submitted jobs, for stop()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_signals)
+        return cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_setup)
 
     def submit(self, fn: Callable[..., Any], args: tuple, threads: int) -> cf.Future:
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.config import ConfigError
 from bench.track.interrupt import Terminated, raise_on_sigterm
+from bench.track.store import quiet_database_errors
 
 COMMANDS = ("run", "methods", "datasets", "partition", "flops", "ui", "demo", "perf", "sweep", "tune", "report",
             "reproduce")
@@ -83,6 +84,7 @@ def disk_full(exc: Exception, args: argparse.Namespace) -> Exception | None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     raise_on_sigterm()
+    quiet_database_errors()
     args = parse_args(build_parser(), argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.defaults import REPORT_THRESHOLD
 from bench.report.claims import claim_rows, claims_table, lacking_text
-from bench.report.collect import REPORT_TAG, collect_runs, experiment_id
+from bench.report.collect import REPORT_TAG, collect_runs, duplicates_note, experiment_id
 from bench.report.compare import paired_comparisons, paired_table, tally
 from bench.report.context import Context, make_context
 from bench.report.figures import (
@@ -218,7 +218,7 @@ def render_report(experiment: str, out_dir: str | Path, tracking_uri: str | None
     intro = (f"Experiment '{experiment}' ({uri}): {len(ctx.runs)} finished runs of {len(ctx.methods)} methods "
              f"on {len(ctx.columns)} (dataset, α) settings; rendered {stamp}. Accuracies in %, mean ± half-width "
              "of the 95% Student-t interval over seeds (the mean alone where one seed ran); — marks a cell without a "
-             "finished run. " + provenance(ctx.runs))
+             "finished run. " + provenance(ctx.runs) + duplicates_note(data))
     if preamble:
         intro = f"{preamble.strip()} {intro}"
     html_path = write_report(out, f"cafebench report: {experiment}", intro, sections)

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from bench.track.store import sqlite_path
 
@@ -39,6 +40,7 @@ def free_space(path: Path) -> str:
     """E.g. ``12.0 KiB free of 2.0 MiB on /mnt/small``, for the disk that holds ``path`` (or its nearest parent
     that exists)."""
     folder = _existing(path)
+    folder = folder if folder.is_dir() else folder.parent
     usage = shutil.disk_usage(folder)
     return f"{_size(usage.free)} free of {_size(usage.total)} on {folder}"
 
@@ -51,30 +53,41 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def disk_full_error(exc: BaseException, stores: Sequence[str] = ()) -> DiskFullError | None:
-    """The :class:`DiskFullError` for ``exc`` if a full disk caused it, else None. A full SQLite database is told by
-    its text only, so it is named among ``stores`` (tracking or Optuna storage URIs): the SQLite one whose disk has
-    the least space left."""
+def disk_full_error(exc: BaseException, places: Sequence[str] = ()) -> DiskFullError | None:
+    """The :class:`DiskFullError` for ``exc`` if a full disk caused it, else None. ``places`` are where the command
+    writes (tracking and Optuna storage URIs, ``file:`` artifact locations, folders): a full SQLite database, told
+    by its text only, is named as the SQLite one among them whose disk has the least space left, and an ``OSError``
+    that names no file (PyTorch's and MLflow's copies) as the place of any kind with the least."""
     for cause in causes(exc):
         if isinstance(cause, DiskFullError):
             return cause
         if isinstance(cause, OSError) and cause.errno in FULL_ERRNOS:
             written = cause.filename2 or cause.filename  # shutil's copies name the source first
-            if written is None:
-                return DiskFullError(f"the disk is full: {cause.strerror} ({free_space(Path.cwd())})")
-            return DiskFullError(f"the disk is full: {written} could not be written ({free_space(Path(written))})")
+            if written is not None:
+                return DiskFullError(f"the disk is full: {written} could not be written "
+                                     f"({free_space(Path(written))})")
+            return DiskFullError(_fullest(places, "cannot be written"))
         if SQLITE_FULL in str(cause):
-            return DiskFullError(_full_database(stores))
+            return DiskFullError(_fullest([p for p in places if p.startswith("sqlite:")], "cannot grow"))
     return None
 
 
-def _full_database(stores: Sequence[str]) -> str:
-    files = {uri: path for uri in stores if uri.startswith("sqlite:") and (path := sqlite_path(uri)) is not None}
-    if not files:
-        return "the disk is full: a database reported 'database or disk is full'"
-    uri = min(files, key=lambda u: shutil.disk_usage(_existing(files[u])).free)
-    return (f"the disk is full: {uri} cannot grow ({free_space(files[uri])}); free some space there or move the "
-            "store to a disk with room")
+def _fullest(places: Sequence[str], what: str) -> str:
+    """The message naming the place whose disk has the least space left."""
+    paths = {place: path for place in places if (path := _place_path(place)) is not None}
+    if not paths:
+        return f"the disk is full: a file {what.replace('cannot', 'could not')}"
+    place = min(paths, key=lambda p: shutil.disk_usage(_existing(paths[p])).free)
+    return f"the disk is full: {place} {what} ({free_space(paths[place])}); free some space there or use another disk"
+
+
+def _place_path(place: str) -> Path | None:
+    """The local path of a SQLite URI, a ``file:`` URI or a path; None for a server or an in-memory database."""
+    if place.startswith("sqlite:"):
+        return sqlite_path(place)
+    if place.startswith("file:"):
+        return Path(unquote(urlparse(place).path))
+    return None if "://" in place else Path(place)
 
 
 def _existing(path: Path) -> Path:
@@ -86,13 +99,13 @@ def _existing(path: Path) -> Path:
 
 
 @contextmanager
-def reported_disk_full(stores: Sequence[str] = ()) -> Iterator[None]:
+def reported_disk_full(places: Sequence[str] = ()) -> Iterator[None]:
     """Meanwhile an exception that a full disk caused is raised as its :class:`DiskFullError` (see
     :func:`disk_full_error`), without the chain of failures that followed it."""
     try:
         yield
     except Exception as exc:
-        full = disk_full_error(exc, stores)
+        full = disk_full_error(exc, places)
         if full is None or full is exc:
             raise
         raise full from None

@@ -31,6 +31,7 @@ from bench.config import ExperimentConfig
 from bench.fed.engine import Callback, Simulation
 from bench.track.description import NOTE_TAG, run_description
 from bench.track.owner import OWNER_TAG, describe, owner_alive, this_process, why_left_running
+from bench.track.run_status import closed_on_exception
 from bench.track.runs_view import ensure_training_view, with_headlines
 from bench.track.tags import PARENT_TAG
 
@@ -221,9 +222,10 @@ class MlflowTracker(Callback):
         run_id = run.info.run_id
         tags[NOTE_TAG] = run_description(cfg, {}, 0)
         params = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in cfg.flat().items()]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(run_id, params=params[i:i + 100])
-        self.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), CONFIG_ARTIFACT, run_id)
+        with closed_on_exception(self.client, run_id):  # a run that cannot be set up (a full disk) is not left RUNNING
+            for i in range(0, len(params), 100):
+                self.client.log_batch(run_id, params=params[i:i + 100])
+            self.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), CONFIG_ARTIFACT, run_id)
         return run_id
 
     def _last_step(self) -> int:

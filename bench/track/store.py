@@ -28,6 +28,15 @@ class StoreError(RuntimeError):
     """The tracking store cannot be used; the message names it and says why."""
 
 
+MLFLOW_DATABASE_LOGGER = "mlflow.store.db.utils"
+
+
+def quiet_database_errors() -> None:
+    """Silence MLflow's log of every database error with its traceback (``database or disk is full`` fills a screen
+    per attempt): the error is raised all the same, and the command reports it in one line."""
+    logging.getLogger(MLFLOW_DATABASE_LOGGER).setLevel(logging.CRITICAL)
+
+
 def check_store(uri: str) -> None:
     """Raise :class:`StoreError` unless the tracking store at ``uri`` can be read and written.
 
