@@ -17,8 +17,8 @@ from bench.fed.device import (
     DeviceError,
     place_model,
     resolve_device,
-    uses_channels_last,
     use_device,
+    uses_channels_last,
     worker_devices,
 )
 from bench.fed.engine import Simulation

@@ -10,15 +10,15 @@ from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.executors import SerialExecutor
 from bench.perf import (
-    FIXED_MMAP_THRESHOLD,
     COMPILED_VARIANTS,
     EAGER,
+    FIXED_MMAP_THRESHOLD,
     HARNESS,
     HARNESS_COMPILED,
     BareLoop,
     PerfReport,
-    bare_loops,
     SideBySideExecutor,
+    bare_loops,
     can_sample_utilization,
     nested_nbytes,
     peak_rss,
