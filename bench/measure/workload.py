@@ -35,9 +35,10 @@ from bench.ground.rng import sample_clients
 from bench.methods.registry import get_method
 from bench.models import build_model
 
-# The harness's training throughput that ``cafebench perf --repeats 3`` measured on 2026-12-02 for CPU_REFERENCE
-# (docs/performance.md, "throughput, training images per second | harness 3,740": one round's 49,000 images in 13.10 s).
-CPU_IMAGES_PER_S = 3_740
+# The harness's training throughput that ``cafebench perf --repeats 3 --no-memory`` measured on 2026-12-07 for
+# CPU_REFERENCE in the default channels_last format (docs/performance.md, "harness, run.channels_last=true": one
+# round's 49,000 images in 8.78 s).
+CPU_IMAGES_PER_S = 5_580
 # What it trained: (model, width, dataset): one fedavg round of the demo preset's model on Fashion-MNIST, batch 64.
 CPU_REFERENCE = ("conv3", 0.5, "fmnist")
 CPU_REFERENCE_BATCH = 64
