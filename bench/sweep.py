@@ -34,6 +34,12 @@ stopped before its first checkpoint, starts again as a new run. A failed run is 
 others go on. The sweep's runs are nested beneath a parent run named ``sweep NAME`` (tag
 ``cafebench.parent=sweep:NAME``), which a re-run reopens; its description counts the runs.
 
+Two sweeps of one grid on one SQLite store (two terminals, two Ray drivers on this machine) run each grid point once:
+a worker claims its point under a lock beside the store (:mod:`bench.track.claim`) and leaves a point that another
+process has finished or is running. SIGINT or SIGTERM to the sweep stops its workers (SIGTERM, then SIGKILL after
+``STOP_GRACE_S``); their runs end KILLED and their trials FAILED, so running the sweep again resumes them. A full
+disk stops the sweep with one :class:`~bench.track.disk_full.DiskFullError`.
+
 Runs log to the first config's tracking URI (a relative ``sqlite:///`` path is made absolute). On a Ray
 cluster of several machines, use a tracking server or database URL that every node reaches.
 
