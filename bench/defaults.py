@@ -5,5 +5,3 @@ UI_HOST = "127.0.0.1"  # where cafebench ui serves the MLflow UI (this machine o
 UI_PORT = 5000  # its port unless --port names another
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"  # where an Optuna study lives unless --storage names another
-OBJECTIVE = "val/acc/mean"  # the metric a study maximizes, its trials' final value
-REPORT_THRESHOLD = 0.6  # the exit threshold of the report's dynamic-inference table

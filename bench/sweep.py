@@ -131,7 +131,7 @@ from bench.track.run_status import closed_on_exception
 from bench.track.runner import CHECKPOINT_TAG, run_experiment
 from bench.track.store import quiet_database_errors
 from bench.track.store_lock import store_lock
-from bench.track.tags import ABLATION, MAIN, ROLE_TAG, SENSITIVITY, SENSITIVITY_TAG, TUNED_TAG
+from bench.record_names import ABLATION, MAIN, ROLE_TAG, SENSITIVITY, SENSITIVITY_TAG, TUNED_TAG
 from bench.tune import (
     COST_METRIC,
     DEFAULT_STORAGE,

@@ -54,7 +54,8 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import qmc
 
 from bench.config import ConfigError, ExperimentConfig, load_config, set_dotted, validate_config
-from bench.defaults import DEFAULT_STORAGE, OBJECTIVE
+from bench.defaults import DEFAULT_STORAGE
+from bench.record_names import OBJECTIVE
 from bench.fed.engine import Callback, Simulation
 from bench.methods.api import search_space
 from bench.methods.registry import get_method
@@ -64,7 +65,7 @@ from bench.track.owner import owner_alive, this_process
 from bench.track.run_status import closed_on_exception
 from bench.track.runner import run_experiment
 from bench.track.store_lock import store_lock
-from bench.track.tags import CANDIDATE_TAG
+from bench.record_names import CANDIDATE_TAG
 
 log = logging.getLogger(__name__)
 PARENT_RUN_ATTR = "mlflow_parent_run_id"

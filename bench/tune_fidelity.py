@@ -50,7 +50,7 @@ from bench.sweep import (
     study_specs,
 )
 from bench.track.mlflow_tracker import tracking_uri
-from bench.track.tags import TUNED_TAG
+from bench.record_names import TUNED_TAG
 from bench.tune import FINISHED_STATES, OBJECTIVE, PRUNER_KINDS, prepare_storage, trial_cost, with_params
 
 log = logging.getLogger(__name__)

@@ -162,7 +162,7 @@ def test_the_training_runs_view_lists_training_runs_with_headline_columns(tracki
     from bench.track.links import experiment_runs_url
     from bench.track.mlflow_tracker import PARENT_TAG, get_or_create_experiment
     from bench.track.runs_view import VIEW_TAG, view_state
-    from bench.track.tags import STUDY_TAG
+    from bench.record_names import STUDY_TAG
 
     client = MlflowClient(tracking_uri)
     old = client.create_experiment("made-before-the-view")  # as an older store holds it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bench.cli.ui import add_ui_port_option
-from bench.defaults import REPORT_THRESHOLD
+from bench.record_names import REPORT_THRESHOLD
 from bench.track.store import check_store
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from bench.cli.ui import add_ui_port_option
 from bench.config import load_config
-from bench.defaults import DEFAULT_STORAGE, OBJECTIVE
+from bench.defaults import DEFAULT_STORAGE
+from bench.record_names import OBJECTIVE
 from bench.track.store import check_store
 
 

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.measure.summary import CURVE_COLUMNS, CURVE_TABLE, dyn_metric
 from bench.track.mlflow_tracker import PARENT_TAG, search_all_runs, tracking_uri
-from bench.track.tags import CANDIDATE_TAG, ROLE_TAG, TUNED_TAG
+from bench.record_names import CANDIDATE_TAG, ROLE_TAG, TUNED_TAG
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from bench.defaults import REPORT_THRESHOLD
+from bench.record_names import REPORT_THRESHOLD
 from bench.report.claims import claim_rows, claims_table, lacking_text
 from bench.report.collect import REPORT_TAG, collect_runs, duplicates_note, experiment_id
 from bench.report.compare import paired_comparisons, paired_table, tally

@@ -25,7 +25,7 @@ import pandas as pd
 
 from bench.methods.registry import available_methods
 from bench.report.aggregate import CELL
-from bench.track.tags import MAIN, SENSITIVITY
+from bench.record_names import MAIN, SENSITIVITY
 
 log = logging.getLogger(__name__)
 

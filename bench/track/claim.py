@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from bench.track.mlflow_tracker import search_all_runs
 from bench.track.owner import OWNER_TAG, describe, owner_alive
 from bench.track.store_lock import store_lock
-from bench.track.tags import MAIN, ROLE_TAG
+from bench.record_names import MAIN, ROLE_TAG
 
 CONFIG_HASH_TAG = "config_hash"
 

@@ -33,7 +33,7 @@ from bench.track.description import NOTE_TAG, run_description
 from bench.track.owner import OWNER_TAG, describe, owner_alive, this_process, why_left_running
 from bench.track.run_status import closed_on_exception
 from bench.track.runs_view import ensure_training_view, with_headlines
-from bench.track.tags import PARENT_TAG
+from bench.record_names import PARENT_TAG
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"

@@ -19,7 +19,7 @@ import logging
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from bench.track.tags import PARENT_TAG, STUDY_TAG
+from bench.record_names import PARENT_TAG, STUDY_TAG
 
 log = logging.getLogger(__name__)
 
