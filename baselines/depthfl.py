@@ -136,6 +136,7 @@ def with_feddyn(objective: LossFn, reference: Mapping[str, torch.Tensor],
 @register
 class DepthFL(TieredMethod):
     name = "depthfl"
+    order = 120
     Hparams = DepthFLHparams
 
     def capacity_levels(self) -> list[CapacityLevel]:

@@ -35,6 +35,7 @@ class DittoHparams(Hparams):
 @register
 class Ditto(GlobalModelMethod):
     name = "ditto"
+    order = 100
     family = "pfl"
     Hparams = DittoHparams
 

@@ -101,6 +101,7 @@ def heurfedamp_weights(models: torch.Tensor, self_weight: float, scale: float) -
 @register
 class FedAMP(Method):
     name = "fedamp"
+    order = 70
     family = "pfl"
     Hparams = FedAMPHparams
 

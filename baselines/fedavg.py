@@ -39,6 +39,7 @@ class FedAvgHparams(Hparams):
 @register
 class FedAvg(GlobalModelMethod):
     name = "fedavg"
+    order = 10
     family = "base"
     Hparams = FedAvgHparams
 

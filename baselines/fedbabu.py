@@ -77,6 +77,7 @@ class FedBABUHparams(HeadPhaseHparams):
 @register
 class FedBABU(PersonalHeadsMethod):
     name = "fedbabu"
+    order = 60
     family = "pfl"
     Hparams = FedBABUHparams
 

@@ -148,6 +148,7 @@ def aggregate_prototypes(uploads: list[TensorDict],
 @register
 class FedPAC(PersonalHeadsSplit, Method):
     name = "fedpac"
+    order = 110
     family = "pfl"
     Hparams = FedPACHparams
 

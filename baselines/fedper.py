@@ -22,6 +22,7 @@ from bench.models.base import EarlyExitNet
 @register
 class FedPer(PersonalHeadsMethod):
     name = "fedper"
+    order = 40
     family = "pfl"
     Hparams = PersonalHeadsHparams
 

@@ -27,6 +27,7 @@ class FedProxHparams(FedAvgHparams):
 @register
 class FedProx(FedAvg):
     name = "fedprox"
+    order = 30
     family = "pfl"
     Hparams = FedProxHparams
 

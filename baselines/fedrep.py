@@ -37,6 +37,7 @@ class FedRepHparams(HeadPhaseHparams):
 @register
 class FedRep(PersonalHeadsMethod):
     name = "fedrep"
+    order = 50
     family = "pfl"
     Hparams = FedRepHparams
 

@@ -79,6 +79,7 @@ def combined_logits(model: EarlyExitNet, heads: HeadTensors, x: torch.Tensor) ->
 @register
 class FedRoD(PersonalHeadsSplit, GlobalModelMethod):
     name = "fedrod"
+    order = 90
     family = "pfl"
     Hparams = FedRoDHparams
 

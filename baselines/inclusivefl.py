@@ -110,6 +110,7 @@ def distilled_top(previous: Mapping[str, torch.Tensor], own: Mapping[str, torch.
 @register
 class InclusiveFL(TieredMethod):
     name = "inclusivefl"
+    order = 140
     Hparams = InclusiveFLHparams
 
     def __init__(self, hparams: InclusiveFLHparams, ctx: MethodContext):

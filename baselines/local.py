@@ -27,6 +27,7 @@ from bench.models.base import EarlyExitNet
 @register
 class Local(Method):
     name = "local"
+    order = 20
     family = "base"
 
     def init_server(self, model: EarlyExitNet) -> dict[str, Any]:

@@ -106,6 +106,7 @@ def regulariser_targets(models: torch.Tensor, graph: torch.Tensor) -> torch.Tens
 @register
 class PFedGraph(Method):
     name = "pfedgraph"
+    order = 80
     family = "pfl"
     Hparams = PFedGraphHparams
 

@@ -138,6 +138,7 @@ def scalefl_objective(kd_weight: float, temperature: float, detach_teacher: bool
 @register
 class ScaleFL(TieredMethod):
     name = "scalefl"
+    order = 130
     Hparams = ScaleFLHparams
 
     def capacity_levels(self) -> list[CapacityLevel]:

@@ -125,6 +125,9 @@ class Method:
     name: ClassVar[str] = ""
     family: ClassVar[str] = "pfl"
     Hparams: ClassVar[type[Hparams]] = Hparams
+    # Where the report lists the method among those of its family: lower first. Read from the class's own body, not
+    # inherited (a FedAvg subclass is not listed in FedAvg's place); None lists it after the ranked ones, by name.
+    order: ClassVar[int | None] = None
 
     def __init__(self, hparams: Hparams, ctx: MethodContext):
         self.hp = hparams

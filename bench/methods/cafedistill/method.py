@@ -95,6 +95,7 @@ class CAFEDistillHparams(Hparams):
 @register
 class CAFEDistill(Method):
     name = "cafedistill"
+    order = 150
     family = "ours"
     Hparams = CAFEDistillHparams
 
