@@ -35,6 +35,7 @@ import optuna
 import yaml
 from mlflow.tracking import MlflowClient
 
+from bench.record_names import TEST_ACCURACY, TUNED_TAG
 from bench.sweep import (
     StudySpec,
     Sweep,
@@ -50,11 +51,9 @@ from bench.sweep import (
     study_specs,
 )
 from bench.track.mlflow_tracker import tracking_uri
-from bench.record_names import TUNED_TAG
 from bench.tune import FINISHED_STATES, OBJECTIVE, PRUNER_KINDS, prepare_storage, trial_cost, with_params
 
 log = logging.getLogger(__name__)
-TEST_METRIC = "test/acc/mean"
 FIDELITIES = ("full", "multi")
 
 
@@ -187,7 +186,7 @@ def measure(full_path: Path, multi_path: Path, overrides: Sequence[str] = (), wo
             rows[key].params = json.loads(run.data.tags[TUNED_TAG])  # what the test runs used
             metrics = run.data.metrics
             rows[key].val.append(metrics[OBJECTIVE])
-            rows[key].test.append(metrics[TEST_METRIC])
+            rows[key].test.append(metrics[TEST_ACCURACY])
     return list(rows.values())
 
 

@@ -4,14 +4,9 @@ how accurate each exit ended, what dynamic inference costs at the report thresho
 from __future__ import annotations
 
 from bench.config import ExperimentConfig
-from bench.measure.summary import dyn_metric
+from bench.record_names import TEST_ACCURACY, dynamic, exit_accuracy, exits_logged
 
 NOTE_TAG = "mlflow.note.content"
-
-
-def _exits(metrics: dict[str, float]) -> list[int]:
-    return sorted(int(k.removeprefix("test/acc/exit_")) for k in metrics
-                  if k.startswith("test/acc/exit_") and k.removeprefix("test/acc/exit_").isdigit())
 
 
 def run_description(config: ExperimentConfig, metrics: dict[str, float], round_done: int,
@@ -21,21 +16,21 @@ def run_description(config: ExperimentConfig, metrics: dict[str, float], round_d
     d, t = config.data, config.train
     lines = [f"**{config.method.name}** on **{d.dataset}**: {d.clients} clients, α = {d.alpha:g}, seed "
              f"{config.seed}; model {config.model.name} (width {config.model.width:g}), {t.rounds} rounds."]
-    exits = _exits(metrics)
+    exits = exits_logged(metrics)
     if exits:
         evaluated = "final" if round_done >= t.rounds else f"at round {round_done}"
         lines += ["", f"Mean client test accuracy ({evaluated}):", "",
                   "| " + " | ".join(["exit", *map(str, exits), "mean"]) + " |",
                   "|" + "---|" * (len(exits) + 2),
-                  "| " + " | ".join(["accuracy", *(f"{metrics[f'test/acc/exit_{k}']:.4f}" for k in exits),
-                                     f"{metrics.get('test/acc/mean', float('nan')):.4f}"]) + " |"]
+                  "| " + " | ".join(["accuracy", *(f"{metrics[exit_accuracy(k)]:.4f}" for k in exits),
+                                     f"{metrics.get(TEST_ACCURACY, float('nan')):.4f}"]) + " |"]
     threshold = config.eval.report_threshold
-    if dyn_metric("acc", threshold) in metrics:
+    if dynamic("acc", threshold) in metrics:
         lines += ["", f"Dynamic inference at threshold {threshold:g}: accuracy "
-                      f"{metrics[dyn_metric('acc', threshold)]:.4f}, "
-                      f"{metrics[dyn_metric('macs', threshold)] / 1e6:.4g} MMACs per sample, cost reduction "
-                      f"{100 * metrics[dyn_metric('cost_reduction', threshold)]:.1f} %, accuracy drop "
-                      f"{100 * metrics[dyn_metric('acc_drop', threshold)]:.2f} points."]
+                      f"{metrics[dynamic('acc', threshold)]:.4f}, "
+                      f"{metrics[dynamic('macs', threshold)] / 1e6:.4g} MMACs per sample, cost reduction "
+                      f"{100 * metrics[dynamic('cost_reduction', threshold)]:.1f} %, accuracy drop "
+                      f"{100 * metrics[dynamic('acc_drop', threshold)]:.2f} points."]
     if stopped is not None:
         lines += ["", f"**Stopped** after round {round_done} of {t.rounds}: {stopped}"]
     elif round_done < t.rounds:

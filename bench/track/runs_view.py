@@ -19,15 +19,23 @@ import logging
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from bench.record_names import PARENT_TAG, STUDY_TAG
+from bench.record_names import (
+    ALPHA_TAG,
+    DATASET_TAG,
+    FAMILY_TAG,
+    METHOD_TAG,
+    PARENT_TAG,
+    RUNS_VIEW_COLUMNS,
+    SEED_TAG,
+    STUDY_TAG,
+)
 
 log = logging.getLogger(__name__)
 
 VIEW_KEY = "cafebench-training-runs"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-HEADLINE_METRICS = {"test/acc/mean": "acc/test_mean", "val/acc/mean": "acc/val_mean"}
 TRAINING_RUNS_FILTER = " AND ".join(f"tags.`{tag}` IS NULL" for tag in (PARENT_TAG, STUDY_TAG))
-RUN_TAG_COLUMNS = ("method", "alpha", "seed", "dataset", "family")
+RUN_TAG_COLUMNS = (METHOD_TAG, ALPHA_TAG, SEED_TAG, DATASET_TAG, FAMILY_TAG)
 ORDER_BY_RUN_NAME = "tags.`mlflow.runName`"  # the UI's key for sorting by run name
 RUN_NAME_COLUMN = "attributes.`Run Name`"  # the UI's id of the run-name column, always shown
 RUN_NAME_WIDTH = 250  # pixels: room for a name such as cafedistill-tinyimagenet-a0.1-s4
@@ -36,14 +44,14 @@ METRIC_COLUMN_WIDTH = 150  # pixels: room for a metric's first ten digits (the U
 
 def with_headlines(metrics: dict[str, float]) -> dict[str, float]:
     """``metrics`` plus the ``acc/`` copy of each headline metric among them."""
-    return {**metrics, **{short: metrics[key] for key, short in HEADLINE_METRICS.items() if key in metrics}}
+    return {**metrics, **{short: metrics[key] for key, short in RUNS_VIEW_COLUMNS.items() if key in metrics}}
 
 
 def view_state() -> dict:
     """The shared view: training runs only, headline metrics first, then the run-layout tags; sorted by run name
     (method, dataset, α, seed), which also keeps the UI from fetching the parents the filter leaves out (it does
     so only when the table is sorted by creation time)."""
-    columns = [f"metrics.`{name}`" for name in HEADLINE_METRICS.values()]
+    columns = [f"metrics.`{name}`" for name in RUNS_VIEW_COLUMNS.values()]
     columns += [f"tags.`{name}`" for name in RUN_TAG_COLUMNS]
     widths = {RUN_NAME_COLUMN: RUN_NAME_WIDTH, **{column: METRIC_COLUMN_WIDTH for column in columns
                                                   if column.startswith("metrics.")}}
