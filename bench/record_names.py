@@ -135,3 +135,13 @@ REPORT_TAG = "cafebench.report"
 
 # -- the report ------------------------------------------------------------------------------------------------------
 REPORT_THRESHOLD = 0.6  # the exit threshold of the report's dynamic-inference table and of the headline dyn/* metrics
+
+# -- what sweeps and studies record on their parent and tuning runs ---------------------------------------------------
+SWEEP_TAG = "sweep"  # on a sweep's runs, studies and tuning runs: the sweep's name
+MLFLOW_PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag that nests a run beneath another
+TRIAL_TAG = "optuna_trial"  # on a tuning run: its trial's number
+BEST_PARAMS_TAG, BEST_TRIAL_TAG = "best_params", "best_trial"  # on a study's parent run: the JSON of the best
+# parameters, the best trial's number
+PRUNED_TAG = "pruned"  # "true" on the (KILLED) run of a pruned trial
+TUNE_COST = "tune/full_run_equivalents"  # a study's (or a sweep's tune stage's) cost: rounds run / train.rounds, summed
+BEST_OBJECTIVE = f"best/{OBJECTIVE}"  # on a study's parent run: the best trial's value
