@@ -64,17 +64,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.methods.api import (
-    ClientData,
-    Hparams,
-    LocalResult,
-    LossFn,
-    Message,
-    distillation_loss,
-    exit_ce_losses,
-    extract,
-)
+from bench.methods.api import ClientData, Hparams, LocalResult, Message
 from bench.methods.heterogeneous import CapacityLevel, ClientFractions, TieredMethod, depth_levels
+from bench.methods.losses import LossFn, distillation_loss, exit_ce_losses
+from bench.methods.model_state import extract
 from bench.methods.personalization import proximal_term
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet

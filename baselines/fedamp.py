@@ -42,20 +42,12 @@ from pydantic import Field
 
 from bench.ground.tensor_ops import cosine_similarity_matrix, flatten
 from bench.methods.aggregation import personalized_aggregates
-from bench.methods.api import (
-    ClientData,
-    Hparams,
-    LocalResult,
-    LossFn,
-    Message,
-    Method,
-    MethodContext,
-    extract,
-    load_state,
-    train_epochs,
-)
+from bench.methods.api import ClientData, Hparams, LocalResult, Message, Method, MethodContext
+from bench.methods.losses import LossFn
+from bench.methods.model_state import extract, load_state
 from bench.methods.personalization import proximal_objective
 from bench.methods.registry import register
+from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
 
 

@@ -15,20 +15,12 @@ import torch
 from pydantic import Field
 
 from bench.methods.aggregation import GlobalModelMethod
-from bench.methods.api import (
-    ClientData,
-    Hparams,
-    LocalResult,
-    LossFn,
-    Message,
-    Predictor,
-    extract,
-    load_state,
-    sum_ce_loss,
-    train_epochs,
-)
+from bench.methods.api import ClientData, Hparams, LocalResult, Message, Predictor
+from bench.methods.losses import LossFn, sum_ce_loss
+from bench.methods.model_state import extract, load_state
 from bench.methods.phases import fine_tune
 from bench.methods.registry import register
+from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
 
 

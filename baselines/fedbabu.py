@@ -59,7 +59,8 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from bench.methods.api import ClientData, LocalResult, Message, Predictor, load_state
+from bench.methods.api import ClientData, LocalResult, Message, Predictor
+from bench.methods.model_state import load_state
 from bench.methods.personalization import PersonalHeadsMethod
 from bench.methods.phases import HeadPhaseHparams, fine_tune, train_body
 from bench.methods.registry import register

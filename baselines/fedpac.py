@@ -53,17 +53,9 @@ import torch
 from pydantic import Field
 
 from bench.ground.tensor_ops import TensorDict, class_prototypes, weighted_average
-from bench.methods.api import (
-    ClientData,
-    LocalResult,
-    Message,
-    Method,
-    exit_ce_losses,
-    exit_logits,
-    extract,
-    head_index,
-    load_state,
-)
+from bench.methods.api import ClientData, LocalResult, Message, Method
+from bench.methods.losses import exit_ce_losses, exit_logits
+from bench.methods.model_state import extract, head_index, load_state
 from bench.methods.personalization import PersonalHeadsSplit
 from bench.methods.phases import HeadPhaseHparams, train_head_then_body
 from bench.methods.registry import register

@@ -13,9 +13,12 @@ from typing import Any
 
 import torch
 
-from bench.methods.api import ClientData, LocalResult, Message, load_state, sum_ce_loss, train_epochs
+from bench.methods.api import ClientData, LocalResult, Message
+from bench.methods.losses import sum_ce_loss
+from bench.methods.model_state import load_state
 from bench.methods.personalization import PersonalHeadsHparams, PersonalHeadsMethod
 from bench.methods.registry import register
+from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
 
 

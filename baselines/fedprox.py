@@ -14,7 +14,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from baselines.fedavg import FedAvg, FedAvgHparams
-from bench.methods.api import LossFn, Message
+from bench.methods.api import Message
+from bench.methods.losses import LossFn
 from bench.methods.personalization import proximal_objective
 from bench.methods.registry import register
 

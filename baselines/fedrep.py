@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from bench.methods.api import ClientData, LocalResult, Message, load_state
+from bench.methods.api import ClientData, LocalResult, Message
+from bench.methods.model_state import load_state
 from bench.methods.personalization import PersonalHeadsMethod
 from bench.methods.phases import HeadPhaseHparams, train_head_then_body
 from bench.methods.registry import register

@@ -25,19 +25,12 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from bench.methods.aggregation import GlobalModelMethod
-from bench.methods.api import (
-    ClientData,
-    LocalResult,
-    Message,
-    Predictor,
-    exit_logits,
-    extract,
-    head_index,
-    load_state,
-    train_epochs,
-)
+from bench.methods.api import ClientData, LocalResult, Message, Predictor
+from bench.methods.losses import exit_logits
+from bench.methods.model_state import extract, head_index, load_state
 from bench.methods.personalization import PersonalHeadsHparams, PersonalHeadsSplit
 from bench.methods.registry import register
+from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
 
 HeadTensors = dict[str, torch.Tensor]  # "exits.{k}.weight" / "exits.{k}.bias" of the personal exits

@@ -44,7 +44,7 @@ import torch
 from pydantic import Field
 
 from bench.ground.tensor_ops import TensorDict, subtract, weighted_average
-from bench.methods.api import ClientData, Hparams, LocalResult, Message, MethodContext, extract, sum_ce_loss
+from bench.methods.api import ClientData, Hparams, LocalResult, Message, MethodContext
 from bench.methods.heterogeneous import (
     CapacityLevel,
     ClientFractions,
@@ -54,6 +54,8 @@ from bench.methods.heterogeneous import (
     depth_levels,
     leading_region,
 )
+from bench.methods.losses import sum_ce_loss
+from bench.methods.model_state import extract
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
 

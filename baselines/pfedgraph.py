@@ -48,19 +48,11 @@ from bench.ground.tensor_ops import (
     subtract,
 )
 from bench.methods.aggregation import personalized_aggregates
-from bench.methods.api import (
-    ClientData,
-    Hparams,
-    LocalResult,
-    LossFn,
-    Message,
-    Method,
-    extract,
-    load_state,
-    sum_ce_loss,
-    train_epochs,
-)
+from bench.methods.api import ClientData, Hparams, LocalResult, Message, Method
+from bench.methods.losses import LossFn, sum_ce_loss
+from bench.methods.model_state import extract, load_state
 from bench.methods.registry import register
+from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
 
 TARGET = "regulariser_target"  # payload key of the flattened regulariser target t_i (from round 1 on)

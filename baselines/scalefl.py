@@ -66,19 +66,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from bench.methods.api import (
-    ClientData,
-    Hparams,
-    LocalResult,
-    LossFn,
-    Message,
-    Predictor,
-    distillation_loss,
-    exit_ce_losses,
-    extract,
-)
+from bench.methods.api import ClientData, Hparams, LocalResult, Message, Predictor
 from bench.methods.batchnorm import batch_statistics_only, estimate_batchnorm_statistics
 from bench.methods.heterogeneous import CapacityLevel, TieredMethod, check_fractions
+from bench.methods.losses import LossFn, distillation_loss, exit_ce_losses
+from bench.methods.model_state import extract
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
 

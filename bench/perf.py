@@ -59,7 +59,8 @@ from bench.fed.local_update import Job, run_local_update
 from bench.ground.rng import torch_generator
 from bench.measure.accuracy import exit_records
 from bench.measure.dynamic import dynamic_curve
-from bench.methods.api import LocalResult, load_state
+from bench.methods.api import LocalResult
+from bench.methods.model_state import load_state
 
 MEMORY_SAMPLES_PER_CLIENT = 70
 MEMORY_TRAINED_CLIENTS = 10

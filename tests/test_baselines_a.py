@@ -14,9 +14,12 @@ from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.federation import Federation
 from bench.ground.rng import torch_generator
-from bench.ground.tensor_ops import clone_dict, flatten, subtract
-from bench.methods.api import LocalResult, Message, extract, is_backbone, is_head, sum_ce_loss, train_epochs
+from bench.ground.tensor_ops import flatten, subtract
+from bench.methods.api import LocalResult, Message
+from bench.methods.losses import sum_ce_loss
+from bench.methods.model_state import extract, is_head
 from bench.methods.personalization import frozen, personal_keys, proximal_term
+from bench.methods.training import train_epochs
 from bench.track.runner import run_experiment
 
 METHODS = ["fedprox", "fedper", "fedrep", "fedbabu", "ditto"]
@@ -31,6 +34,14 @@ def local_update(fed: Federation, client: int, server: dict, state: dict | None 
     state = method.init_client(client, fed.new_model(), server) if state is None else state
     return method.local_update(model or fed.new_model(), 0, method.payload(0, client, server), state,
                                fed.client_data(client), torch_generator(0, "local-update", 0, client))
+
+
+def in_backbone(name: str) -> bool:
+    return not is_head(name)
+
+
+def copied(tensors: dict) -> dict:
+    return {k: v.detach().clone() for k, v in tensors.items()}
 
 
 def distance(a: dict, b: dict) -> float:
@@ -231,15 +242,15 @@ def test_fedrep_trains_heads_with_the_backbone_fixed_then_the_backbone_with_head
     def changed(before, after, keep):
         return {k for k in before if keep(k) and not torch.equal(before[k], after[k])}
 
-    backbone = {k for k in head_before if is_backbone(k)}
+    backbone = {k for k in head_before if in_backbone(k)}
     statistics = {k for k in backbone if k.endswith(BUFFER_SUFFIXES)}
     head_keys = {k for k in head_before if is_head(k)}
     # the backbone's weights never move in the head phase; its BatchNorm statistics do in train mode (the
     # authors' model.train()), and stay as they were in eval mode
-    assert changed(head_before, head_after, is_backbone) == (statistics if head_batchnorm == "train" else set())
+    assert changed(head_before, head_after, in_backbone) == (statistics if head_batchnorm == "train" else set())
     assert changed(head_before, head_after, is_head) == head_keys
     assert changed(body_before, body_after, is_head) == set()
-    assert changed(body_before, body_after, is_backbone) == backbone  # FedAvg: one phase moving everything
+    assert changed(body_before, body_after, in_backbone) == backbone  # FedAvg: one phase moving everything
     assert all(p.requires_grad for p in model.parameters())  # the freezing is undone
     assert set(result.upload.tensors) == set(head_before) - head_keys
 
@@ -312,13 +323,13 @@ def test_fedbabu_freezes_heads_in_training_and_fine_tunes_them_at_evaluation(tin
     assert distance(result.upload.tensors, server["shared"]) > 0  # the body did learn
 
     server = method.aggregate(0, {0: result.upload}, server)
-    stored = (clone_dict(server["shared"]), clone_dict(result.state["heads"]))
+    stored = (copied(server["shared"]), copied(result.state["heads"]))
     scratch = fed.new_model()
     predictor = method.eval_model(scratch, 0, server, result.state, fed.client_data(0),
                                   torch_generator(0, "evaluation", 1, 0))
     tuned = extract(predictor)
     assert all(not torch.equal(tuned[k], v) for k, v in initial_heads.items())  # fine-tuning moved the heads
-    backbone_moved = distance({k: v for k, v in tuned.items() if is_backbone(k)}, server["shared"]) > 0
+    backbone_moved = distance({k: v for k, v in tuned.items() if in_backbone(k)}, server["shared"]) > 0
     assert backbone_moved == (finetune == "full")
     assert all(torch.equal(server["shared"][k], v) for k, v in stored[0].items())  # evaluation is pure
     assert all(torch.equal(result.state["heads"][k], v) for k, v in stored[1].items())
@@ -369,7 +380,7 @@ def test_fedavg_fine_tunes_a_copy_of_the_global_model_before_evaluation(tiny_con
     for epochs in (0, 1):
         fed = federation(tiny_config_data, "method.name=fedavg", f"method.hparams.finetune_epochs={epochs}")
         server = fed.method.init_server(fed.new_model())
-        stored = clone_dict(server["model"])
+        stored = copied(server["model"])
         predictor = fed.method.eval_model(fed.new_model(), 0, server, {}, fed.client_data(0),
                                           torch_generator(0, "evaluation", 1, 0))
         tuned[epochs] = distance(extract(predictor), server["model"])

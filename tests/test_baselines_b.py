@@ -29,7 +29,9 @@ from bench.fed.federation import Federation
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import class_prototypes, flatten, subtract
 from bench.methods.aggregation import personalized_aggregates
-from bench.methods.api import Message, exit_ce_losses, extract, is_head, load_state, sum_ce_loss
+from bench.methods.api import Message
+from bench.methods.losses import exit_ce_losses, sum_ce_loss
+from bench.methods.model_state import extract, is_head, load_state
 from bench.methods.simplex_qp import minimize_on_simplex
 from bench.track.runner import run_experiment
 

@@ -15,7 +15,7 @@ from bench.fed.engine import Simulation
 from bench.fed.federation import build_federation
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import state_nbytes
-from bench.methods.api import Message, MethodContext, TrainSettings, distillation_loss
+from bench.methods.api import Message, MethodContext, TrainSettings
 from bench.methods.cafedistill import CAFEDistill, CAFEDistillHparams
 from bench.methods.cafedistill.layout import model_layout
 from bench.methods.cafedistill.selection import (
@@ -31,6 +31,7 @@ from bench.methods.cafedistill.teacher import (
     mixture_teacher_probs,
     teacher_weights,
 )
+from bench.methods.losses import distillation_loss
 from bench.models.conv3 import Conv3
 
 

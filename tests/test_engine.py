@@ -8,7 +8,7 @@ from bench.fed.engine import Simulation
 from bench.fed.federation import build_federation
 from bench.ground.rng import sample_clients
 from bench.ground.tensor_ops import state_nbytes
-from bench.methods.api import load_state
+from bench.methods.model_state import load_state
 
 
 def simulate(data: dict, *overrides: str) -> Simulation:

@@ -18,8 +18,10 @@ from bench.fed.engine import Simulation
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import weighted_average
 from bench.measure.summary import client_cost_tables, final_measures
-from bench.methods.api import Message, exit_ce_losses, load_state, sum_ce_loss
+from bench.methods.api import Message
 from bench.methods.heterogeneous import aggregate_held, assign_tiers, leading_region, tier_sizes
+from bench.methods.losses import exit_ce_losses, sum_ce_loss
+from bench.methods.model_state import load_state
 
 TIERS = "method.hparams.tiers=[0.25,0.25,0.5]"
 LEVELS = "method.hparams.levels=[[0.25,1,0.25],[0.25,2,0.375],[0.5,3,0.5]]"

@@ -39,7 +39,8 @@ import bench.methods.personalization as personalization
 import bench.methods.phases as phases
 from bench.ground.tensor_ops import weighted_average
 from bench.methods.aggregation import GlobalModelMethod
-from bench.methods.api import LocalResult, sum_ce_loss
+from bench.methods.api import LocalResult
+from bench.methods.losses import sum_ce_loss
 from bench.methods.registry import available_methods
 
 Patch = Callable[[pytest.MonkeyPatch], None]

@@ -104,15 +104,14 @@ def build_federation(config: ExperimentConfig, dataset: Dataset | None = None,
                                          Path(config.run.cache_dir) / "partitions")
     augment = default_augment(dataset) if config.data.augment else None
     batches = BatchMaker(dataset, augment, device)
-    t = config.train
     method_cls = get_method(config.method.name)
     probe = make_model(config, dataset)
     ctx = MethodContext(
         num_clients=config.data.clients,
         num_classes=dataset.num_classes,
         num_exits=probe.num_exits,
-        rounds=t.rounds,
-        train=TrainSettings(t.local_epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, t.precision),
+        rounds=config.train.rounds,
+        train=TrainSettings.from_section(config.train),
         client_train_sizes=[int(i.numel()) for i in partition.train],
         seed=config.seed,
         build_model=lambda width=None: make_model(config, dataset, width, device),

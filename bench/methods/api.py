@@ -19,23 +19,22 @@ engine can checkpoint them with ``torch.save`` and reload them with ``weights_on
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
+from bench.config import TrainConfig
 from bench.data.batching import BatchMaker
-from bench.ground.precision import autocast, grad_scaler
 from bench.ground.tensor_ops import TensorDict, state_nbytes
+from bench.methods.model_state import load_state
 from bench.models.base import EarlyExitNet
 
 FAMILIES = ("ours", "pfl", "fee", "base")
 # Inputs → every exit's logits (one row per input). Each row must depend on its own input only: evaluation
 # pads its batches with zero rows (bench.measure.accuracy.padded_forward).
 Predictor = Callable[[torch.Tensor], list[torch.Tensor]]
-LossFn = Callable[[EarlyExitNet, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Hparams(BaseModel):
@@ -76,6 +75,11 @@ class TrainSettings:
     momentum: float
     weight_decay: float
     precision: str = "fp32"  # fp32 | bf16 | fp16 (bench.ground.precision)
+
+    @classmethod
+    def from_section(cls, section: TrainConfig) -> TrainSettings:
+        """These settings, each read by its name off the config's ``train`` section."""
+        return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -120,7 +124,16 @@ class LocalResult:
 
 
 class Method:
-    """Base class of every method. Subclasses set ``name``, ``family``, ``Hparams`` and override the hooks."""
+    """Base class of every method. Subclasses set ``name``, ``family``, ``Hparams`` and override the hooks.
+
+    What the engine relies on beyond each hook's own contract: it evaluates a client's *local* model (the one it
+    holds right after training, ``eval.point`` ``local`` or ``both``) through the ordinary hooks, as
+    ``eval_model(model, c, aggregate(round, {c: upload_c}, server), new_state_c, ...)``, where ``server`` is the
+    server state the round began with: the server as if client ``c`` alone had uploaded. For a method whose
+    ``aggregate`` averages the uploads (an average of one upload is that upload) this is the model the client
+    trained. So ``aggregate`` must be a pure function of its arguments: it must not change ``server`` or the
+    uploads in place, as the engine calls it again, once per client, with the same ``server``.
+    """
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = "pfl"
@@ -177,108 +190,3 @@ class Method:
     def client_width(self, client: int) -> float | None:
         """Width multiplier of this client's sub-model (None: the configured full width)."""
         return None
-
-
-# -- helpers every method uses --------------------------------------------------------------------------------
-
-def load_state(model: EarlyExitNet, *parts: Mapping[str, torch.Tensor]) -> None:
-    """Copy the given tensors into ``model`` in place; together they must cover every parameter and buffer.
-
-    Requiring full coverage keeps local updates pure: nothing of the previous client's model can leak in.
-    """
-    own = model.state_dict()
-    covered: set[str] = set()
-    with torch.no_grad():
-        for part in parts:
-            for key, value in part.items():
-                if key not in own:
-                    raise KeyError(f"{key!r} is not a parameter or buffer of {type(model).__name__}")
-                own[key].copy_(value)
-                covered.add(key)
-    missing = own.keys() - covered
-    if missing:
-        raise KeyError(f"load_state left {len(missing)} entries unset, e.g. {sorted(missing)[:3]}: "
-                       "a method must provide the whole model (shared part + personal part)")
-
-
-def extract(model: EarlyExitNet, keep: Callable[[str], bool] = lambda _: True) -> TensorDict:
-    """Detached copies of the model's parameters and buffers whose names pass ``keep``."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if keep(k)}
-
-
-def is_head(name: str) -> bool:
-    return name.startswith("exits.")
-
-
-def is_backbone(name: str) -> bool:
-    return not name.startswith("exits.")
-
-
-def head_index(name: str) -> int:
-    """0-based exit index of a head parameter name ``exits.{k}.…``."""
-    return int(name.split(".")[1])
-
-
-def split_state(tensors: Mapping[str, torch.Tensor], keep: Callable[[str], bool]) -> TensorDict:
-    return {k: v for k, v in tensors.items() if keep(k)}
-
-
-def exit_logits(model: EarlyExitNet, features: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Every exit head applied to the pooled features it reads (``model.features(x)``)."""
-    return [head(f) for head, f in zip(model.exits, features, strict=True)]
-
-
-def exit_ce_losses(logits: list[torch.Tensor], y: torch.Tensor) -> list[torch.Tensor]:
-    return [F.cross_entropy(z, y) for z in logits]
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, tau: float) -> torch.Tensor:
-    """Knowledge distillation: ``τ²·KL(teacher ‖ softmax(z/τ))``, averaged over the batch."""
-    log_student = F.log_softmax(student_logits / tau, dim=-1)
-    return tau * tau * F.kl_div(log_student, teacher_probs, reduction="batchmean")
-
-
-def make_optimizer(params, train: TrainSettings, lr: float | None = None) -> torch.optim.SGD:
-    return torch.optim.SGD(list(params), lr=train.lr if lr is None else lr, momentum=train.momentum,
-                           weight_decay=train.weight_decay)
-
-
-def train_epochs(model: EarlyExitNet, data: ClientData, gen: torch.Generator, train: TrainSettings,
-                 loss_fn: LossFn,
-                 params=None, epochs: int | None = None, lr: float | None = None,
-                 after_step: Callable[[], None] | None = None) -> float:
-    """Plain SGD over the client's train split; returns the mean loss. ``params`` defaults to all parameters.
-
-    ``loss_fn(model, x, y)`` returns the scalar loss of a batch; ``after_step`` runs after each optimiser step.
-    The forward pass runs in ``train.precision`` (autocast; fp16 with a gradient scaler). Losses are summed on the
-    batches' device in float64 and read back once, at the end: no host-device sync per batch.
-    """
-    model.train()
-    chosen = list(model.parameters()) if params is None else list(params)
-    opt = make_optimizer(chosen, train, lr)
-    device_type = data.batches.device.type
-    scaler = grad_scaler(device_type, train.precision)
-    total = torch.zeros((), dtype=torch.float64, device=data.batches.device)
-    count = 0
-    n_epochs = train.local_epochs if epochs is None else epochs
-    for xb, yb in data.batches.train_batches(data.train_idx, train.batch_size, gen, epochs=n_epochs):
-        opt.zero_grad(set_to_none=True)
-        with autocast(device_type, train.precision):
-            loss = loss_fn(model, xb, yb)
-        if scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        if after_step is not None:
-            after_step()
-        total += loss.detach().double()
-        count += 1
-    return float(total) / max(count, 1)
-
-
-def sum_ce_loss(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The "-EE" default objective: the sum of the cross-entropy losses of all exits."""
-    return torch.stack(exit_ce_losses(model(x), y)).sum()

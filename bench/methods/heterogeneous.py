@@ -32,18 +32,11 @@ from torch import nn
 
 from bench.ground.rng import numpy_generator
 from bench.ground.tensor_ops import TensorDict, weighted_average
-from bench.methods.api import (
-    ClientData,
-    Hparams,
-    LossFn,
-    Message,
-    Method,
-    MethodContext,
-    Predictor,
-    load_state,
-    train_epochs,
-)
+from bench.methods.api import ClientData, Hparams, Message, Method, MethodContext, Predictor
 from bench.methods.batchnorm import add_activation_scaler
+from bench.methods.losses import LossFn
+from bench.methods.model_state import load_state
+from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
 
 FRACTION_TOLERANCE = 1e-6

@@ -24,17 +24,9 @@ import torch
 from pydantic import Field
 
 from bench.methods.aggregation import average_uploads
-from bench.methods.api import (
-    Hparams,
-    LossFn,
-    Message,
-    Method,
-    MethodContext,
-    extract,
-    head_index,
-    is_head,
-    sum_ce_loss,
-)
+from bench.methods.api import Hparams, Message, Method, MethodContext
+from bench.methods.losses import LossFn, sum_ce_loss
+from bench.methods.model_state import extract, head_index, is_head
 from bench.models.base import EarlyExitNet
 
 KeyFilter = Callable[[str], bool]

@@ -17,16 +17,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from bench.methods.api import (
-    ClientData,
-    LossFn,
-    TrainSettings,
-    exit_ce_losses,
-    exit_logits,
-    sum_ce_loss,
-    train_epochs,
-)
+from bench.methods.api import ClientData, TrainSettings
+from bench.methods.losses import LossFn, exit_ce_losses, exit_logits, sum_ce_loss
 from bench.methods.personalization import KeyFilter, PersonalHeadsHparams, frozen, parameters_where
+from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
 
 BatchNormMode = Literal["train", "eval"]
@@ -43,7 +37,7 @@ class HeadPhaseHparams(PersonalHeadsHparams):
 def head_loss(batchnorm: BatchNormMode) -> LossFn:
     """Sum of the exits' cross-entropy losses computed on backbone features that get no gradient.
 
-    With ``batchnorm="train"`` the backbone runs as :func:`~bench.methods.api.train_epochs` left it (train
+    With ``batchnorm="train"`` the backbone runs as :func:`~bench.methods.training.train_epochs` left it (train
     mode: batch statistics, running statistics updated); with ``"eval"`` it runs in eval mode, so neither its
     weights nor its statistics change. Only the heads get gradients.
     """

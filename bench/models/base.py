@@ -5,6 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Every parameter and buffer name of an early-exit network starts with one of these (its ``stages`` or ``exits``).
+STAGES_PREFIX, EXITS_PREFIX = "stages.", "exits."
+
+
+def stage_prefix(k: int) -> str:
+    """The name prefix of stage ``k``'s (0-based) entries, ``stages.{k}.``."""
+    return f"{STAGES_PREFIX}{k}."
+
+
+def exit_prefix(k: int) -> str:
+    """The name prefix of exit head ``k``'s (0-based) entries, ``exits.{k}.``."""
+    return f"{EXITS_PREFIX}{k}."
+
 
 class EarlyExitNet(nn.Module):
     """A backbone of ``m`` stages with one exit head after each stage.

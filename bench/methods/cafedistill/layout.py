@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from bench.methods.api import is_head
+from bench.methods.model_state import is_head
 from bench.models.base import EarlyExitNet
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

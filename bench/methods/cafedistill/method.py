@@ -12,21 +12,7 @@ from pydantic import Field, model_validator
 
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import TensorDict, weighted_average
-from bench.methods.api import (
-    ClientData,
-    Hparams,
-    LocalResult,
-    LossFn,
-    Message,
-    Method,
-    MethodContext,
-    distillation_loss,
-    extract,
-    head_index,
-    is_head,
-    load_state,
-    train_epochs,
-)
+from bench.methods.api import ClientData, Hparams, LocalResult, Message, Method, MethodContext
 from bench.methods.cafedistill.layout import model_layout
 from bench.methods.cafedistill.selection import (
     DepthOrder,
@@ -44,8 +30,11 @@ from bench.methods.cafedistill.teacher import (
     mixture_teacher_probs,
     teacher_weights,
 )
+from bench.methods.losses import LossFn, distillation_loss
+from bench.methods.model_state import extract, head_index, is_head, load_state
 from bench.methods.personalization import parameters_where
 from bench.methods.registry import register
+from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
 
 TEACHER = "teacher."  # payload keys of the teacher head(s): ``teacher.weight`` or ``teacher.{j}.weight``
