@@ -145,3 +145,12 @@ BEST_PARAMS_TAG, BEST_TRIAL_TAG = "best_params", "best_trial"  # on a study's pa
 PRUNED_TAG = "pruned"  # "true" on the (KILLED) run of a pruned trial
 TUNE_COST = "tune/full_run_equivalents"  # a study's (or a sweep's tune stage's) cost: rounds run / train.rounds, summed
 BEST_OBJECTIVE = f"best/{OBJECTIVE}"  # on a study's parent run: the best trial's value
+
+# -- what the end-of-run measures store beside the curve, and what the runner tags a run with -------------------------
+MACS_ARTIFACT = "costs/macs.csv"  # the full model's cost to each exit
+UNSUPPORTED_OPS_ARTIFACT = "costs/unsupported_ops.csv"  # the operators the MAC count leaves out, how often each ran
+BUDGETS_ARTIFACT = "dynamic/budgeted_accuracy.csv"  # each client's test accuracy under MAC budgets
+CURVE_PLOT_ARTIFACT = "dynamic/dynamic_curve.png"
+HISTOGRAM_ARTIFACT = "partition/partition_histogram.csv"  # each client's samples per class
+DEVICE_TAG, DEVICE_NAME_TAG = "device", "device_name"  # where the run trained (a resumed run: where it resumed)
+RESUMED_AFTER_TAG = "resumed_after"  # on a resumed run: what had stopped it
