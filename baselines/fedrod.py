@@ -31,7 +31,7 @@ from bench.methods.model_state import extract, head_index, load_state
 from bench.methods.personalization import PersonalHeadsHparams, PersonalHeadsSplit
 from bench.methods.registry import register
 from bench.methods.training import train_epochs
-from bench.models.base import EarlyExitNet
+from bench.models.base import EarlyExitNet, exit_prefix
 
 HeadTensors = dict[str, torch.Tensor]  # "exits.{k}.weight" / "exits.{k}.bias" of the personal exits
 
@@ -57,7 +57,7 @@ def personal_exits(heads: HeadTensors) -> list[int]:
 
 
 def personal_logits(heads: HeadTensors, k: int, features: torch.Tensor) -> torch.Tensor:
-    return F.linear(features, heads[f"exits.{k}.weight"], heads[f"exits.{k}.bias"])
+    return F.linear(features, heads[exit_prefix(k) + "weight"], heads[exit_prefix(k) + "bias"])
 
 
 def combined_logits(model: EarlyExitNet, heads: HeadTensors, x: torch.Tensor) -> list[torch.Tensor]:

@@ -57,7 +57,7 @@ from bench.methods.heterogeneous import (
 from bench.methods.losses import sum_ce_loss
 from bench.methods.model_state import extract
 from bench.methods.registry import register
-from bench.models.base import EarlyExitNet
+from bench.models.base import EarlyExitNet, stage_prefix
 
 
 class InclusiveFLHparams(Hparams):
@@ -77,13 +77,13 @@ def stage_counterparts(shapes: Mapping[str, torch.Size], parameters: frozenset[s
                        deeper: int) -> dict[str, list[str]]:
     """For each parameter of stage ``depth − 1``: its same-named entries in stages ``depth − 1 … deeper − 1``
     whose shape covers it (the layers of the deeper model that teach the top of the depth-``depth`` one)."""
-    top = f"stages.{depth - 1}."
+    top = stage_prefix(depth - 1)
     out: dict[str, list[str]] = {}
     for name in sorted(parameters):
         if not name.startswith(top):
             continue
         rest = name[len(top):]
-        teachers = [f"stages.{j}.{rest}" for j in range(depth - 1, deeper)]
+        teachers = [stage_prefix(j) + rest for j in range(depth - 1, deeper)]
         teachers = [t for t in teachers if t in shapes and len(shapes[t]) == len(shapes[name])
                     and covers(shapes[t], shapes[name])]
         if teachers:

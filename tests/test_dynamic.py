@@ -16,7 +16,6 @@ from bench.measure.dynamic import (
     budgeted_accuracy,
     cost_reduction,
     dynamic_curve,
-    exit_choice,
     mean_over_clients,
 )
 
@@ -36,12 +35,9 @@ def random_records(n: int, m: int, seed: int) -> ExitRecords:
     return ExitRecords(confidence, rng.uniform(size=(n, m)) < 0.6)
 
 
-def test_exit_choice_takes_the_first_confident_exit_and_the_last_otherwise():
-    confidence = hand_records().confidence
-    assert exit_choice(confidence, 0.7).tolist() == [0, 1, 2, 2]
-    assert exit_choice(confidence, 0.9).tolist() == [0, 2, 2, 2]  # 0.9 ≥ 0.9 leaves
-    assert exit_choice(confidence, 0.55).tolist() == [0, 1, 2, 0]
-    assert confidence[0, 0] == 0.9  # the input is not modified
+def exit_choice(confidence: np.ndarray, threshold: float) -> np.ndarray:
+    """Sample by sample, the 0-based exit where it leaves: the first with confidence ≥ ``threshold``, else the last."""
+    return np.array([next((k for k, c in enumerate(row) if c >= threshold), len(row) - 1) for row in confidence])
 
 
 def test_dynamic_curve_by_hand():

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from fvcore.nn import FlopCountAnalysis
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.models import MODELS, EarlyExitNet, build_model, exit_prefixes
+from bench.models import MODELS, EarlyExitNet, build_model
+from bench.models.base import EXITS_PREFIX, STAGES_PREFIX, exit_prefix, stage_prefix
 
 IMAGE_SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64), (1, 8, 8)]
 EXPECTED_EXITS = {"conv3": 3, "resnet8": 3, "resnet20": 3, "resnet18": 4, "transformer4": 4}
@@ -55,10 +56,11 @@ def test_parameter_names_split_into_stages_and_exits(name):
     shape = (SEQ_LEN,) if name == "transformer4" else (3, 32, 32)
     model = build_model(name, shape, 10, vocab_size=VOCAB)
     names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
-    assert all(n.startswith(("stages.", "exits.")) for n in names)
-    prefixes = exit_prefixes(model)
-    assert prefixes == [f"exits.{k}." for k in range(EXPECTED_EXITS[name])]
-    head_names = [n for n in names if n.startswith(tuple(prefixes))]
+    assert (STAGES_PREFIX, EXITS_PREFIX) == ("stages.", "exits.")
+    assert all(n.startswith((STAGES_PREFIX, EXITS_PREFIX)) for n in names)
+    assert model.num_exits == EXPECTED_EXITS[name]
+    assert (stage_prefix(1), exit_prefix(1)) == ("stages.1.", "exits.1.")
+    head_names = [n for n in names if n.startswith(EXITS_PREFIX)]
     assert head_names == [f"exits.{k}.{p}" for k in range(model.num_exits) for p in ("weight", "bias")]
 
 

@@ -80,10 +80,6 @@ def state_nbytes(tensors: Mapping[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def clone_dict(tensors: Mapping[str, torch.Tensor]) -> TensorDict:
-    return {k: t.detach().clone() for k, t in tensors.items()}
-
-
 def subtract(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> TensorDict:
     """``a - b`` over ``a``'s floating-point keys."""
     return {k: a[k] - b[k] for k in a if a[k].is_floating_point()}

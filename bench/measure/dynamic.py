@@ -159,13 +159,6 @@ class DynamicPoint:
     exit_fractions: list[float]  # share of samples leaving at each exit (sums to 1)
 
 
-def exit_choice(confidence: np.ndarray, threshold: float) -> np.ndarray:
-    """0-based exit where each sample leaves: the first with confidence ≥ ``threshold``, else the last."""
-    leaves = np.asarray(confidence) >= threshold
-    leaves[:, -1] = True
-    return leaves.argmax(axis=1)
-
-
 def dynamic_curve(
     records: ExitRecords, exit_macs: Sequence[float], thresholds: Sequence[float] = DEFAULT_THRESHOLDS
 ) -> list[DynamicPoint]:

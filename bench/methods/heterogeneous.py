@@ -37,7 +37,7 @@ from bench.methods.batchnorm import add_activation_scaler
 from bench.methods.losses import LossFn
 from bench.methods.model_state import load_state
 from bench.methods.training import train_epochs
-from bench.models.base import EarlyExitNet
+from bench.models.base import EXITS_PREFIX, STAGES_PREFIX, EarlyExitNet
 
 FRACTION_TOLERANCE = 1e-6
 Shapes = dict[str, torch.Size]
@@ -89,9 +89,9 @@ def assign_tiers(seed: int, num_clients: int, fractions: Sequence[float]) -> lis
 
 def block_index(name: str) -> int | None:
     """The 0-based stage/exit index of ``stages.{k}.…`` and ``exits.{k}.…`` names; None for anything else."""
-    prefix, _, rest = name.partition(".")
-    if prefix in ("stages", "exits") and rest:
-        return int(rest.split(".", 1)[0])
+    for prefix in (STAGES_PREFIX, EXITS_PREFIX):
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return int(name[len(prefix):].split(".", 1)[0])
     return None
 
 

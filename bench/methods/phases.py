@@ -46,8 +46,8 @@ def head_loss(batchnorm: BatchNormMode) -> LossFn:
 
     def loss(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if batchnorm == "eval":
-            for name, child in model.named_children():
-                if name != "exits":
+            for child in model.children():
+                if child is not model.exits:
                     child.eval()
         with torch.no_grad():
             feats = model.features(x)

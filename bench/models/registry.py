@@ -126,8 +126,3 @@ def build_model(
         name, width, shape, model.num_exits, sum(p.numel() for p in model.parameters()),
     )
     return model
-
-
-def exit_prefixes(model: EarlyExitNet) -> list[str]:
-    """Parameter-name prefixes of the exit heads, ``["exits.0.", "exits.1.", ...]``; the rest is backbone."""
-    return [f"exits.{k}." for k in range(model.num_exits)]

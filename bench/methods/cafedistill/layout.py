@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from bench.methods.model_state import is_head
-from bench.models.base import EarlyExitNet
+from bench.models.base import STAGES_PREFIX, EarlyExitNet, exit_prefix
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -31,8 +31,10 @@ class ModelLayout:
 
 def stage_of(name: str) -> int:
     """0-based stage index of a backbone entry ``stages.{k}.…``; entries outside the stages count as 0."""
-    parts = name.split(".")
-    return int(parts[1]) if parts[0] == "stages" and len(parts) > 1 and parts[1].isdigit() else 0
+    if not name.startswith(STAGES_PREFIX):
+        return 0
+    index = name[len(STAGES_PREFIX):].split(".", 1)[0]
+    return int(index) if index.isdigit() else 0
 
 
 def batch_norm_entries(model: nn.Module) -> set[str]:
@@ -54,7 +56,7 @@ def model_layout(model: EarlyExitNet, local_batch_norm: bool) -> ModelLayout:
     shared = tuple(k for k in names if not is_head(k) and k not in local_norms)
     personal = tuple(k for k in names if is_head(k) or k in local_norms)
     last = model.num_exits - 1
-    last_head = tuple(k for k in names if k.startswith(f"exits.{last}."))
+    last_head = tuple(k for k in names if k.startswith(exit_prefix(last)))
     shared_params = [k for k, _ in model.named_parameters() if k in shared]
     stage_params = tuple(tuple(k for k in shared_params if stage_of(k) == e) for e in range(last))
     return ModelLayout(model.num_exits, shared, personal, last_head, stage_params)

@@ -35,7 +35,7 @@ from bench.methods.model_state import extract, head_index, is_head, load_state
 from bench.methods.personalization import parameters_where
 from bench.methods.registry import register
 from bench.methods.training import train_epochs
-from bench.models.base import EarlyExitNet
+from bench.models.base import EarlyExitNet, exit_prefix
 
 TEACHER = "teacher."  # payload keys of the teacher head(s): ``teacher.weight`` or ``teacher.{j}.weight``
 MIXTURE_WEIGHTS = "teacher.mix"
@@ -131,7 +131,7 @@ class CAFEDistill(Method):
     def teacher_tensors(self, client: int, server: dict[str, Any]) -> TensorDict:
         """Client ``client``'s teacher: ``h̄_i = Σ_j w_ij h_j`` (Eq. 9), or every head and ``w_i`` (mixture)."""
         weights = server["teacher_weights"][client]
-        prefix_len = len(f"exits.{self.last}.")
+        prefix_len = len(exit_prefix(self.last))
         if self.hp.teacher_mode == "averaged_head":
             averaged = weighted_average(server["heads"], weights)
             return {TEACHER + k[prefix_len:]: v for k, v in averaged.items()}
@@ -202,7 +202,7 @@ class CAFEDistill(Method):
         """Features of the last stage → the teacher's softened class probabilities."""
         tau = self.hp.tau
         if not self.hp.cross_client:
-            own = f"exits.{self.last}."
+            own = exit_prefix(self.last)
             return partial(linear_teacher_probs, personal[own + "weight"], personal[own + "bias"], tau=tau)
         if self.hp.teacher_mode == "averaged_head":
             weight, bias = tensors[TEACHER + "weight"], tensors[TEACHER + "bias"]
