@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bench.ground.plugins import PluginError, import_plugin
 
+PRESETS = importlib.resources.files("bench") / "presets"  # the shipped presets (sweeps in SWEEP_PRESETS)
+SWEEP_PRESETS = "sweeps"  # the folder of PRESETS that holds the sweep presets
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # (section, key) of options added after configs were first hashed: they join the content hash only when set, so
 # every config that leaves them unset keeps the hash (and the finished runs) it had before they existed.
@@ -219,12 +221,12 @@ def _yaml_names(root, skip: str | None = None) -> list[str]:
 
 def preset_names() -> list[str]:
     """The shipped experiment presets (``demo``)."""
-    return _yaml_names(importlib.resources.files("bench") / "presets", skip="sweeps")
+    return _yaml_names(PRESETS, skip=SWEEP_PRESETS)
 
 
 def sweep_preset_names() -> list[str]:
     """The shipped sweep presets (``smoke``, ``quick/tables``, ...), for suggestions."""
-    return _yaml_names(importlib.resources.files("bench") / "presets" / "sweeps")
+    return _yaml_names(PRESETS / SWEEP_PRESETS)
 
 
 def read_source(source: str | Path) -> dict[str, Any]:
@@ -236,7 +238,7 @@ def read_source(source: str | Path) -> dict[str, Any]:
         text = path.read_text()
         origin = str(path)
     else:
-        resource = importlib.resources.files("bench") / "presets" / f"{source}.yaml"
+        resource = PRESETS / f"{source}.yaml"
         if not resource.is_file():
             presets = preset_names()
             hint = (f"; {source} is a sweep preset: cafebench sweep {source}" if str(source) in sweep_preset_names()
