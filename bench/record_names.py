@@ -54,6 +54,14 @@ LOCAL_TEST_ACCURACY = LOCAL + TEST_ACCURACY
 OBJECTIVE = VAL_ACCURACY  # the metric a study maximizes, its trials' final value
 
 TRAIN_LOSS = "train/loss"
+
+
+def train_metric(quantity: str) -> str:
+    """A quantity a method reports from its local training beside ``train/loss`` (the round logs its mean over the
+    clients), e.g. ``train_metric("head_loss")``."""
+    return f"train/{quantity}"
+
+
 UPLOAD, DOWNLOAD = "up", "down"
 
 
