@@ -71,6 +71,7 @@ from bench.methods.model_state import extract
 from bench.methods.personalization import proximal_term
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
+from bench.record_names import TRAIN_LOSS, train_metric
 
 
 class DepthFLHparams(Hparams):
@@ -162,7 +163,7 @@ class DepthFL(TieredMethod):
         if self.alpha:
             state = {"feddyn_grad": {name: g - self.alpha * (trained[name] - payload.tensors[name])
                                      for name, g in state["feddyn_grad"].items()}}
-        return LocalResult(Message(trained), state, {"train/loss": loss, "train/consistency_weight": weight})
+        return LocalResult(Message(trained), state, {TRAIN_LOSS: loss, train_metric("consistency_weight"): weight})
 
     def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
         averaged = self.plan.aggregate(server["model"], uploads, uniform=bool(self.alpha))

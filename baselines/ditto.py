@@ -25,6 +25,7 @@ from bench.methods.personalization import proximal_objective
 from bench.methods.registry import register
 from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
+from bench.record_names import TRAIN_LOSS, train_metric
 
 
 class DittoHparams(Hparams):
@@ -60,7 +61,7 @@ class Ditto(GlobalModelMethod):
         personal_loss = train_epochs(model, data, gen, train, proximal_objective(payload.tensors, self.hp.lam),
                                      epochs=self.hp.personal_epochs)
         return LocalResult(upload, {"model": extract(model)},
-                           {"train/loss": global_loss, "train/personal_loss": personal_loss})
+                           {TRAIN_LOSS: global_loss, train_metric("personal_loss"): personal_loss})
 
     def eval_params(self, client: int, server: dict[str, Any],
                     state: dict[str, Any]) -> Mapping[str, torch.Tensor]:

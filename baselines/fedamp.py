@@ -49,6 +49,7 @@ from bench.methods.personalization import proximal_objective
 from bench.methods.registry import register
 from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
+from bench.record_names import TRAIN_LOSS
 
 
 class FedAMPHparams(Hparams):
@@ -122,7 +123,7 @@ class FedAMP(Method):
         load_state(model, state["model"])
         loss = train_epochs(model, data, gen, self.ctx.train, self.local_objective(payload))
         personal = extract(model)
-        return LocalResult(Message(personal), {"model": personal}, {"train/loss": loss})
+        return LocalResult(Message(personal), {"model": personal}, {TRAIN_LOSS: loss})
 
     @property
     def proximal_coefficient(self) -> float:

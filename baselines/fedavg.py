@@ -22,6 +22,7 @@ from bench.methods.phases import fine_tune
 from bench.methods.registry import register
 from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
+from bench.record_names import TRAIN_LOSS
 
 
 class FedAvgHparams(Hparams):
@@ -39,7 +40,7 @@ class FedAvg(GlobalModelMethod):
                      data: ClientData, gen: torch.Generator) -> LocalResult:
         load_state(model, payload.tensors)
         loss = train_epochs(model, data, gen, self.ctx.train, self.local_objective(payload))
-        return LocalResult(Message(extract(model)), state, {"train/loss": loss})
+        return LocalResult(Message(extract(model)), state, {TRAIN_LOSS: loss})
 
     def local_objective(self, payload: Message) -> LossFn:
         """The loss of local training (subclasses such as FedProx add terms that depend on the payload)."""

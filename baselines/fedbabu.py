@@ -65,6 +65,7 @@ from bench.methods.personalization import PersonalHeadsMethod
 from bench.methods.phases import HeadPhaseHparams, fine_tune, train_body
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
+from bench.record_names import TRAIN_LOSS
 
 
 class FedBABUHparams(HeadPhaseHparams):
@@ -87,7 +88,7 @@ class FedBABU(PersonalHeadsMethod):
         load_state(model, payload.tensors, state["heads"])
         loss = train_body(model, data, gen, self.ctx.train, self.is_personal)
         upload, _ = self.split_trained(model)
-        return LocalResult(upload, state, {"train/loss": loss})
+        return LocalResult(upload, state, {TRAIN_LOSS: loss})
 
     def eval_model(self, model: EarlyExitNet, client: int, server: dict[str, Any], state: dict[str, Any],
                    data: ClientData, gen: torch.Generator) -> Predictor:

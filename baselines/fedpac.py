@@ -61,6 +61,7 @@ from bench.methods.phases import HeadPhaseHparams, train_head_then_body
 from bench.methods.registry import register
 from bench.methods.simplex_qp import minimize_on_simplex
 from bench.models.base import EarlyExitNet
+from bench.record_names import TRAIN_LOSS
 
 PROTOTYPE = "prototype."  # payload/upload keys of the per-exit prototypes: "prototype.{k}"
 STATISTIC_PROTOTYPE = "statistic_prototype."  # upload keys of the pre-training prototypes behind h: ".{k}"
@@ -190,7 +191,7 @@ class FedPAC(PersonalHeadsSplit, Method):
                   **{f"{PROTOTYPE}{k}": p.float() for k, p in enumerate(trained.prototypes)},
                   **{f"{STATISTIC_PROTOTYPE}{k}": p.float() for k, p in enumerate(received.prototypes)},
                   CLASS_COUNTS: received.counts, VARIANCE: received.variances}
-        return LocalResult(Message(upload), state, {"train/loss": loss})
+        return LocalResult(Message(upload), state, {TRAIN_LOSS: loss})
 
     def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
         clients = list(uploads)

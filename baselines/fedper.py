@@ -20,6 +20,7 @@ from bench.methods.personalization import PersonalHeadsHparams, PersonalHeadsMet
 from bench.methods.registry import register
 from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
+from bench.record_names import TRAIN_LOSS
 
 
 @register
@@ -34,4 +35,4 @@ class FedPer(PersonalHeadsMethod):
         load_state(model, payload.tensors, state["heads"])
         loss = train_epochs(model, data, gen, self.ctx.train, sum_ce_loss)
         upload, new_state = self.split_trained(model)
-        return LocalResult(upload, new_state, {"train/loss": loss})
+        return LocalResult(upload, new_state, {TRAIN_LOSS: loss})

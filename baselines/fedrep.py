@@ -26,6 +26,7 @@ from bench.methods.personalization import PersonalHeadsMethod
 from bench.methods.phases import HeadPhaseHparams, train_head_then_body
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
+from bench.record_names import TRAIN_LOSS, train_metric
 
 
 class FedRepHparams(HeadPhaseHparams):
@@ -54,4 +55,4 @@ class FedRep(PersonalHeadsMethod):
             model, data, gen, self.ctx.train, self.is_personal, self.hp.head_epochs, self.hp.head_batchnorm,
             body_epochs=self.hp.body_epochs)
         upload, new_state = self.split_trained(model)
-        return LocalResult(upload, new_state, {"train/loss": body_loss, "train/head_loss": head_loss})
+        return LocalResult(upload, new_state, {TRAIN_LOSS: body_loss, train_metric("head_loss"): head_loss})

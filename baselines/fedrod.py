@@ -32,6 +32,7 @@ from bench.methods.personalization import PersonalHeadsHparams, PersonalHeadsSpl
 from bench.methods.registry import register
 from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet, exit_prefix
+from bench.record_names import TRAIN_LOSS
 
 HeadTensors = dict[str, torch.Tensor]  # "exits.{k}.weight" / "exits.{k}.bias" of the personal exits
 
@@ -99,7 +100,7 @@ class FedRoD(PersonalHeadsSplit, GlobalModelMethod):
         loss = train_epochs(model, data, gen, self.ctx.train, loss_fn,
                             params=[*model.parameters(), *heads.values()])
         new_heads = {k: v.detach().clone() for k, v in heads.items()}
-        return LocalResult(Message(extract(model)), {"heads": new_heads}, {"train/loss": loss})
+        return LocalResult(Message(extract(model)), {"heads": new_heads}, {TRAIN_LOSS: loss})
 
     def eval_model(self, model: EarlyExitNet, client: int, server: dict[str, Any], state: dict[str, Any],
                    data: ClientData, gen: torch.Generator) -> Predictor:

@@ -58,6 +58,7 @@ from bench.methods.losses import sum_ce_loss
 from bench.methods.model_state import extract
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet, stage_prefix
+from bench.record_names import TRAIN_LOSS
 
 
 class InclusiveFLHparams(Hparams):
@@ -164,7 +165,7 @@ class InclusiveFL(TieredMethod):
     def local_update(self, model: EarlyExitNet, round: int, payload: Message, state: dict[str, Any],
                      data: ClientData, gen: torch.Generator) -> LocalResult:
         sub, loss = self.train_sub_model(model, payload.tensors, data, gen, sum_ce_loss)
-        return LocalResult(Message(extract(sub)), state, {"train/loss": loss})
+        return LocalResult(Message(extract(sub)), state, {TRAIN_LOSS: loss})
 
     def tier_updates(self, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[int, TensorDict]:
         """Per depth with participants: the train-size weighted average of its clients' parameter updates."""

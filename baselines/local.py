@@ -16,6 +16,7 @@ from bench.methods.model_state import extract, load_state
 from bench.methods.registry import register
 from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
+from bench.record_names import TRAIN_LOSS
 
 
 @register
@@ -37,7 +38,7 @@ class Local(Method):
                      data: ClientData, gen: torch.Generator) -> LocalResult:
         load_state(model, state["model"])
         loss = train_epochs(model, data, gen, self.ctx.train, sum_ce_loss)
-        return LocalResult(Message(), {"model": extract(model)}, {"train/loss": loss})
+        return LocalResult(Message(), {"model": extract(model)}, {TRAIN_LOSS: loss})
 
     def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
         return server

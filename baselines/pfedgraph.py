@@ -54,6 +54,7 @@ from bench.methods.model_state import extract, load_state
 from bench.methods.registry import register
 from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet
+from bench.record_names import TRAIN_LOSS
 
 TARGET = "regulariser_target"  # payload key of the flattened regulariser target t_i (from round 1 on)
 SAME_DIRECTION = 0.9  # update cosine similarities above this count as 1 (the authors' rule)
@@ -129,7 +130,7 @@ class PFedGraph(Method):
                      data: ClientData, gen: torch.Generator) -> LocalResult:
         load_state(model, {k: v for k, v in payload.tensors.items() if k != TARGET})
         loss = train_epochs(model, data, gen, self.ctx.train, self.local_objective(payload))
-        return LocalResult(Message(extract(model)), state, {"train/loss": loss})
+        return LocalResult(Message(extract(model)), state, {TRAIN_LOSS: loss})
 
     def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
         clients = list(uploads)

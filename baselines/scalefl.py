@@ -73,6 +73,7 @@ from bench.methods.losses import LossFn, distillation_loss, exit_ce_losses
 from bench.methods.model_state import extract
 from bench.methods.registry import register
 from bench.models.base import EarlyExitNet
+from bench.record_names import TRAIN_LOSS
 
 #: Self-distillation starts after this fraction of the rounds (0-based round > fraction·rounds).
 KD_START_FRACTION = 0.25
@@ -155,7 +156,7 @@ class ScaleFL(TieredMethod):
         sub = self.plan.model_for(data.client, model)
         with batch_statistics_only(sub) if self.hp.static_batchnorm else nullcontext():
             sub, loss = self.train_sub_model(model, payload.tensors, data, gen, self.objective(round))
-        return LocalResult(Message(extract(sub)), state, {"train/loss": loss})
+        return LocalResult(Message(extract(sub)), state, {TRAIN_LOSS: loss})
 
     def aggregate(self, round: int, uploads: Mapping[int, Message], server: dict[str, Any]) -> dict[str, Any]:
         uniform = self.hp.aggregation == "uniform"

@@ -36,6 +36,7 @@ from bench.methods.personalization import parameters_where
 from bench.methods.registry import register
 from bench.methods.training import train_epochs
 from bench.models.base import EarlyExitNet, exit_prefix
+from bench.record_names import TRAIN_LOSS, train_metric
 
 TEACHER = "teacher."  # payload keys of the teacher head(s): ``teacher.weight`` or ``teacher.{j}.weight``
 MIXTURE_WEIGHTS = "teacher.mix"
@@ -195,7 +196,7 @@ class CAFEDistill(Method):
         upload = extract(model, lambda k: k in self.layout.shared or (self.hp.cross_client and
                                                                       k in self.layout.last_head))
         return LocalResult(Message(upload), {"personal": extract(model, lambda k: k in self.layout.personal)},
-                           {"train/loss": loss, "train/active_students": float(len(students))})
+                           {TRAIN_LOSS: loss, train_metric("active_students"): float(len(students))})
 
     def teacher(self, tensors: Mapping[str, torch.Tensor],
                 personal: Mapping[str, torch.Tensor]) -> TeacherProbs:
