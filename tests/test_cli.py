@@ -165,3 +165,35 @@ def test_a_plugin_that_raises_on_import_is_named_with_the_exception_type(tmp_pat
     err = capsys.readouterr().err
     assert err.startswith(f"cafebench methods: error: plugins: plugin file '{plugin}' raised SyntaxError on import")
     assert err.count("\n") == 1 and "line 1" in err
+
+
+STORE_COMMANDS = ("run", "demo", "sweep", "tune", "reproduce", "report", "ui")  # the commands that use the store
+
+
+def test_every_command_that_uses_the_store_takes_the_same_tracking_uri_option():
+    from bench.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():
+        options = {o: a for a in parser._actions for o in a.option_strings}
+        assert ("--tracking-uri" in options) == (name in STORE_COMMANDS), name
+        if name in STORE_COMMANDS:
+            assert options["--tracking-uri"].help == ("MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                                                      "sqlite:///mlflow.db)")
+
+
+def test_the_store_is_the_option_else_the_environment_else_the_default(tmp_path, monkeypatch):
+    from bench.cli import build_parser
+    from bench.cli.tracking import checked_store, store_uri, tracking_uri_override
+    from bench.track.store import StoreError
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert store_uri(None) == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/env.db")
+    assert store_uri(None) == f"sqlite:///{tmp_path}/env.db"
+    assert checked_store(f"sqlite:///{tmp_path}/given.db") == f"sqlite:///{tmp_path}/given.db"
+    with pytest.raises(StoreError, match=f"tracking store sqlite:///{tmp_path}/missing/x.db: folder .* does not exist"):
+        checked_store(f"sqlite:///{tmp_path}/missing/x.db")
+    given = build_parser().parse_args(["run", "demo", "--tracking-uri", "sqlite:///x.db"])
+    assert tracking_uri_override(given) == ["run.tracking_uri=sqlite:///x.db"]
+    assert tracking_uri_override(build_parser().parse_args(["run", "demo"])) == []

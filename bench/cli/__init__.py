@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from bench.cli.tracking import store_uri
 from bench.config import ConfigError
 from bench.track.interrupt import Terminated, raise_on_sigterm
 from bench.track.store import quiet_database_errors
@@ -76,9 +77,7 @@ def disk_full(exc: Exception, args: argparse.Namespace) -> Exception | None:
 
     if disk_full_error(exc) is None:
         return None
-    from bench.track.mlflow_tracker import tracking_uri  # MLflow loaded only now: a config error answers at once
-
-    return disk_full_error(exc, [tracking_uri(getattr(args, "tracking_uri", None))])
+    return disk_full_error(exc, [store_uri(getattr(args, "tracking_uri", None))])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from bench.cli.tracking import add_tracking_uri_option, checked_store
 from bench.cli.ui import add_ui_port_option
 from bench.record_names import REPORT_THRESHOLD
-from bench.track.store import check_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "is also logged as a run tagged cafebench.report=true in the same experiment.")
     p.add_argument("experiment", help="MLflow experiment name (e.g. demo, reproduce-cpu)")
     p.add_argument("--out", help="output directory (default: reports/EXPERIMENT)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    add_tracking_uri_option(p)
     p.add_argument("--threshold", type=float, default=REPORT_THRESHOLD,
                    help=f"exit threshold of the dynamic-inference table (default {REPORT_THRESHOLD:g}; must be "
                         "one of the runs' eval.thresholds)")
@@ -30,11 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bench.report import default_report_dir, render_report
     from bench.track.links import experiment_runs_link
-    from bench.track.mlflow_tracker import tracking_uri
 
-    check_store(tracking_uri(args.tracking_uri))
+    uri = checked_store(args.tracking_uri)
     path = render_report(args.experiment, args.out or default_report_dir(args.experiment), args.tracking_uri,
                          args.threshold, args.preamble)
     print(f"report of experiment {args.experiment!r}: {path} (and report.md, tables/, figures/ beside it)")
-    print(f"its runs: {experiment_runs_link(tracking_uri(args.tracking_uri), args.experiment, args.ui_port)}")
+    print(f"its runs: {experiment_runs_link(uri, args.experiment, args.ui_port)}")
     return 0

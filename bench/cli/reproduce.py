@@ -11,8 +11,8 @@ import argparse
 import importlib.resources
 from pathlib import Path
 
+from bench.cli.tracking import add_tracking_uri_option, checked_store, store_uri, tracking_uri_override
 from bench.cli.ui import add_ui_port_option
-from bench.track.store import check_store
 
 SCALES = ("quick", "reference", "cpu", "paper")
 
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores // workers)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+    add_tracking_uri_option(p)
     p.add_argument("--out", type=Path, help="report directory (default: reports/EXPERIMENT; with several "
                                             "experiments, one folder per experiment inside it)")
     p.add_argument("--dry-run", action="store_true", help="list the sweeps and their run counts, run nothing")
@@ -47,17 +47,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bench.report import default_report_dir, render_report
-    from bench.sweep import load_sweep, run_sweep, tune_summary
+    from bench.sweep import load_sweep, run_sweep
+    from bench.sweep.tune_stage import tune_summary
     from bench.track.links import experiment_runs_link
-    from bench.track.mlflow_tracker import tracking_uri
 
     presets = scale_presets(args.scale)
-    overrides = list(args.overrides)
-    if args.tracking_uri:
-        overrides.append(f"run.tracking_uri={args.tracking_uri}")
+    overrides = [*args.overrides, *tracking_uri_override(args)]
     sweeps = [load_sweep(name, overrides) for name in presets]  # validates every config before any run
     experiments = list(dict.fromkeys(s.experiment for s in sweeps))
-    check_store(tracking_uri(sweeps[0].configs[0].run.tracking_uri))  # the store every sweep of the scale logs to
+    checked_store(sweeps[0].configs[0].run.tracking_uri)  # the store every sweep of the scale logs to
     for sweep in sweeps:
         print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}"
               + (f", after {tune_summary(sweep)}" if sweep.tune else ""))
@@ -67,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.cli.progress import SweepStatus
 
     for sweep in sweeps:
-        line = SweepStatus(sweep, tracking_uri(sweep.configs[0].run.tracking_uri))
+        line = SweepStatus(sweep, store_uri(sweep.configs[0].run.tracking_uri))
         print(line.estimate(), flush=True)
         try:
             result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads,
@@ -84,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             out = args.out if len(experiments) == 1 else args.out / default_report_dir(experiment).name
         path = render_report(experiment, out, args.tracking_uri)
         print(f"report of experiment {experiment!r}: {path}; runs: "
-              f"{experiment_runs_link(tracking_uri(args.tracking_uri), experiment, args.ui_port)}")
+              f"{experiment_runs_link(store_uri(args.tracking_uri), experiment, args.ui_port)}")
     if failed:
         print(f"{failed} runs failed; their cells show as missing. Run the same command again to retry them.")
     return 1 if failed else 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.cli.tracking import add_tracking_uri_option, checked_store, store_uri, tracking_uri_override
 from bench.cli.ui import add_ui_port_option
 from bench.config import ConfigError, did_you_mean, preset_names, sweep_preset_names
-from bench.track.store import check_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-run", type=float, default=None,
                    help="GPUs each run asks Ray for (default: 1 where the cluster has GPUs; 0.25 packs four runs on "
                         "one GPU). Locally each worker gets its own GPU, round-robin")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+    add_tracking_uri_option(p)
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     add_ui_port_option(p)
     p.set_defaults(func=run)
@@ -44,18 +44,17 @@ def require_sweep_preset(source: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.tracking_uri:
-        overrides.append(f"run.tracking_uri={args.tracking_uri}")
+    overrides = [*args.overrides, *tracking_uri_override(args)]
     require_sweep_preset(args.preset)
     # imported once the preset is known, so that a mistyped name answers without loading PyTorch, MLflow and Optuna
     from bench.cli.progress import SweepStatus
-    from bench.sweep import load_sweep, run_sweep, summary, tune_summary
+    from bench.sweep import load_sweep, run_sweep, summary
+    from bench.sweep.tune_stage import tune_summary
     from bench.track.links import experiment_runs_link
-    from bench.track.mlflow_tracker import tracking_uri
 
     sweep = load_sweep(args.preset, overrides)
-    line = SweepStatus(sweep, tracking_uri(sweep.configs[0].run.tracking_uri))
+    uri = store_uri(sweep.configs[0].run.tracking_uri)  # the store the whole sweep logs to
+    line = SweepStatus(sweep, uri)
     estimate = line.estimate() + (f"; first, {tune_summary(sweep)}" if sweep.tune else "")
     if args.dry_run:
         print(f"sweep {sweep.name}: {len(sweep.configs)} runs into MLflow experiment {sweep.experiment!r}"
@@ -64,14 +63,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {config.content_hash()}  {label}")
         print(estimate)
         return 0
-    check_store(tracking_uri(sweep.configs[0].run.tracking_uri))  # the store the whole sweep logs to
+    checked_store(uri)
     print(estimate, flush=True)
     try:
         result = run_sweep(sweep, args.backend, args.workers, args.address, line, args.threads, args.gpus_per_run,
                            run_callbacks=line.callbacks_for(args.backend, args.workers))
     finally:
         line.close()
-    uri = tracking_uri(sweep.configs[0].run.tracking_uri)
     print(f"sweep {sweep.name}: {summary(result)}; MLflow experiment {sweep.experiment!r}: "
           f"{experiment_runs_link(uri, sweep.experiment, args.ui_port)}")
     for failure in result.failures:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.cli.tracking import add_tracking_uri_option, checked_store, tracking_uri_override
 from bench.cli.ui import add_ui_port_option
 from bench.config import load_config
 from bench.defaults import DEFAULT_STORAGE
 from bench.record_names import OBJECTIVE
-from bench.track.store import check_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,25 +28,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"Optuna storage URL, shared by workers on several machines (default {DEFAULT_STORAGE})")
     p.add_argument("--study", help="study name (default: method, preset and config hash)")
     p.add_argument("--output", type=Path, help="where to write the best preset (default tuned/<study>.yaml)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+    add_tracking_uri_option(p)
     add_ui_port_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.tracking_uri:
-        overrides.append(f"run.tracking_uri={args.tracking_uri}")
+    overrides = [*args.overrides, *tracking_uri_override(args)]
     config = load_config(args.preset, [*overrides, f"method.name={args.method}"])
     # imported once the config is checked, so that a config error answers without loading PyTorch, MLflow and Optuna
     from bench.track.links import run_page_link
-    from bench.track.mlflow_tracker import tracking_uri
     from bench.tune import tune
 
-    check_store(tracking_uri(config.run.tracking_uri))
+    uri = checked_store(config.run.tracking_uri)
     result = tune(args.method, args.preset, args.trials, overrides, storage=args.storage,
                   study_name=args.study, output=args.output)
-    parent = run_page_link(tracking_uri(args.tracking_uri), result.parent_run_id, args.ui_port)
+    parent = run_page_link(uri, result.parent_run_id, args.ui_port)
     print(f"study {result.study_name}: {result.completed} completed, {result.pruned} pruned trials "
           f"(parent MLflow run {result.parent_run_id}, the trials nested beneath it: {parent})")
     print(f"best {OBJECTIVE} = {result.best_value:.4f} with "

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
+from bench.cli.tracking import add_tracking_uri_option, checked_store
 from bench.defaults import UI_HOST, UI_PORT
-from bench.track.store import check_store
 
 STOP_GRACE_S = 3.0  # after SIGTERM, the server's processes get this long before SIGKILL
 LISTEN_TIMEOUT_S = 180.0  # the MLflow server takes ~20 s to listen on a busy machine; given up after this long
@@ -25,7 +25,7 @@ def ui_command(uri: str, port: int) -> list[str]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ui", help="start the MLflow UI bound to 127.0.0.1")
-    p.add_argument("--tracking-uri", help="backend store (default: sqlite:///mlflow.db)")
+    add_tracking_uri_option(p)
     p.add_argument("--port", type=int, default=UI_PORT, help=f"port to serve the UI on (default {UI_PORT})")
     p.set_defaults(func=run)
 
@@ -91,10 +91,8 @@ def group_ended(leader: subprocess.Popen, timeout: float) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from bench.track.links import all_runs_urls
-    from bench.track.mlflow_tracker import tracking_uri
 
-    uri = tracking_uri(args.tracking_uri)
-    check_store(uri)
+    uri = checked_store(args.tracking_uri)
     if port_answers(args.port):
         raise RuntimeError(f"port {args.port} is in use (another UI or program listens there); choose a free one "
                            "with --port PORT")
