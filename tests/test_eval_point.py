@@ -3,8 +3,9 @@
 import pytest
 
 from bench.config import ConfigError, apply_overrides, validate_config
-from bench.fed.engine import LOCAL_PREFIX, Simulation
+from bench.fed.engine import Simulation
 from bench.fed.executors import Job, run_local_update
+from bench.record_names import LOCAL
 
 
 def simulate(data: dict, *overrides: str) -> Simulation:
@@ -25,7 +26,7 @@ def test_local_point_tests_each_client_s_freshly_trained_model(tiny_config_data)
                for c in range(fresh.fed.num_clients)}
     by_hand = fresh.evaluate(1, lambda c: {"model": uploads[c]}).metrics
     for key in ("test/acc/mean", "test/acc/exit_1", "val/acc/mean"):
-        assert logged[LOCAL_PREFIX + key] == pytest.approx(by_hand[key], abs=1e-12)
+        assert logged[LOCAL + key] == pytest.approx(by_hand[key], abs=1e-12)
     assert logged["local/test/acc/mean"] != logged["test/acc/mean"]  # the average is another model
 
 

@@ -17,7 +17,7 @@ from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.ground.rng import torch_generator
 from bench.ground.tensor_ops import weighted_average
-from bench.measure.summary import client_cost_tables, final_measures
+from bench.measure.summary import client_cost_tables
 from bench.methods.api import Message
 from bench.methods.heterogeneous import aggregate_held, assign_tiers, leading_region, tier_sizes
 from bench.methods.losses import exit_ce_losses, sum_ce_loss
@@ -418,12 +418,12 @@ def test_depthfl_objective_adds_the_mutual_distillation_by_hand(tiny_config_data
 @pytest.mark.parametrize("overrides", [("method.name=depthfl", TIERS), ("method.name=scalefl", LEVELS),
                                        ("method.name=inclusivefl", TIERS)], ids=["depthfl", "scalefl", "inclusivefl"])
 def test_tiered_run_beats_chance_and_reports_only_the_exits_and_macs_each_client_holds(
-        tiny_config_data, tmp_path, overrides):
+        tiny_config_data, overrides):
     sim = simulate(tiny_config_data, *overrides)
     method, metrics = sim.fed.method, sim.last_eval.metrics
     assert metrics["test/acc/exit_3"] > 0.4 and metrics["test/acc/mean"] > 0.2  # 10 classes: chance is 0.1
-    measures = final_measures(sim, tmp_path)
-    per_client = pd.read_csv(tmp_path / "per_client.csv").set_index("client")
+    measures = sim.measures  # the run measures itself, untracked
+    per_client = measures.per_client.set_index("client")
     assert sorted(per_client["exits_held"]) == [1, 2, 3, 3]
     for c, row in per_client.iterrows():
         held = method.client_exits(c)
@@ -431,6 +431,6 @@ def test_tiered_run_beats_chance_and_reports_only_the_exits_and_macs_each_client
         assert [pd.isna(row[f"test_acc_exit_{k}"]) for k in (1, 2, 3)] == [k > held for k in (1, 2, 3)]
     assert per_client["test_acc_exit_3"].mean() == pytest.approx(metrics["test/acc/exit_3"])
     shallow = int(per_client.index[per_client["exits_held"] == 1][0])
-    own_exit_1 = client_cost_tables(sim)[shallow].exits[0].macs
+    own_exit_1 = client_cost_tables(sim.finished_run())[shallow].exits[0].macs
     assert per_client.loc[shallow, "dyn_macs"] == pytest.approx(own_exit_1)  # it can only leave at exit 1
     assert own_exit_1 <= measures.metrics["macs/exit_1"] < per_client["dyn_macs"].max()

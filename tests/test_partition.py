@@ -16,8 +16,8 @@ from bench.data.partition import (
     format_histogram,
     label_entropy,
     load_or_create_partition,
-    plot_partition_heatmap,
 )
+from bench.track.artifacts import plot_partition_heatmap
 
 NUM_CLASSES = 10
 LABELS = torch.arange(NUM_CLASSES).repeat_interleave(500)  # 5000 samples, 500 per class

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.data.partition import plot_partition_heatmap
 from bench.report.collect import RunData
 from bench.report.context import make_context
 from bench.report.render import write_report
 from bench.report.report import build_sections
+from bench.track.artifacts import plot_partition_heatmap
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"

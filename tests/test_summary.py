@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.config import validate_config
-from bench.measure.summary import CURVE_TABLE
+from bench.record_names import CURVE_ARTIFACT
 from bench.track.description import NOTE_TAG
 from bench.track.runner import run_experiment
 
@@ -23,7 +23,7 @@ def finished_run(tmp_path_factory, make_tiny_config):
     client = MlflowClient(uri)
     with pytest.MonkeyPatch.context() as patch:  # MlflowClient.load_table searches the default store
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        curve = client.load_table(client.get_run(result.run_id).info.experiment_id, CURVE_TABLE, [result.run_id])
+        curve = client.load_table(client.get_run(result.run_id).info.experiment_id, CURVE_ARTIFACT, [result.run_id])
     return result, client, client.get_run(result.run_id).data.metrics, tmp_path, curve
 
 
@@ -86,7 +86,7 @@ def test_per_client_results_and_curve_artifacts(finished_run):
     assert per_client["test_acc_exit_3"].mean() == pytest.approx(result.evaluation.metrics["test/acc/exit_3"])
     assert (per_client["label_entropy"] > 0).all() and per_client["train_samples"].sum() > 0
     assert per_client["bytes_up"].sum() == metrics["comm/total_bytes_up"]
-    curve = pd.read_json(f"{folder}/{CURVE_TABLE}", orient="split")
+    curve = pd.read_json(f"{folder}/{CURVE_ARTIFACT}", orient="split")
     assert curve["expected_macs"].is_monotonic_increasing
     fractions = curve[[c for c in curve if c.endswith("_fraction")]].sum(axis=1)
     assert fractions.to_numpy() == pytest.approx(1.0)

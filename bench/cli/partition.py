@@ -25,9 +25,9 @@ def run(args: argparse.Namespace) -> int:
         format_histogram,
         label_entropy,
         load_or_create_partition,
-        plot_partition_heatmap,
     )
     from bench.fed.federation import load_config_dataset, partition_spec
+    from bench.track.artifacts import plot_partition_heatmap
 
     dataset = load_config_dataset(config)
     spec = partition_spec(config)

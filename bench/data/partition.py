@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from bench.ground.rng import numpy_generator
 
@@ -389,25 +388,6 @@ def label_entropy(hist: np.ndarray) -> np.ndarray:
 def partition_title(dataset: str, alpha: float) -> str:
     """The heatmap's title: which data, split how (e.g. ``fmnist, Dirichlet α=0.1``)."""
     return f"{dataset}, Dirichlet α={alpha:g}"
-
-
-def plot_partition_heatmap(hist: np.ndarray, path: Path, title: str = "") -> Path:
-    """Write a clients × classes heatmap of sample counts to ``path`` as PNG; returns ``path``."""
-    counts = np.asarray(hist)
-    num_clients, num_classes = counts.shape
-    fig = Figure(figsize=(min(2 + 0.25 * num_classes, 20), min(1.5 + 0.25 * num_clients, 20)))
-    ax = fig.add_subplot()
-    image = ax.imshow(counts, aspect="auto", cmap="viridis", interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="samples")
-    ax.set_xlabel("class")
-    ax.set_ylabel("client")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    return path
 
 
 def format_histogram(hist: np.ndarray) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from bench.config import ExperimentConfig
+from bench.data.partition import class_histogram
 from bench.fed.client_states import ClientStates
 from bench.fed.device import out_of_memory_message, resolve_device, use_device
 from bench.fed.executors import ProcessExecutor, SerialExecutor
@@ -27,9 +28,22 @@ from bench.ground.rng import sample_clients, torch_generator
 from bench.ground.tensor_ops import to_device
 from bench.measure.accuracy import exit_outcomes_of, summarize_exits
 from bench.measure.dynamic import ClientRecords
+from bench.measure.summary import FinalMeasures, FinishedRun, final_measures
+from bench.record_names import (
+    BYTES_DOWN,
+    BYTES_UP,
+    DOWNLOAD,
+    EVAL_SECONDS,
+    LOCAL,
+    PARTICIPATING,
+    TEST,
+    TRAIN_SECONDS,
+    UPLOAD,
+    VAL,
+    bytes_so_far,
+)
 
 log = logging.getLogger(__name__)
-LOCAL_PREFIX = "local/"  # metrics of the models clients hold right after local training (eval.point)
 
 
 @dataclass
@@ -123,6 +137,7 @@ class Simulation:
         self.eval_model = self.fed.work_model()
         self.state = self.initial_state()
         self.last_eval: Evaluation | None = None
+        self.measures: FinalMeasures | None = None  # the end-of-run measures, once run() has finished
         self.history: list[dict[str, float]] = []
 
     @property
@@ -156,8 +171,10 @@ class Simulation:
         """Continue from a checkpoint (as :func:`~bench.track.checkpoint.load_latest_checkpoint` returns it)."""
         self.state = RunState.from_checkpoint(checkpoint, self.device, self.config.run.state_device == "pinned")
 
-    def run(self) -> Evaluation:
-        """Run the remaining rounds (all of them, unless ``state`` came from a checkpoint).
+    def run(self, measure: bool = True) -> Evaluation:
+        """Run the remaining rounds (all of them, unless ``state`` came from a checkpoint), then, with ``measure``,
+        compute the end-of-run measures into :attr:`measures` (MACs, dynamic inference, per-client results;
+        :func:`~bench.measure.summary.final_measures`) before the callbacks' ``on_end``.
 
         Running out of device memory raises a :class:`RuntimeError` that says which settings to lower.
         """
@@ -176,9 +193,27 @@ class Simulation:
         except torch.OutOfMemoryError as exc:
             raise RuntimeError(out_of_memory_message(self.device, self.config.run.state_device,
                                                      self.config.train.batch_size)) from exc
+        if measure:
+            self.measures = final_measures(self.finished_run())
         for cb in self.callbacks:
             cb.on_end(self)
         return self.last_eval
+
+    def finished_run(self) -> FinishedRun:
+        """What the end-of-run measures read of this run: its last evaluation, model, clients' tiers and bytes."""
+        fed, cfg, ev = self.fed, self.config, self.last_eval
+        if ev is None:
+            raise RuntimeError("the run has no evaluation yet: call run() before measuring it")
+        clients = range(fed.num_clients)
+        return FinishedRun(
+            model_of_width=fed.new_model, input_shape=fed.dataset.input_shape,
+            num_exits=fed.method.ctx.num_exits, full_width=cfg.model.width,
+            widths=[fed.method.client_width(c) for c in clients],
+            exits_held=[fed.method.client_exits(c) for c in clients],
+            split_sizes=fed.partition.sizes(),
+            class_histogram=class_histogram(fed.partition, fed.dataset.y, fed.dataset.num_classes),
+            test=ev.test, val=ev.val, bytes_up=list(self.state.comm.up), bytes_down=list(self.state.comm.down),
+            thresholds=cfg.eval.thresholds, report_threshold=cfg.eval.report_threshold)
 
     def run_round(self, executor: Executor, round: int) -> dict[str, float]:
         """Run round ``round`` (0-based); its metrics are logged with step ``round + 1``."""
@@ -198,16 +233,16 @@ class Simulation:
         received = state.server
         state.server = method.aggregate(round, uploads, state.server)
         state.next_round = round + 1
-        metrics: dict[str, float] = {"comm/bytes_down": float(down), "comm/bytes_up": float(up),
-                                     "comm/cum_bytes_down": float(sum(state.comm.down)),
-                                     "comm/cum_bytes_up": float(sum(state.comm.up)),
-                                     "clients/participating": float(len(clients))}
+        metrics: dict[str, float] = {BYTES_DOWN: float(down), BYTES_UP: float(up),
+                                     bytes_so_far(DOWNLOAD): float(sum(state.comm.down)),
+                                     bytes_so_far(UPLOAD): float(sum(state.comm.up)),
+                                     PARTICIPATING: float(len(clients))}
         losses: dict[str, list[float]] = {}
         for result in results:
             for key, value in result.metrics.items():
                 losses.setdefault(key, []).append(value)
         metrics.update({key: float(np.mean(v)) for key, v in losses.items()})
-        metrics["time/train_s"] = time.perf_counter() - started
+        metrics[TRAIN_SECONDS] = time.perf_counter() - started
         if state.next_round % cfg.eval.every == 0 or state.next_round == self.rounds:
             t0 = time.perf_counter()
             if cfg.eval.point != "local":
@@ -217,9 +252,9 @@ class Simulation:
                 # the server state as if the client alone had uploaded: its own trained model, for every method
                 # whose aggregate averages the uploads (an average of one upload is that upload)
                 local = self.evaluate(state.next_round, lambda c: method.aggregate(round, {c: uploads[c]}, received),
-                                      LOCAL_PREFIX)
+                                      LOCAL)
                 metrics.update(local.metrics)
-            metrics["time/eval_s"] = time.perf_counter() - t0
+            metrics[EVAL_SECONDS] = time.perf_counter() - t0
         self.history.append({"round": float(state.next_round), **metrics})
         for cb in self.callbacks:
             cb.on_round_end(self, state.next_round, metrics)
@@ -246,7 +281,7 @@ class Simulation:
             if c in val:
                 val.write(c, *exit_outcomes_of(predict, self.fed.batches, data.val_idx, bs, precision))
         m = self.fed.method.ctx.num_exits
-        metrics = summarize_exits(test, m, f"{prefix}test")
+        metrics = summarize_exits(test, m, prefix + TEST)
         if val:
-            metrics.update(summarize_exits(val, m, f"{prefix}val"))
+            metrics.update(summarize_exits(val, m, prefix + VAL))
         return Evaluation(round, val, test, metrics)

@@ -11,6 +11,7 @@ from bench.data.batching import BatchMaker
 from bench.ground.precision import autocast
 from bench.measure.dynamic import ExitRecords, exit_outcomes
 from bench.methods.api import Predictor
+from bench.record_names import accuracy_mean, exit_accuracy, exit_accuracy_spread
 
 # Evaluation batches are padded to a multiple of this many rows. Every new input shape makes the CPU kernels
 # (oneDNN) build and cache code for it, about 200 KB for a small CNN; clients' val and test splits have as many
@@ -68,11 +69,12 @@ def exit_records(predict: Predictor, batches: BatchMaker, idx: torch.Tensor, bat
     return ExitRecords(confidence.cpu().numpy(), correct.cpu().numpy())
 
 
-def summarize_exits(per_client: Mapping[int, ExitRecords], num_exits: int, prefix: str) -> dict[str, float]:
-    """Mean client accuracy per exit, its spread over clients, and the mean over exits.
+def summarize_exits(per_client: Mapping[int, ExitRecords], num_exits: int, split: str) -> dict[str, float]:
+    """Mean client accuracy per exit, its spread over clients, and the mean over exits, named after ``split``
+    (``test``, ``val``, or either under the ``local/`` prefix).
 
     A client that holds fewer exits (a shallow capacity tier) counts only for the exits it holds.
-    ``{prefix}/acc/mean`` is the mean over clients of each client's mean over its own exits.
+    ``{split}/acc/mean`` is the mean over clients of each client's mean over its own exits.
     """
     per_exit: list[list[float]] = [[] for _ in range(num_exits)]
     client_means: list[float] = []
@@ -84,7 +86,7 @@ def summarize_exits(per_client: Mapping[int, ExitRecords], num_exits: int, prefi
     metrics: dict[str, float] = {}
     for k, values in enumerate(per_exit, start=1):
         if values:
-            metrics[f"{prefix}/acc/exit_{k}"] = float(np.mean(values))
-            metrics[f"{prefix}/acc/exit_{k}/client_std"] = float(np.std(values))
-    metrics[f"{prefix}/acc/mean"] = float(np.mean(client_means))
+            metrics[exit_accuracy(k, split)] = float(np.mean(values))
+            metrics[exit_accuracy_spread(k, split)] = float(np.std(values))
+    metrics[accuracy_mean(split)] = float(np.mean(client_means))
     return metrics

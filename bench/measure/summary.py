@@ -1,7 +1,9 @@
 """The end-of-run measurements: per-exit MACs, dynamic inference, communication, per-client results.
 
-Everything here is computed from the last evaluation's per-sample exit records (one forward pass per client
-and split) and the per-exit cost table, with no further forward passes. Metrics logged (see the README):
+Everything here is computed from a :class:`FinishedRun` — the last evaluation's per-sample exit records (one forward
+pass per client and split), the model to count, the clients' tiers, splits and bytes — with no further forward
+passes. The engine builds that input at the end of every run (:meth:`bench.fed.engine.Simulation.finished_run`); the
+tracker records what :func:`final_measures` returns. Metrics (see the README):
 
 * ``macs/exit_{k}``, ``params/exit_{k}``, ``macs/static`` — of the full model (cumulative, earlier heads included);
 * ``dyn/acc_at_{thr}``, ``dyn/macs_at_{thr}``, ``dyn/cost_reduction_at_{thr}``, ``dyn/acc_drop_at_{thr}`` (the
@@ -12,24 +14,24 @@ and split) and the per-exit cost table, with no further forward passes. Metrics 
 * ``comm/total_bytes_up``, ``comm/total_bytes_down``.
 
 The whole dynamic-inference curve (every threshold of ``eval.thresholds``: the four figures and the share of
-samples leaving at each exit) is a table, :data:`CURVE_TABLE`, logged with ``mlflow.log_table``; its ``val_*``
-columns (``val_accuracy``, ``val_cost_reduction``, ``val_acc_drop``) are the same curve on the validation splits,
-on which an operating threshold is chosen before its test figures are read.
+samples leaving at each exit) is a table, :attr:`FinalMeasures.curve`, which a tracked run stores at
+``record_names.CURVE_ARTIFACT``; its ``val_*`` columns (``val_accuracy``, ``val_cost_reduction``, ``val_acc_drop``)
+are the same curve on the validation splits, on which an operating threshold is chosen before its test figures are
+read.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from bench.data.partition import class_histogram, label_entropy, partition_title, plot_partition_heatmap
+from bench.data.partition import label_entropy
 from bench.measure.dynamic import (
     DynamicPoint,
+    ExitRecords,
     accuracy_drop,
     budgeted_accuracy,
     cost_reduction,
@@ -37,28 +39,45 @@ from bench.measure.dynamic import (
     mean_over_clients,
 )
 from bench.measure.flops import CostTable, exit_costs
-
-if TYPE_CHECKING:
-    from bench.fed.engine import Simulation
-
+from bench.models.base import EarlyExitNet
+from bench.record_names import DOWNLOAD, STATIC_MACS, UPLOAD, bytes_total, dynamic, exit_macs, exit_params
 
 HEADLINE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
-CURVE_TABLE = "dynamic/curve.json"
 # dyn/{name}_at_{thr} metric name -> column of the curve table
 CURVE_COLUMNS = {"acc": "accuracy", "macs": "expected_macs", "cost_reduction": "cost_reduction",
                  "acc_drop": "acc_drop"}
 
 
+@dataclass(frozen=True)
+class FinishedRun:
+    """What the end-of-run measures read of a finished run; per-client sequences are indexed by client."""
+
+    model_of_width: Callable[[float | None], EarlyExitNet]  # a new model of a width multiplier (None: the full one)
+    input_shape: tuple[int, ...]  # one sample's, without the batch dimension
+    num_exits: int  # the full model's
+    full_width: float  # the configured width multiplier (model.width)
+    widths: Sequence[float | None]  # each client's sub-model width (None: the full width)
+    exits_held: Sequence[int]  # how many exits each client's model holds
+    split_sizes: np.ndarray  # clients × (train, val, test) sample counts
+    class_histogram: np.ndarray  # clients × classes sample counts
+    test: Mapping[int, ExitRecords]  # the last evaluation's records, per client
+    val: Mapping[int, ExitRecords]  # the same on the val splits (clients with one)
+    bytes_up: Sequence[int]  # each client's, over the whole run
+    bytes_down: Sequence[int]
+    thresholds: Sequence[float]  # the curve's (eval.thresholds); the report threshold is added
+    report_threshold: float
+
+
 @dataclass
 class FinalMeasures:
+    """The end-of-run measures: summary metrics (logged at the last round) and the tables a tracked run stores."""
+
     metrics: dict[str, float]
-    artifacts: list[tuple[Path, str]] = field(default_factory=list)  # (file, MLflow artifact directory)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # MLflow table artifact file -> table
-
-
-def dyn_metric(name: str, threshold: float) -> str:
-    """MLflow name of a dynamic-inference figure: ``dyn/{name}_at_{threshold}`` (MLflow refuses ``@``)."""
-    return f"dyn/{name}_at_{threshold:g}"
+    costs: CostTable  # the full model's
+    per_client: pd.DataFrame  # a row per client: splits, label entropy, tier, accuracies, dynamic figures, bytes
+    curve: pd.DataFrame  # the dynamic-inference curve, a row per threshold
+    budgets: pd.DataFrame  # each client's test accuracy under each exit's MACs as budget (budgeted_accuracy)
+    class_histogram: np.ndarray  # clients × classes sample counts
 
 
 def is_headline(threshold: float, report_threshold: float) -> bool:
@@ -72,127 +91,80 @@ def padded(point: DynamicPoint, num_exits: int) -> DynamicPoint:
     return replace(point, exit_fractions=fractions)
 
 
-def client_cost_tables(sim: Simulation) -> dict[int, CostTable]:
+def client_cost_tables(run: FinishedRun) -> dict[int, CostTable]:
     """Each client's cost table, of the model it actually runs (a narrower sub-model for narrow tiers);
     one table per distinct width."""
     by_width: dict[float | None, CostTable] = {}
     tables = {}
-    for c in range(sim.fed.num_clients):
-        width = sim.fed.method.client_width(c)
+    for c, width in enumerate(run.widths):
         if width not in by_width:
-            by_width[width] = exit_costs(sim.fed.new_model(width), sim.fed.dataset.input_shape)
+            by_width[width] = exit_costs(run.model_of_width(width), run.input_shape)
         tables[c] = by_width[width]
     return tables
 
 
-def curve_cost(curves: dict[int, list[DynamicPoint]], records: dict, tables: dict[int, CostTable],
-               exits_held, i: int) -> dict[str, float]:
+def curve_cost(curves: dict[int, list[DynamicPoint]], records: Mapping[int, ExitRecords],
+               tables: dict[int, CostTable], exits_held: Sequence[int], i: int) -> dict[str, float]:
     """The clients' mean ``cost_reduction`` and ``acc_drop`` at threshold ``i`` of their curves (each against
     its own static model and its own last-exit accuracy on the split the curves were taken on)."""
-    reductions = [1 - curves[c][i].expected_macs / tables[c].static_macs_upto(exits_held(c)) for c in curves]
+    reductions = [1 - curves[c][i].expected_macs / tables[c].static_macs_upto(exits_held[c]) for c in curves]
     drops = [float(records[c].correct[:, -1].mean()) - curves[c][i].accuracy for c in curves]
     return {"cost_reduction": float(np.mean(reductions)), "acc_drop": float(np.mean(drops))}
 
 
-def final_measures(sim: Simulation, out_dir: Path) -> FinalMeasures:
-    fed, ev, cfg = sim.fed, sim.last_eval, sim.config
-    assert ev is not None, "final_measures needs an evaluation"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    full = exit_costs(fed.new_model(), fed.dataset.input_shape)
-    metrics: dict[str, float] = {"macs/static": float(full.static_macs)}
+def final_measures(run: FinishedRun) -> FinalMeasures:
+    full = exit_costs(run.model_of_width(None), run.input_shape)
+    metrics: dict[str, float] = {STATIC_MACS: float(full.static_macs)}
     for cost in full.exits:
-        metrics[f"macs/exit_{cost.exit}"] = float(cost.macs)
-        metrics[f"params/exit_{cost.exit}"] = float(cost.params)
-    thresholds = sorted(set(cfg.eval.thresholds) | {cfg.eval.report_threshold})
+        metrics[exit_macs(cost.exit)] = float(cost.macs)
+        metrics[exit_params(cost.exit)] = float(cost.params)
+    thresholds = sorted(set(run.thresholds) | {run.report_threshold})
 
-    tables = client_cost_tables(sim)
+    tables = client_cost_tables(run)
     # per client: the MACs of the exits its own model holds
-    exit_macs = {c: [e.macs for e in tables[c].exits[:fed.method.client_exits(c)]] for c in tables}
+    held_macs = {c: [e.macs for e in tables[c].exits[:run.exits_held[c]]] for c in tables}
     curves: dict[int, list[DynamicPoint]] = {}
     rows = []
-    hist = class_histogram(fed.partition, fed.dataset.y, fed.dataset.num_classes)
-    entropy = label_entropy(hist)
-    for c, records in ev.test.items():
+    entropy = label_entropy(run.class_histogram)
+    for c, records in run.test.items():
         table = tables[c]
-        held = fed.method.client_exits(c)
-        curves[c] = [padded(p, fed.method.ctx.num_exits) for p in dynamic_curve(records, exit_macs[c], thresholds)]
+        held = run.exits_held[c]
+        curves[c] = [padded(p, run.num_exits) for p in dynamic_curve(records, held_macs[c], thresholds)]
         acc = records.exit_accuracy
-        report = next(p for p in curves[c] if p.threshold == cfg.eval.report_threshold)
-        row = {"client": c, "train_samples": int(fed.partition.train[c].numel()),
-               "val_samples": int(fed.partition.val[c].numel()), "test_samples": int(fed.partition.test[c].numel()),
-               "label_entropy": float(entropy[c]), "exits_held": held,
-               "width": fed.method.client_width(c) or cfg.model.width}
+        report = next(p for p in curves[c] if p.threshold == run.report_threshold)
+        train, val, test = (int(n) for n in run.split_sizes[c])
+        row = {"client": c, "train_samples": train, "val_samples": val, "test_samples": test,
+               "label_entropy": float(entropy[c]), "exits_held": held, "width": run.widths[c] or run.full_width}
         row.update({f"test_acc_exit_{k + 1}": float(a) for k, a in enumerate(acc)})
-        if c in ev.val:
-            row.update({f"val_acc_exit_{k + 1}": float(a) for k, a in enumerate(ev.val[c].exit_accuracy)})
+        if c in run.val:
+            row.update({f"val_acc_exit_{k + 1}": float(a) for k, a in enumerate(run.val[c].exit_accuracy)})
         row.update({"dyn_acc": report.accuracy, "dyn_macs": report.expected_macs,
                     "dyn_cost_reduction": cost_reduction(report, table.static_macs_upto(held)),
                     "dyn_acc_drop": accuracy_drop(report, float(acc[-1])),
-                    "bytes_up": sim.state.comm.up[c], "bytes_down": sim.state.comm.down[c]})
+                    "bytes_up": run.bytes_up[c], "bytes_down": run.bytes_down[c]})
         rows.append(row)
-    per_client = pd.DataFrame(rows)
 
     mean_curve = mean_over_clients(list(curves.values()))
-    val_curves = {c: dynamic_curve(ev.val[c], exit_macs[c], thresholds) for c in ev.val if ev.val[c].num_samples}
+    val_curves = {c: dynamic_curve(run.val[c], held_macs[c], thresholds) for c in run.val if run.val[c].num_samples}
     curve_rows = []
     for i, point in enumerate(mean_curve):
         row = {"threshold": point.threshold, "accuracy": point.accuracy, "expected_macs": point.expected_macs,
-               **curve_cost(curves, ev.test, tables, fed.method.client_exits, i)}
+               **curve_cost(curves, run.test, tables, run.exits_held, i)}
         if val_curves:
-            val = curve_cost(val_curves, ev.val, tables, fed.method.client_exits, i)
+            val = curve_cost(val_curves, run.val, tables, run.exits_held, i)
             row.update({f"val_{k}": v for k, v in val.items()},
                        val_accuracy=float(np.mean([val_curves[c][i].accuracy for c in val_curves])))
-        if is_headline(point.threshold, cfg.eval.report_threshold):
-            metrics.update({dyn_metric(name, point.threshold): row[column] for name, column in CURVE_COLUMNS.items()})
+        if is_headline(point.threshold, run.report_threshold):
+            metrics.update({dynamic(name, point.threshold): row[column] for name, column in CURVE_COLUMNS.items()})
         curve_rows.append({**row, **{f"exit_{k + 1}_fraction": f for k, f in enumerate(point.exit_fractions)}})
-    curve = pd.DataFrame(curve_rows)
 
     budgets = [e.macs for e in full.exits]
     budget_rows = []
-    for c in ev.test:
-        if c in ev.val:
-            for entry in budgeted_accuracy(ev.val[c], ev.test[c], exit_macs[c], budgets, thresholds):
+    for c in run.test:
+        if c in run.val:
+            for entry in budgeted_accuracy(run.val[c], run.test[c], held_macs[c], budgets, thresholds):
                 budget_rows.append({"client": c, **entry})
-    metrics["comm/total_bytes_up"] = float(sum(sim.state.comm.up))
-    metrics["comm/total_bytes_down"] = float(sum(sim.state.comm.down))
-
-    files = write_artifacts(out_dir, full, per_client, curve, pd.DataFrame(budget_rows), hist,
-                            partition_title(cfg.data.dataset, cfg.data.alpha))
-    return FinalMeasures(metrics, files, {CURVE_TABLE: curve})
-
-
-def write_artifacts(out_dir: Path, costs: CostTable, per_client: pd.DataFrame, curve: pd.DataFrame,
-                    budgets: pd.DataFrame, hist: np.ndarray, heatmap_title: str) -> list[tuple[Path, str]]:
-    files: list[tuple[Path, str]] = []
-
-    def save_csv(frame: pd.DataFrame, name: str, artifact_dir: str) -> None:
-        path = out_dir / name
-        frame.to_csv(path, index=False)
-        files.append((path, artifact_dir))
-
-    save_csv(costs.to_frame(), "macs.csv", "costs")
-    unsupported = pd.DataFrame(sorted(costs.unsupported_ops.items()), columns=["operator", "count"])
-    save_csv(unsupported, "unsupported_ops.csv", "costs")
-    save_csv(per_client, "per_client.csv", "results")
-    save_csv(budgets, "budgeted_accuracy.csv", "dynamic")
-    save_csv(pd.DataFrame(hist, columns=[f"class_{k}" for k in range(hist.shape[1])]).rename_axis("client")
-             .reset_index(), "partition_histogram.csv", "partition")
-    heatmap = plot_partition_heatmap(hist, out_dir / "partition_heatmap.png", title=heatmap_title)
-    files.append((heatmap, "partition"))
-    files.append((plot_dynamic_curve(curve, out_dir / "dynamic_curve.png"), "dynamic"))
-    return files
-
-
-def plot_dynamic_curve(curve: pd.DataFrame, path: Path) -> Path:
-    fig = Figure(figsize=(5, 3.6))
-    ax = fig.add_subplot()
-    ax.plot(curve["expected_macs"] / 1e6, curve["accuracy"], marker="o", markersize=3)
-    for _, row in curve.iloc[:: max(1, len(curve) // 6)].iterrows():
-        ax.annotate(f"{row['threshold']:g}", (row["expected_macs"] / 1e6, row["accuracy"]), fontsize=7)
-    ax.set_xlabel("expected MMACs per sample")
-    ax.set_ylabel("mean client test accuracy")
-    ax.set_title("dynamic inference (labels: threshold)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+    metrics[bytes_total(UPLOAD)] = float(sum(run.bytes_up))
+    metrics[bytes_total(DOWNLOAD)] = float(sum(run.bytes_down))
+    return FinalMeasures(metrics, full, pd.DataFrame(rows), pd.DataFrame(curve_rows), pd.DataFrame(budget_rows),
+                         run.class_histogram)

@@ -44,6 +44,7 @@ from bench.report.tables import (
 )
 from bench.track.mlflow_tracker import code_version, get_or_create_experiment
 from bench.track.mlflow_tracker import tracking_uri as resolve_tracking_uri
+from bench.track.run_status import closed_on_exception
 
 log = logging.getLogger(__name__)
 REPORTS_ROOT = Path("reports")
@@ -175,11 +176,8 @@ def log_report_run(client: MlflowClient, experiment: str, out_dir: Path) -> str:
     experiment_id(client, experiment)  # the experiment reported on must exist
     run = client.create_run(get_or_create_experiment(client, report_experiment(experiment)),
                             run_name=f"report {experiment}", tags={REPORT_TAG: "true"})
-    try:
+    with closed_on_exception(client, run.info.run_id):
         client.log_artifacts(run.info.run_id, str(out_dir))
-    except BaseException:
-        client.set_terminated(run.info.run_id, "FAILED")
-        raise
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 

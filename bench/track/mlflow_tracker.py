@@ -26,19 +26,39 @@ from mlflow.entities import Dataset as MlflowDataset
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from bench.config import ExperimentConfig
+from bench.data.partition import partition_title
 from bench.fed.engine import Callback, Simulation
+from bench.measure.summary import FinalMeasures
+from bench.record_names import (
+    ALPHA_TAG,
+    BYTES_UP,
+    CODE_VERSION_TAG,
+    CONFIG_ARTIFACT,
+    CONFIG_HASH_TAG,
+    CURVE_ARTIFACT,
+    DATASET_TAG,
+    ERROR_TAG,
+    FAMILY_TAG,
+    METHOD_TAG,
+    MLFLOW_PARENT_TAG,
+    MODEL_TAG,
+    PARENT_TAG,
+    PARTITION_HASH_TAG,
+    RESUMED_AFTER_TAG,
+    SEED_TAG,
+)
+from bench.track.artifacts import write_run_artifacts
 from bench.track.description import NOTE_TAG, run_description
 from bench.track.owner import OWNER_TAG, describe, owner_alive, this_process, why_left_running
 from bench.track.run_status import closed_on_exception
 from bench.track.runs_view import ensure_training_view, with_headlines
-from bench.record_names import PARENT_TAG
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-CONFIG_ARTIFACT = "config.yaml"
-STEP_MARKER = "comm/bytes_up"  # logged every round: its history says which rounds are done
+STEP_MARKER = BYTES_UP  # logged every round: its history says which rounds are done
 _MAX_PARAM_LEN = 6000
 _BATCH = 900
 
@@ -99,9 +119,6 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     return experiment_id
 
 
-DATASET_CONTEXT_TAG = "mlflow.data.context"
-
-
 def dataset_input(sim: Simulation) -> DatasetInput:
     """The run's data as an MLflow dataset input: its name, where it comes from (the dataset and its options),
     the partition hash as digest, and the clients and α as the context the UI shows beside it (``alpha`` spelled
@@ -112,7 +129,7 @@ def dataset_input(sim: Simulation) -> DatasetInput:
                "clients": d.clients, "alpha": d.alpha}
     dataset = MlflowDataset(name=d.dataset, digest=sim.fed.partition.hash, source_type="cafebench",
                             source=json.dumps(source, sort_keys=True), profile=json.dumps(profile))
-    return DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, f"{d.clients} clients, alpha={d.alpha:g}")])
+    return DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, f"{d.clients} clients, alpha={d.alpha:g}")])
 
 
 def log_dataset_input(client: MlflowClient, run_id: str, data: DatasetInput) -> None:
@@ -191,11 +208,11 @@ class MlflowTracker(Callback):
         self.last_logged_step = self._last_step()
         self.client.update_run(self.run_id, status="RUNNING")
         tags = {OWNER_TAG: this_process()}
-        if "error" in run.data.tags:
-            tags["resumed_after"] = run.data.tags["error"]
-            self.client.delete_tag(self.run_id, "error")
+        if ERROR_TAG in run.data.tags:
+            tags[RESUMED_AFTER_TAG] = run.data.tags[ERROR_TAG]
+            self.client.delete_tag(self.run_id, ERROR_TAG)
         elif run.info.status == "RUNNING":
-            tags["resumed_after"] = why_left_running(run.data.tags.get(OWNER_TAG))
+            tags[RESUMED_AFTER_TAG] = why_left_running(run.data.tags.get(OWNER_TAG))
         self.set_tags(tags)
 
     def _create_run(self) -> str:
@@ -204,19 +221,19 @@ class MlflowTracker(Callback):
         cfg = self.config
         exp_id = get_or_create_experiment(self.client, cfg.run.experiment)
         tags = {
-            "method": cfg.method.name,
-            "family": get_method(cfg.method.name).family,
-            "dataset": cfg.data.dataset,
-            "model": cfg.model.name,
-            "alpha": str(cfg.data.alpha),
-            "seed": str(cfg.seed),
-            "config_hash": cfg.content_hash(),
-            "code_version": code_version(),
+            METHOD_TAG: cfg.method.name,
+            FAMILY_TAG: get_method(cfg.method.name).family,
+            DATASET_TAG: cfg.data.dataset,
+            MODEL_TAG: cfg.model.name,
+            ALPHA_TAG: str(cfg.data.alpha),
+            SEED_TAG: str(cfg.seed),
+            CONFIG_HASH_TAG: cfg.content_hash(),
+            CODE_VERSION_TAG: code_version(),
             OWNER_TAG: this_process(),
             **self.extra_tags,
         }
         if self.parent_run_id:
-            tags["mlflow.parentRunId"] = self.parent_run_id
+            tags[MLFLOW_PARENT_TAG] = self.parent_run_id
         run = self.client.create_run(exp_id, run_name=cfg.run.run_name or f"{cfg.method.name}-{cfg.data.dataset}"
                                      f"-a{cfg.data.alpha}-s{cfg.seed}", tags=tags)
         run_id = run.info.run_id
@@ -234,7 +251,7 @@ class MlflowTracker(Callback):
 
     # -- callback hooks ------------------------------------------------------------------------------------------
     def on_start(self, sim: Simulation) -> None:
-        self.set_tags({"partition_hash": sim.fed.partition.hash})
+        self.set_tags({PARTITION_HASH_TAG: sim.fed.partition.hash})
         log_dataset_input(self.client, self.run_id, dataset_input(sim))
 
     def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None:
@@ -245,15 +262,18 @@ class MlflowTracker(Callback):
         self.last_logged_step = round
 
     def on_end(self, sim: Simulation) -> None:
-        from bench.measure.summary import final_measures
+        if sim.measures is None:
+            raise ValueError("the simulation ran without its end-of-run measures (run(measure=False)); the MLflow "
+                             "tracker records them: run it with measure=True")
+        self.record_measures(sim.measures, step=sim.rounds)
 
+    def record_measures(self, measures: FinalMeasures, step: int) -> None:
+        """Log the end-of-run measures: their metrics at ``step``, their files, the curve as a table."""
+        self.log_metrics(measures.metrics, step=step)
         with tempfile.TemporaryDirectory() as tmp:
-            measures = final_measures(sim, Path(tmp))
-            self.log_metrics(measures.metrics, step=sim.rounds)
-            for path, artifact_dir in measures.artifacts:
-                self.client.log_artifact(self.run_id, str(path), artifact_dir)
-        for artifact_file, table in measures.tables.items():
-            self.client.log_table(self.run_id, table, artifact_file)
+            write_run_artifacts(measures, Path(tmp), partition_title(self.config.data.dataset, self.config.data.alpha))
+            self.client.log_artifacts(self.run_id, tmp)
+        self.client.log_table(self.run_id, measures.curve, CURVE_ARTIFACT)
         self.latest.update(measures.metrics)
         self.describe()
 
@@ -278,11 +298,11 @@ class MlflowTracker(Callback):
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def fail(self, reason: str) -> None:
-        self.set_tags({"error": reason[:5000]})
+        self.set_tags({ERROR_TAG: reason[:5000]})
         self.describe(reason[:1000])
         self.client.set_terminated(self.run_id, "FAILED")
 
     def kill(self, reason: str) -> None:
-        self.set_tags({"error": reason})
+        self.set_tags({ERROR_TAG: reason})
         self.describe(reason)
         self.client.set_terminated(self.run_id, "KILLED")

@@ -15,8 +15,10 @@ from mlflow.tracking import MlflowClient
 from bench.config import ConfigError, ExperimentConfig, validate_config
 from bench.fed.device import device_name
 from bench.fed.engine import Callback, Evaluation, Simulation
+from bench.measure.summary import FinalMeasures
+from bench.record_names import CONFIG_ARTIFACT, DEVICE_NAME_TAG, DEVICE_TAG
 from bench.track.checkpoint import CheckpointError, load_latest_checkpoint, save_checkpoint
-from bench.track.mlflow_tracker import CONFIG_ARTIFACT, MlflowTracker, check_resumable, tracking_uri
+from bench.track.mlflow_tracker import MlflowTracker, check_resumable, tracking_uri
 from bench.track.system_metrics import start_system_metrics, wants_system_metrics
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,9 @@ class CheckpointCallback(Callback):
 @dataclass
 class RunResult:
     run_id: str
-    evaluation: Evaluation
-    history: list[dict[str, float]]
+    evaluation: Evaluation  # the last round's
+    history: list[dict[str, float]]  # every round's metrics
+    measures: FinalMeasures  # the end-of-run measures the run recorded
 
 
 def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = None, *,
@@ -63,7 +66,7 @@ def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = 
     if resume_run_id is not None:
         directory = _resumable_checkpoints(config, resume_run_id)
         sim.restore(load_latest_checkpoint(directory, config.content_hash()))
-    device_tags = {"device": str(sim.device), "device_name": device_name(sim.device)}
+    device_tags = {DEVICE_TAG: str(sim.device), DEVICE_NAME_TAG: device_name(sim.device)}
     with claim() if claim is not None else nullcontext():
         tracker = MlflowTracker(config, run_id=resume_run_id, extra_tags={**device_tags, **(tags or {})},
                                 parent_run_id=parent_run_id)
@@ -92,7 +95,7 @@ def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = 
         if monitor is not None:
             monitor.finish()
     tracker.finish()
-    return RunResult(tracker.run_id, evaluation, sim.history)
+    return RunResult(tracker.run_id, evaluation, sim.history, sim.measures)
 
 
 def _resumable_checkpoints(config: ExperimentConfig, run_id: str) -> Path:
