@@ -456,7 +456,7 @@ def memory_probe(clients: int, method: str) -> dict[str, float]:
         warm_up(config, dataset)
         start = reset_peak_rss()
         sim = Simulation(config, fed=build_federation(config, dataset))
-        sim.run()
+        sim.run(measure=False)  # the round loop alone: the end-of-run measures build per-client tables of their own
         peak = peak_rss() - start
         return {"peak_rss_growth": peak, "held_rss_growth": reset_peak_rss() - start,
                 "personal_bytes": nested_nbytes(sim.state.clients[0])}
