@@ -13,7 +13,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
-from bench.cli.progress import ProgressBar, SweepStatus, clock_time, run_estimate
+from bench.cli.estimate import run_estimate
+from bench.cli.progress import ProgressBar, SweepStatus, clock_time
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Callback, ClientProgress, Simulation
 from bench.ground.rng import sample_clients

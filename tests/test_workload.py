@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.cli.estimate import describe_run
 from bench.config import apply_overrides, validate_config
 from bench.data.sources import load_dataset
 from bench.data.subset import subsample
 from bench.fed.engine import Callback, Simulation
 from bench.fed.federation import build_federation, partition_spec
 from bench.measure.flops import exit_costs
-from bench.measure.workload import CPU_IMAGES_PER_S, cpu_seconds, describe, workload
+from bench.measure.workload import CPU_IMAGES_PER_S, cpu_seconds, workload
 from bench.models import build_model
 
 # A config written before data.max_samples existed, and its content hash computed by the code of that time
@@ -126,15 +127,15 @@ def test_cpu_seconds_come_from_the_measured_throughput(tmp_path):
 
 def test_the_estimate_line_names_the_whole_dataset_and_the_subset_option(tmp_path):
     load = workload(validate_config(apply_overrides(EXISTING, ["data.dataset=fmnist", "data.clients=5"])))
-    line = describe(load, True)
+    line = describe_run(load, True)
     assert line.startswith("estimate: fmnist, all 70,000 samples split among 5 clients (70% train) × 1 epoch a "
                            "round × 2 rounds = 98,000 sample passes × 3 × ")
     assert "; roughly " in line and "of training on a CPU like the 2-core one" in line
     assert line.endswith("data.max_samples=N trains on a class-balanced subset")
     subset = workload(digits(tmp_path, "data.max_samples=500"))
-    line = describe(subset, False)
+    line = describe_run(subset, False)
     assert "500 of 1,797 samples (data.max_samples)" in line and "no time estimate off the CPU" in line
     assert subset.forward_macs < 0.1 * workload(reference_config()).forward_macs  # 8×8 digits, conv3 width 0.25
     # so small a model is bound by per-batch overhead: its steps at the reference's seconds a step, not its MACs
     assert cpu_seconds(subset) == pytest.approx(500 * 0.7 * 2 / 64 * 64 / CPU_IMAGES_PER_S)
-    assert "; roughly under 1 s of training" in describe(subset, True)
+    assert "; roughly under 1 s of training" in describe_run(subset, True)

@@ -1,5 +1,5 @@
-"""What a user sees of a run's or a sweep's cost (CLI only): the estimate before it starts, a bar that moves as each
-client's update finishes, and a sweep's status line with an ETA weighted by each run's workload."""
+"""What a user sees of a run's or a sweep's progress (CLI only): a bar that moves as each client's update finishes,
+and a sweep's status line with an ETA weighted by each run's workload (its estimate: :mod:`bench.cli.estimate`)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
-from bench.config import ExperimentConfig
-from bench.fed.device import resolve_device
+from bench.cli.estimate import describe_sweep, estimated
 from bench.fed.engine import Callback, ClientProgress, Simulation
-from bench.measure.workload import Workload, cpu_seconds, describe, describe_sweep, workload
+from bench.record_names import TEST_ACCURACY
 
 if TYPE_CHECKING:
     from bench.sweep import Sweep, SweepProgress
-
-HEADLINE_METRIC = "test/acc/mean"  # the accuracy a run's bar and a sweep's finished runs show
 
 
 class ProgressBar(Callback):
@@ -60,7 +56,7 @@ class ProgressBar(Callback):
 
     def on_round_end(self, sim: Simulation, round: int, metrics: dict[str, float]) -> None:
         assert self.bar is not None
-        self.accuracy = metrics.get(HEADLINE_METRIC, self.accuracy)
+        self.accuracy = metrics.get(TEST_ACCURACY, self.accuracy)
         self.bar.set_postfix_str(f"round {round}/{sim.rounds} done{self.accuracy_text()}")
         self.round_started, self.round_samples = self.clock(), 0
 
@@ -70,36 +66,6 @@ class ProgressBar(Callback):
     def on_end(self, sim: Simulation) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A run's workload and its rough training seconds where it runs on the CPU (:mod:`bench.measure.workload`), or
-    why there is none."""
-
-    load: Workload | None
-    on_cpu: bool = True
-    seconds: float | None = None
-    problem: str | None = None  # why the workload is unknown (the run reports it again when it starts)
-
-
-def estimated(config: ExperimentConfig) -> Estimate:
-    """The estimate of a run. It only informs: a dataset or model that cannot be inspected gives an estimate with its
-    ``problem``, and the run (or the sweep's run of it) then fails as it would without one."""
-    try:
-        load = workload(config)
-        on_cpu = resolve_device(config.run.device).type == "cpu"
-    except Exception as exc:  # whatever it is, the run meets it again and reports it
-        return Estimate(None, problem=f"{type(exc).__name__}: {exc}")
-    return Estimate(load, on_cpu, cpu_seconds(load) if on_cpu else None)
-
-
-def run_estimate(config: ExperimentConfig) -> str:
-    """The one line printed before a run starts."""
-    estimate = estimated(config)
-    if estimate.load is None:
-        return f"estimate: none ({estimate.problem})"
-    return describe(estimate.load, estimate.on_cpu)
 
 
 def clock_time(seconds: float) -> str:
@@ -160,8 +126,8 @@ class SweepStatus:
     def headline(self, run_id: str) -> str:
         from mlflow.tracking import MlflowClient
 
-        value = MlflowClient(tracking_uri=self.uri).get_run(run_id).data.metrics.get(HEADLINE_METRIC)
-        return "no test accuracy logged" if value is None else f"{HEADLINE_METRIC} {value:.4f}"
+        value = MlflowClient(tracking_uri=self.uri).get_run(run_id).data.metrics.get(TEST_ACCURACY)
+        return "no test accuracy logged" if value is None else f"{TEST_ACCURACY} {value:.4f}"
 
     def __call__(self, p: SweepProgress) -> None:
         with self.lock:

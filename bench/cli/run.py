@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume:
         config = load_config(args.config, [*args.overrides, *tracking_uri_override(args)])
     # imported once the config is checked, so that a config error answers without loading PyTorch and MLflow
-    from bench.cli.progress import ProgressBar, run_estimate
+    from bench.cli.estimate import run_estimate
+    from bench.cli.progress import ProgressBar
     from bench.track.links import run_page_link
     from bench.track.runner import resume_experiment, run_experiment
 

@@ -20,12 +20,13 @@ slower than the estimate.
 The figure was taken before ``run.channels_last`` became the CPU default, which trained the bare loop 1.48x faster
 side by side, so runs on an idle CPU may now finish sooner than estimated.
 No GPU throughput has been measured, so a GPU run gets no time.
+
+These are the figures; the command line words them (:mod:`bench.cli.estimate`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -43,7 +44,6 @@ CPU_IMAGES_PER_S = 5_580
 CPU_REFERENCE = ("conv3", 0.5, "fmnist")
 CPU_REFERENCE_BATCH = 64
 BACKWARD_FACTOR = 3  # training MACs per sample pass, in forward passes: the forward, and a backward of twice its cost
-SUBSET_HINT_SAMPLES = 10_000  # above this many samples, the estimate's line names data.max_samples
 
 
 @dataclass(frozen=True)
@@ -118,69 +118,3 @@ def cpu_seconds(load: Workload) -> float:
     by_arithmetic = load.training_macs / (CPU_IMAGES_PER_S * BACKWARD_FACTOR * reference_macs())
     by_steps = load.steps * CPU_REFERENCE_BATCH / CPU_IMAGES_PER_S
     return max(by_arithmetic, by_steps)
-
-
-def si(value: float, unit: str = "") -> str:
-    """``value`` with an SI prefix, three significant digits: ``3.88 T``."""
-    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}".rstrip()
-
-
-def duration(seconds: float) -> str:
-    """``under 1 s``, ``42 s``, ``7 min``, ``2.5 h``."""
-    if seconds < 1:
-        return "under 1 s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def reference_rate() -> str:
-    model, width, dataset = CPU_REFERENCE
-    return (f"on a CPU like the 2-core one that trained {model} width {width:g} on {dataset} at "
-            f"{CPU_IMAGES_PER_S:,} images/s")
-
-
-def time_text(load: Workload, on_cpu: bool) -> str:
-    """The estimate's words on time: rough CPU seconds, or why there are none."""
-    if not on_cpu:
-        return "no time estimate off the CPU (no GPU throughput has been measured)"
-    return f"roughly {duration(cpu_seconds(load))} of training {reference_rate()} (evaluation not included)"
-
-
-def describe(load: Workload, on_cpu: bool) -> str:
-    """The one-line estimate of a run (with its time where it runs ``on_cpu``)."""
-    used = (f"all {load.samples:,} samples" if load.samples == load.dataset_samples
-            else f"{load.samples:,} of {load.dataset_samples:,} samples (data.max_samples)")
-    share = f", {load.participation:.0%} of them a round" if load.participation < 1 else ""
-    hint = ("; data.max_samples=N trains on a class-balanced subset"
-            if load.samples == load.dataset_samples and load.samples > SUBSET_HINT_SAMPLES else "")
-    return (f"estimate: {load.dataset}, {used} split among {load.clients} clients ({load.train_fraction:.0%} "
-            f"train{share}) × {load.epochs_per_round:g} epoch{'' if load.epochs_per_round == 1 else 's'} a round × "
-            f"{load.rounds} round{'' if load.rounds == 1 else 's'} = {load.sample_passes:,.0f} "
-            f"sample passes × {BACKWARD_FACTOR} × {si(load.forward_macs, 'MAC')} = {si(load.training_macs, 'MAC')}; "
-            f"{time_text(load, on_cpu)}{hint}")
-
-
-def describe_sweep(loads: Sequence[Workload], on_cpu: Sequence[bool]) -> str:
-    """The one-line estimate of a sweep's runs (``on_cpu``: whether each runs on the CPU): their total, and the
-    costliest."""
-    passes = sum(w.sample_passes for w in loads)
-    macs = sum(w.training_macs for w in loads)
-    seconds = [cpu_seconds(w) if cpu else None for w, cpu in zip(loads, on_cpu, strict=True)]
-    timed = [s for s in seconds if s is not None]
-    rate = f"{reference_rate()}, one run at a time (evaluation not included)"
-    if len(timed) == len(loads):
-        time = f"roughly {duration(sum(timed))} of training {rate}"
-    elif timed:
-        time = (f"roughly {duration(sum(timed))} of training for its {len(timed)} runs on the CPU {rate}; no time "
-                "estimate off the CPU")
-    else:
-        time = "no time estimate off the CPU (no GPU throughput has been measured)"
-    heaviest = max(loads, key=lambda w: w.training_macs)
-    return (f"estimate: {len(loads)} runs, {passes:,.0f} sample passes = {si(macs, 'MAC')} of training (largest run "
-            f"{si(heaviest.training_macs, 'MAC')}, methods weighted by their epochs per round); {time}")
