@@ -8,6 +8,7 @@ from bench.fed.engine import Simulation
 from bench.fed.federation import build_federation
 from bench.ground.rng import sample_clients
 from bench.ground.tensor_ops import state_nbytes
+from bench.measure.summary import final_measures
 from bench.methods.model_state import load_state
 
 
@@ -41,6 +42,21 @@ def test_fedavg_communication_is_the_model_both_ways(tiny_config_data):
     assert sim.history[0]["comm/bytes_down"] == 4 * model_bytes
     assert sim.history[0]["comm/bytes_up"] == 4 * model_bytes
     assert sim.state.comm.down == [model_bytes] * 4
+
+
+def test_the_run_measures_itself_from_its_finished_run(tiny_config_data):
+    config = validate_config(apply_overrides(tiny_config_data, ["train.rounds=1"]))
+    plain = Simulation(config)
+    with pytest.raises(RuntimeError, match=r"no evaluation yet: call run\(\)"):
+        plain.finished_run()
+    plain.run(measure=False)
+    assert plain.measures is None
+    measured = simulate(tiny_config_data, "train.rounds=1")
+    again = final_measures(plain.finished_run())
+    assert again.metrics == measured.measures.metrics
+    assert again.metrics["comm/total_bytes_up"] == sum(measured.state.comm.up) > 0
+    assert again.metrics["macs/exit_1"] < again.metrics["macs/exit_3"]
+    assert again.per_client.equals(measured.measures.per_client) and len(again.per_client) == 4
 
 
 def test_local_never_communicates_and_learns(tiny_config_data):

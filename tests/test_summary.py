@@ -1,14 +1,26 @@
 """End-of-run measurements logged to MLflow agree with each other and with values derived by hand; the curve table,
-the dataset input and the run's description read back through the MLflow client."""
+the dataset input and the run's description read back through the MLflow client; a run without MLflow measures the
+same."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.config import validate_config
-from bench.record_names import CURVE_ARTIFACT
+from bench.data.partition import partition_title
+from bench.fed.engine import Simulation
+from bench.record_names import (
+    BUDGETS_ARTIFACT,
+    CONFIG_ARTIFACT,
+    CURVE_ARTIFACT,
+    HISTOGRAM_ARTIFACT,
+    MACS_ARTIFACT,
+    PER_CLIENT_ARTIFACT,
+)
+from bench.track.artifacts import write_run_artifacts
 from bench.track.description import NOTE_TAG
 from bench.track.runner import run_experiment
 
@@ -92,3 +104,31 @@ def test_per_client_results_and_curve_artifacts(finished_run):
     assert fractions.to_numpy() == pytest.approx(1.0)
     for name in ("dynamic/dynamic_curve.png", "partition/partition_heatmap.png", "costs/macs.csv"):
         assert (tmp_path / "art" / name).stat().st_size > 0
+
+
+def test_a_run_without_mlflow_measures_what_a_tracked_run_records(finished_run, make_tiny_config, tmp_path):
+    result, client, metrics, run_dir, _ = finished_run
+    data = make_tiny_config(tmp_path)  # the same experiment, untracked
+    data["eval"]["report_threshold"] = 0.35
+    data["run"]["tracking_uri"] = f"sqlite:///{tmp_path / 'untouched.db'}"
+    sim = Simulation(validate_config(data))
+    sim.run()
+    measured = sim.measures.metrics
+    assert {"macs/exit_1", "macs/static", "dyn/acc_at_0.35", "dyn/cost_reduction_at_0.6",
+            "comm/total_bytes_up"} <= set(measured)
+    assert measured == {key: metrics[key] for key in measured}  # bitwise what the tracked run logged
+    assert result.measures.metrics == measured  # and what run_experiment returned
+    assert not (tmp_path / "untouched.db").exists()
+
+    write_run_artifacts(sim.measures, tmp_path / "files", partition_title("synthetic", 0.5))
+    written = sorted(str(p.relative_to(tmp_path / "files")) for p in (tmp_path / "files").rglob("*") if p.is_file())
+    assert written == sorted({*stored_files(client, result.run_id)} - {CONFIG_ARTIFACT, CURVE_ARTIFACT})
+    stored = client.download_artifacts(result.run_id, "", str(run_dir / "stored"))
+    for table in (MACS_ARTIFACT, PER_CLIENT_ARTIFACT, BUDGETS_ARTIFACT, HISTOGRAM_ARTIFACT):
+        assert (tmp_path / "files" / table).read_bytes() == Path(stored, table).read_bytes(), table
+
+
+def stored_files(client: MlflowClient, run_id: str, folder: str | None = None) -> list[str]:
+    """Every file path the run stored, folders walked."""
+    return [path for entry in client.list_artifacts(run_id, folder)
+            for path in (stored_files(client, run_id, entry.path) if entry.is_dir else [entry.path])]

@@ -14,9 +14,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench.config import apply_overrides, validate_config
-from bench.fed.engine import Callback
+from bench.fed.engine import Callback, Simulation
 from bench.track.links import run_page_url
-from bench.track.mlflow_tracker import log_dataset_input
+from bench.track.mlflow_tracker import MlflowTracker, log_dataset_input
 from bench.track.runner import run_experiment
 
 
@@ -38,6 +38,17 @@ def test_run_layout_params_tags_metrics_artifacts(tracking_uri, tiny_config_data
         assert key in run.data.metrics, key
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert "config.yaml" in artifacts
+
+
+def test_the_tracker_refuses_a_simulation_run_without_its_measures(tracking_uri, tiny_config_data):
+    config = validate_config(apply_overrides(tiny_config_data, ["train.rounds=1"]))
+    tracker = MlflowTracker(config)
+    sim = Simulation(config, [tracker])
+    with pytest.raises(ValueError, match=r"without its end-of-run measures \(run\(measure=False\)\).*measure=True"):
+        sim.run(measure=False)
+    assert sim.measures is None
+    logged = MlflowClient(tracking_uri).get_run(tracker.run_id).data.metrics
+    assert "test/acc/mean" in logged and "macs/exit_1" not in logged  # the round is logged, no summary made up
 
 
 class FailAtRound(Callback):
@@ -159,10 +170,10 @@ def test_two_runs_creating_one_experiment_side_by_side_get_the_same_id(tracking_
 
 
 def test_the_training_runs_view_lists_training_runs_with_headline_columns(tracking_uri, tiny_config_data):
+    from bench.record_names import STUDY_TAG
     from bench.track.links import experiment_runs_url
     from bench.track.mlflow_tracker import PARENT_TAG, get_or_create_experiment
     from bench.track.runs_view import VIEW_TAG, view_state
-    from bench.record_names import STUDY_TAG
 
     client = MlflowClient(tracking_uri)
     old = client.create_experiment("made-before-the-view")  # as an older store holds it
