@@ -9,21 +9,18 @@ import torch
 from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Simulation
 from bench.fed.executors import SerialExecutor
-from bench.perf import (
+from bench.perf.loops import (
     COMPILED_VARIANTS,
     EAGER,
-    FIXED_MMAP_THRESHOLD,
     HARNESS,
     HARNESS_COMPILED,
     BareLoop,
-    PerfReport,
     SideBySideExecutor,
     bare_loops,
-    can_sample_utilization,
-    nested_nbytes,
-    peak_rss,
-    reset_peak_rss,
 )
+from bench.perf.memory import FIXED_MMAP_THRESHOLD, nested_nbytes, peak_rss, reset_peak_rss
+from bench.perf.report import PerfReport
+from bench.perf.timing import can_sample_utilization
 
 
 def assert_same_weights(bare: BareLoop, sim: Simulation) -> None:
@@ -96,7 +93,7 @@ def test_peak_rss_sees_a_freed_allocation_and_reset_forgets_it():
 
 FREED_HEAP_PROBE = """
 import ctypes
-from bench.perf import _proc_status
+from bench.perf.memory import _proc_status
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]

@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.perf import report_json, run_perf
+    from bench.perf.benchmark import run_perf
+    from bench.perf.report import report_json
 
     report = run_perf(args.repeats, memory=not args.no_memory, memory_method=args.memory_method,
                       device=args.device, overrides=args.overrides, compiled=not args.no_compile)
