@@ -14,13 +14,13 @@ from test_report_browser import synthetic_runs
 from bench.cli import main
 from bench.config import validate_config
 from bench.data.partition import partition_title
-from bench.measure.summary import CURVE_TABLE
+from bench.record_names import CURVE_ARTIFACT, REPORT_TAG
 from bench.report import render_report
-from bench.report.collect import REPORT_TAG, RunData, collect_runs
+from bench.report.collect import RunData, collect_runs
 from bench.report.context import make_context
 from bench.report.figures import accuracy_communication_figure, client_spread_figure, per_exit_convergence_figure
 from bench.report.render import table_csv, table_markdown
-from bench.report.report import build_sections
+from bench.report.sections import build_sections
 from bench.report.selection import DEFAULT_LABEL, select_best, switch_labels
 from bench.report.tables import Table, macs_to_reach
 from bench.sweep import load_sweep
@@ -212,7 +212,7 @@ def test_report_run_is_logged_and_left_out_of_later_reports(report, tmp_path):
 def curve_value(report, key: tuple, threshold: float, column: str) -> float:
     """A run's curve table, read back as MLflow stored it."""
     client, run_id = report["client"], report["runs"][key]
-    path = client.download_artifacts(run_id, CURVE_TABLE, str(report["tmp"] / "curves" / run_id))
+    path = client.download_artifacts(run_id, CURVE_ARTIFACT, str(report["tmp"] / "curves" / run_id))
     curve = pd.read_json(path, orient="split", precise_float=True)
     return float(curve.loc[(curve["threshold"] - threshold).abs() < 1e-9, column].iloc[0])
 

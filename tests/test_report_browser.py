@@ -23,7 +23,7 @@ import pytest
 from bench.report.collect import RunData
 from bench.report.context import make_context
 from bench.report.render import write_report
-from bench.report.report import build_sections
+from bench.report.sections import build_sections
 from bench.track.artifacts import plot_partition_heatmap
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

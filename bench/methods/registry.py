@@ -27,11 +27,21 @@ def register(cls: M) -> M:
         raise ValueError(f"{cls.__name__}.name must be a lower-case identifier, got {cls.name!r}")
     if cls.family not in FAMILIES:
         raise ValueError(f"{cls.__name__}.family must be one of {FAMILIES}, got {cls.family!r}")
+    order = declared_order(cls)
+    if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
+        raise ValueError(f"{cls.__name__}.order must be an integer (its place in the report's lists, lower first) "
+                         f"or left out, got {order!r}")
     existing = _REGISTRY.get(cls.name)
     if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
         raise ValueError(f"method name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}")
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def declared_order(cls: type[Method]) -> int | None:
+    """The ``order`` a method's class declares in its own body (None when it declares none: a subclass does not
+    take its parent's place in the report's lists)."""
+    return vars(cls).get("order")
 
 
 def _discover() -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.record_names import BYTES_DOWN, BYTES_UP, TEST_ACCURACY
 from bench.report.stats import t_half_width
 
 CELL = ["method", "dataset", "alpha"]
-COMM_METRICS = ("comm/bytes_up", "comm/bytes_down")
+COMM_METRICS = (BYTES_UP, BYTES_DOWN)
 
 
 def seed_stats(runs: pd.DataFrame, values: pd.Series, by: list[str]) -> pd.DataFrame:
@@ -58,7 +59,7 @@ def late_gain(history: pd.DataFrame, metric: str, share: float = 0.25) -> pd.Ser
     return pd.Series(gains, dtype=float)
 
 
-def accuracy_at_communication(runs: pd.DataFrame, history: pd.DataFrame, metric: str = "test/acc/mean"
+def accuracy_at_communication(runs: pd.DataFrame, history: pd.DataFrame, metric: str = TEST_ACCURACY
                               ) -> pd.DataFrame:
     """Per (method, dataset, α, evaluated round), averaged over the seeds of ``runs``: ``accuracy`` (``metric``) and
     ``bytes``, what was uploaded and downloaded up to and including that round (the running sum of the per-round

@@ -30,6 +30,10 @@ Claims (Liu et al. 2026; ``docs/cafedistill.md``, "What the paper reports"):
     mean *validation* accuracy; holds when it is interior and its *test* accuracy beats both end values (one-sided
     paired t, each p < 0.05: an intersection-union test), does not hold when an end value is chosen and beats
     every interior value so, inconclusive otherwise.
+
+The claims are checked for the method under test (:mod:`bench.report.context`), CAFEDistill or a method standing in
+its place. (d), (e) and (f) vary one of CAFEDistill's hyperparameters (``cross_client``, ``selection``, ``mu``): a
+method under test without that hyperparameter has no row for the claim.
 """
 
 from __future__ import annotations
@@ -39,15 +43,23 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from bench.measure.summary import dyn_metric
-from bench.report.compare import ACCURACY, paired_values
+from bench.record_names import REPORT_THRESHOLD, TEST_ACCURACY, dynamic
+from bench.report.compare import paired_values
 from bench.report.context import Column, Context, column_of
-from bench.report.selection import mu_points, select_best, sensitivity_runs, without_sensitivity
+from bench.report.selection import (
+    MU,
+    mu_points,
+    select_best,
+    sensitivity_runs,
+    without_sensitivity,
+)
 from bench.report.stats import SIGNIFICANCE, Paired, detectable_difference, paired_difference, t_half_width
-from bench.report.tables import ABLATION_METHOD, Table
+from bench.report.tables import Table
 
 HOLDS, FAILS, INCONCLUSIVE, MISSING_RUNS = "holds", "does not hold", "inconclusive", "missing runs"
-CLAIM_THRESHOLD = 0.6
+# (d) and (e): the letter, the ablation variant's switch label (the hyperparameter it changes, =, its value), the claim
+VARIANT_CLAIMS = (("d", "cross_client", "False", "removing cross-client distillation lowers accuracy"),
+                  ("e", "selection", "all", "removing the progressive student selection lowers accuracy"))
 PAPER_DROP, PAPER_CUT, PAPER_RANGE = 0.0201, 0.3715, (0.3079, 0.4686)
 FIELDS = ("claim", "paper", "measured", "verdict", "decidable beyond", "runs it lacks")
 
@@ -112,12 +124,12 @@ def lacking_pairs(name_a: str, a: pd.DataFrame, name_b: str, b: pd.DataFrame, co
     return "; ".join(needs)
 
 
-def paired_row(row: ClaimRow, full: pd.DataFrame, other: pd.DataFrame, other_name: str, column: Column,
-               values: pd.Series) -> ClaimRow:
-    """``full − other`` paired over seeds, against 0 (the claim: full is above)."""
+def paired_row(row: ClaimRow, method: str, full: pd.DataFrame, other: pd.DataFrame, other_name: str,
+               column: Column, values: pd.Series) -> ClaimRow:
+    """``full − other`` paired over seeds, against 0 (the claim: ``method``'s full runs are above)."""
     pairs = paired_values(full, other, values)
     if len(pairs) < 2:
-        row.lacks = lacking_pairs(f"{ABLATION_METHOD} (default)", full, other_name, other, column)
+        row.lacks = lacking_pairs(f"{method} (default)", full, other_name, other, column)
         if len(pairs) == 1:
             row.measured = with_interval(pairs["a"][0] - pairs["b"][0], math.nan, math.nan, 1, signed=True)
             row.verdict = INCONCLUSIVE
@@ -129,12 +141,13 @@ def paired_row(row: ClaimRow, full: pd.DataFrame, other: pd.DataFrame, other_nam
     return row
 
 
-def cell_row(row: ClaimRow, values: pd.Series, bound: float, above: bool, where: str,
+def cell_row(row: ClaimRow, method: str, values: pd.Series, bound: float, above: bool, where: str,
              what: str = "") -> ClaimRow:
-    """A cell mean over seeds with its interval, against ``bound``; ``what`` names what the runs must hold."""
+    """A cell mean over seeds of ``method``'s runs with its interval, against ``bound``; ``what`` names what the
+    runs must hold."""
     values = values.dropna()
     if values.empty:
-        row.lacks = f"{ABLATION_METHOD} (default) at {where}{what}"
+        row.lacks = f"{method} (default) at {where}{what}"
         return row
     n, mean, std = len(values), float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan
     half = t_half_width(std, n)
@@ -142,28 +155,29 @@ def cell_row(row: ClaimRow, values: pd.Series, bound: float, above: bool, where:
     row.verdict = side_verdict(mean - half, mean + half, bound, above)
     row.decidable = margin(half)
     if n < 2:
-        row.lacks = f"a second seed of {ABLATION_METHOD} (default) at {where}"
+        row.lacks = f"a second seed of {method} (default) at {where}"
     return row
 
 
 def variant_runs(ctx: Context, switches: str, column: Column) -> pd.DataFrame:
-    """CAFEDistill runs of one switch label in a column, the best validation setting among them."""
+    """The method under test's runs of one switch label in a column, the best validation setting among them."""
     runs = without_sensitivity(column_of(ctx.runs, column))
-    return select_best(runs[(runs["method"] == ABLATION_METHOD) & (runs["switches"] == switches)], ["dataset"])
+    return select_best(runs[(runs["method"] == ctx.under_test) & (runs["switches"] == switches)], ["dataset"])
 
 
 def accuracy_claim(ctx: Context, comparisons: pd.DataFrame, column: Column) -> ClaimRow:
-    row = ClaimRow(f"(a) {column_name(column)}", "CAFEDistill's accuracy is above every baseline's",
+    method = ctx.under_test
+    row = ClaimRow(f"(a) {column_name(column)}", f"{method}'s accuracy is above every baseline's",
                    "above every baseline (Tables 1–2)")
     runs = column_of(ctx.main, column)
-    ours = runs[runs["method"] == ABLATION_METHOD]
-    baselines = [m for m in ctx.methods if m != ABLATION_METHOD and (runs["method"] == m).any()]
+    ours = runs[runs["method"] == method]
+    baselines = [m for m in ctx.baselines() if (runs["method"] == m).any()]
     if ours.empty or not baselines:
-        row.lacks = "; ".join(([f"{ABLATION_METHOD} (default) at {column_name(column)}"] if ours.empty else [])
+        row.lacks = "; ".join(([f"{method} (default) at {column_name(column)}"] if ours.empty else [])
                               + ([f"any baseline at {column_name(column)}"] if not baselines else []))
         return row
     found = comparisons[(comparisons["dataset"] == column[0]) & (comparisons["alpha"] == column[1])]
-    lacks = [lacking_pairs(ABLATION_METHOD, ours, b, runs[runs["method"] == b], column) for b in baselines]
+    lacks = [lacking_pairs(method, ours, b, runs[runs["method"] == b], column) for b in baselines]
     row.lacks = "; ".join(s for s in lacks if s)
     if found.empty:
         return row
@@ -211,7 +225,7 @@ def budget_rows(ctx: Context, ours: pd.DataFrame, where: str) -> list[ClaimRow]:
     rows = []
     for end, bound, above in (("low", PAPER_RANGE[0], True), ("high", PAPER_RANGE[1], False)):
         row = cell_row(ClaimRow(f"(b) {where}, {end} end", "dynamic inference cuts the inference cost by "
-                                "30.79–46.86%", f"{'≥' if above else '≤'} {points(bound)}%"),
+                                "30.79–46.86%", f"{'≥' if above else '≤'} {points(bound)}%"), ctx.under_test,
                        chosen["cost_reduction"], bound, above, where,
                        " with validation and test dynamic curves (the curve table's val_* columns)")
         if row.measured != "—":
@@ -228,10 +242,10 @@ def one_sided(diffs: list[Paired]) -> bool:
 def mu_claim(ctx: Context, column: Column, values: pd.Series) -> ClaimRow:
     row = ClaimRow(f"(f) {column_name(column)}", "μ has an interior optimum", "an interior optimum (sensitivity "
                    "figure)")
-    runs = column_of(mu_points(ctx.runs[ctx.runs["method"] == ABLATION_METHOD], ctx.data.params), column)
+    runs = column_of(mu_points(ctx.runs[ctx.runs["method"] == ctx.under_test], ctx.data.params), column)
     mus = sorted(set(runs["mu"]))
     if len(mus) < 3:
-        row.lacks = (f"{ABLATION_METHOD} sensitivity runs (μ fixed) at {column_name(column)} with at least three "
+        row.lacks = (f"{ctx.under_test} sensitivity runs (μ fixed) at {column_name(column)} with at least three "
                      f"values of μ (found {', '.join(f'{m:g}' for m in mus) or 'none'})")
         return row
     chosen = float(runs.groupby("mu")["val"].mean().idxmax())  # on validation accuracy
@@ -251,35 +265,38 @@ def mu_claim(ctx: Context, column: Column, values: pd.Series) -> ClaimRow:
     return row
 
 
-def claim_rows(ctx: Context, comparisons: pd.DataFrame, threshold: float = CLAIM_THRESHOLD) -> list[ClaimRow]:
-    """Every claim for every (dataset, α) of the experiment (see the module doc)."""
+def claim_rows(ctx: Context, comparisons: pd.DataFrame, threshold: float = REPORT_THRESHOLD) -> list[ClaimRow]:
+    """Every claim the method under test has the hyperparameters for, for every (dataset, α) of the experiment (see
+    the module doc)."""
     metrics = ctx.data.metrics
-    accuracy = metrics[ACCURACY]
-    sensitivity = sensitivity_runs(ctx.runs[ctx.runs["method"] == ABLATION_METHOD])
+    accuracy = metrics[TEST_ACCURACY]
+    method = ctx.under_test
+    hyperparameters = ctx.hyperparameters_under_test()
+    sensitivity = sensitivity_runs(ctx.runs[ctx.runs["method"] == method])
     # (f) where μ sensitivity runs are (presets run them at one α); everywhere, as missing, when none are
     mu_columns = [c for c in ctx.columns if len(column_of(sensitivity, c))] or ctx.columns
     rows = []
     for column in ctx.columns:
         where = column_name(column)
         ours = column_of(ctx.main, column)
-        ours = ours[ours["method"] == ABLATION_METHOD]
+        ours = ours[ours["method"] == method]
         rows.append(accuracy_claim(ctx, comparisons, column))
         rows += budget_rows(ctx, ours, where)
         for name, bound, above, text in (("acc_drop", PAPER_DROP, False, "accuracy drop at threshold"),
                                          ("cost_reduction", PAPER_CUT, True, "MACs cut at threshold")):
-            key = dyn_metric(name, threshold)
+            key = dynamic(name, threshold)
             values = metrics[key].reindex(ours.index) if key in metrics else pd.Series(math.nan, index=ours.index)
             paper = f"{'≤' if not above else '≥'} {points(bound)}{' points' if not above else '%'}"
             rows.append(cell_row(ClaimRow(f"(c) {where}, {name.replace('_', ' ')}", f"{text} {threshold:g}", paper),
-                                 values, bound, above, where, f" with {key}"))
-        for letter, switches, claim in (("d", "cross_client=False", "removing cross-client distillation lowers "
-                                                                    "accuracy"),
-                                        ("e", "selection=all", "removing the progressive student selection "
-                                                               "lowers accuracy")):
+                                 method, values, bound, above, where, f" with {key}"))
+        for letter, hyperparameter, value, claim in VARIANT_CLAIMS:
+            if hyperparameter not in hyperparameters:
+                continue
+            switches = f"{hyperparameter}={value}"
             row = ClaimRow(f"({letter}) {where}", claim, "lower accuracy (ablation table)")
-            rows.append(paired_row(row, ours, variant_runs(ctx, switches, column),
-                                   f"{ABLATION_METHOD} {switches}", column, accuracy))
-        if column in mu_columns:
+            rows.append(paired_row(row, method, ours, variant_runs(ctx, switches, column), f"{method} {switches}",
+                                   column, accuracy))
+        if MU in hyperparameters and column in mu_columns:
             rows.append(mu_claim(ctx, column, accuracy))
     return rows
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,20 +22,38 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from bench.measure.summary import CURVE_COLUMNS, CURVE_TABLE, dyn_metric
-from bench.track.mlflow_tracker import PARENT_TAG, search_all_runs, tracking_uri
-from bench.record_names import CANDIDATE_TAG, ROLE_TAG, TUNED_TAG
+from bench.measure.summary import CURVE_COLUMNS
+from bench.record_names import (
+    ALPHA_TAG,
+    BYTES_DOWN,
+    BYTES_UP,
+    CANDIDATE_TAG,
+    CODE_VERSION_TAG,
+    CONFIG_HASH_TAG,
+    CURVE_ARTIFACT,
+    DATASET_TAG,
+    EXIT_ACCURACY_PATTERN,
+    FAMILY_TAG,
+    HEATMAP_ARTIFACT,
+    LEGACY_CURVE_ARTIFACT,
+    METHOD_TAG,
+    MODEL_TAG,
+    PARENT_TAG,
+    PER_CLIENT_ARTIFACT,
+    REPORT_TAG,
+    ROLE_TAG,
+    RUN_LAYOUT_TAGS,
+    SEED_TAG,
+    STUDY_TAG,
+    TEST_ACCURACY,
+    TUNED_TAG,
+    dynamic,
+)
+from bench.track.mlflow_tracker import search_all_runs, tracking_uri
 
 log = logging.getLogger(__name__)
 
-REPORT_TAG = "cafebench.report"
-STUDY_TAG = "optuna_study"
-REQUIRED_TAGS = ("method", "family", "dataset", "alpha", "seed")
-HISTORY_METRICS = ("test/acc/mean", "comm/bytes_up", "comm/bytes_down")
-EXIT_ACCURACY = re.compile(r"test/acc/exit_\d+")
-LEGACY_CURVE_ARTIFACT = "dynamic/dynamic_curve.csv"
-HEATMAP_ARTIFACT = "partition/partition_heatmap.png"
-PER_CLIENT_ARTIFACT = "results/per_client.csv"
+HISTORY_METRICS = (TEST_ACCURACY, BYTES_UP, BYTES_DOWN)
 CLIENT_COLUMNS = ["run_id", "client", "accuracy"]
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
@@ -48,7 +65,7 @@ class RunData:
     ``runs``: index ``run_id``; columns method, family, dataset, model, alpha (float), seed (int), start_time,
     end_time (ms), code_version (of the code that made the run),
     tuned (the JSON of the parameters a tune stage chose for the run; empty when none did), role (the sweep's
-    ``role`` tag, :mod:`bench.track.tags`; empty for runs outside a sweep).
+    ``role`` tag, :mod:`bench.record_names`; empty for runs outside a sweep).
     ``params`` / ``metrics``: index ``run_id``; one column per param (strings) / final metric value (floats).
     ``history``: long frame run_id, metric, step, value of the metrics in :data:`HISTORY_METRICS` and of each
     exit's test accuracy (``test/acc/exit_K``, the exits the run logged).
@@ -101,22 +118,22 @@ def collect_runs(experiment: str, artifact_dir: Path, uri: str | None = None) ->
                             **{k: v for k, v in run.data.params.items() if k.startswith("train.")}})
         if tags.get(REPORT_TAG) == "true" or PARENT_TAG in tags or STUDY_TAG in tags:
             continue
-        if all(t in tags for t in REQUIRED_TAGS):
+        if all(t in tags for t in RUN_LAYOUT_TAGS):
             kept.append(run)
         else:
             skipped += 1
     if skipped:
-        log.warning("%d finished runs of %r lack the tags %s and are left out", skipped, experiment, REQUIRED_TAGS)
-    keys = [(r.data.tags.get("config_hash"), r.data.tags.get(ROLE_TAG, "")) for r in kept]
+        log.warning("%d finished runs of %r lack the tags %s and are left out", skipped, experiment, RUN_LAYOUT_TAGS)
+    keys = [(r.data.tags.get(CONFIG_HASH_TAG), r.data.tags.get(ROLE_TAG, "")) for r in kept]
     duplicates = len(keys) - len(set(keys))
     if not kept:
         raise ValueError(f"experiment {experiment!r} holds no finished benchmark run; run some first "
                          "(cafebench run / cafebench reproduce) or check --tracking-uri")
     runs = pd.DataFrame([{
-        "run_id": r.info.run_id, "method": r.data.tags["method"], "family": r.data.tags["family"],
-        "dataset": r.data.tags["dataset"], "model": r.data.tags.get("model", ""),
-        "alpha": float(r.data.tags["alpha"]), "seed": int(r.data.tags["seed"]), "start_time": r.info.start_time,
-        "end_time": r.info.end_time, "code_version": r.data.tags.get("code_version", ""),
+        "run_id": r.info.run_id, "method": r.data.tags[METHOD_TAG], "family": r.data.tags[FAMILY_TAG],
+        "dataset": r.data.tags[DATASET_TAG], "model": r.data.tags.get(MODEL_TAG, ""),
+        "alpha": float(r.data.tags[ALPHA_TAG]), "seed": int(r.data.tags[SEED_TAG]), "start_time": r.info.start_time,
+        "end_time": r.info.end_time, "code_version": r.data.tags.get(CODE_VERSION_TAG, ""),
         "tuned": r.data.tags.get(TUNED_TAG, ""), "role": r.data.tags.get(ROLE_TAG, ""),
     } for r in kept]).set_index("run_id")
     params = pd.DataFrame({r.info.run_id: r.data.params for r in kept}).T.reindex(runs.index)
@@ -141,7 +158,7 @@ def duplicates_note(data: RunData) -> str:
 def metric_histories(client: MlflowClient, metrics: pd.DataFrame) -> pd.DataFrame:
     """The histories of :data:`HISTORY_METRICS` and of the exit accuracies of the runs (``metrics``' index) that
     logged them."""
-    exits = [key for key in metrics.columns if EXIT_ACCURACY.fullmatch(key)]
+    exits = [key for key in metrics.columns if EXIT_ACCURACY_PATTERN.match(key)]
     rows = [{"run_id": run_id, "metric": key, "step": m.step, "value": m.value}
             for run_id, logged in metrics.notna().iterrows() for key in (*HISTORY_METRICS, *exits)
             if key in HISTORY_METRICS or logged[key] for m in client.get_metric_history(run_id, key)]
@@ -177,13 +194,13 @@ def download(client: MlflowClient, run_id: str, artifact: str, artifact_dir: Pat
 def read_curve(client: MlflowClient, run_id: str, artifact_dir: Path) -> pd.DataFrame | None:
     """A run's dynamic-inference curve: its table (written by ``mlflow.log_table``, JSON in pandas' split
     orientation; a threshold logged twice keeps its last row), else the CSV of older runs, else None."""
-    present = {f.path for f in client.list_artifacts(run_id, CURVE_TABLE.rsplit("/", 1)[0])}
-    if CURVE_TABLE in present:
-        with download(client, run_id, CURVE_TABLE, artifact_dir).open() as stream:
+    present = {f.path for f in client.list_artifacts(run_id, CURVE_ARTIFACT.rsplit("/", 1)[0])}
+    if CURVE_ARTIFACT in present:
+        with download(client, run_id, CURVE_ARTIFACT, artifact_dir).open() as stream:
             return pd.read_json(stream, orient="split", precise_float=True).drop_duplicates("threshold", keep="last")
     if LEGACY_CURVE_ARTIFACT in present:
         return pd.read_csv(download(client, run_id, LEGACY_CURVE_ARTIFACT, artifact_dir))
-    log.warning("run %s has no dynamic-inference curve (%s)", run_id, CURVE_TABLE)
+    log.warning("run %s has no dynamic-inference curve (%s)", run_id, CURVE_ARTIFACT)
     return None
 
 
@@ -202,7 +219,7 @@ def curve_metrics(curves: pd.DataFrame) -> pd.DataFrame:
     long = curves.melt(id_vars=["run_id", "threshold"], value_vars=[c for c in CURVE_COLUMNS.values() if c in curves],
                        var_name="column")
     name_of = {column: name for name, column in CURVE_COLUMNS.items()}
-    long["metric"] = [dyn_metric(name_of[c], t) for c, t in zip(long["column"], long["threshold"], strict=True)]
+    long["metric"] = [dynamic(name_of[c], t) for c, t in zip(long["column"], long["threshold"], strict=True)]
     return long.pivot_table(index="run_id", columns="metric", values="value", aggfunc="last").astype(float)
 
 

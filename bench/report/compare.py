@@ -1,4 +1,5 @@
-"""Paired comparison of CAFEDistill with every baseline: per (dataset, α), the runs of both on the same seeds.
+"""Paired comparison of the method under test (:mod:`bench.report.context`) with every baseline: per (dataset, α),
+the runs of both on the same seeds.
 
 Runs of one seed share the partition and the client-sampling stream, so the difference of two methods' accuracies
 on a seed is a paired observation. Per (dataset, α) and baseline: the mean of ``ours − baseline`` over the seeds
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.report.context import OURS, Context, column_of
+from bench.record_names import TEST_ACCURACY
+from bench.report.context import Context, column_of
 from bench.report.stats import PAIRED_TEST, SIGNIFICANCE, holm, paired_difference, verdict
 from bench.report.tables import COLUMN_LEVELS, Table
 
-ACCURACY = "test/acc/mean"
 PAIRED_COLUMNS = ["baseline", "dataset", "alpha", "n", "mean", "low", "high", "se", "p", "p_greater", "p_holm",
                   "result"]
 QUANTITIES = ("Δ [95% CI]", "p (Holm)", "result")
@@ -31,28 +32,27 @@ def paired_values(a: pd.DataFrame, b: pd.DataFrame, values: pd.Series) -> pd.Dat
     return left.merge(right, on="seed").sort_values("seed").reset_index(drop=True)
 
 
-def paired_comparisons(ctx: Context, metric: str = ACCURACY) -> pd.DataFrame:
-    """One row per (baseline, dataset, α) where both ours and the baseline have main runs (see module doc)."""
+def paired_comparisons(ctx: Context, metric: str = TEST_ACCURACY) -> pd.DataFrame:
+    """One row per (baseline, dataset, α) where both the method under test and the baseline have main runs (see
+    module doc)."""
     values = ctx.data.metrics[metric] if metric in ctx.data.metrics else pd.Series(dtype=float)
-    ours = [m for m in ctx.methods if ctx.family[m] == OURS]
     rows = []
     for column in ctx.columns:
         runs = column_of(ctx.main, column)
-        for method in ours:
-            mine = runs[runs["method"] == method]
-            if mine.empty:
-                continue
-            found = []
-            for baseline in (m for m in ctx.methods if ctx.family[m] != OURS):
-                pairs = paired_values(mine, runs[runs["method"] == baseline], values)
-                if len(pairs):
-                    result = paired_difference(pairs["a"], pairs["b"])
-                    found.append({"baseline": baseline, "dataset": column[0], "alpha": column[1], "n": result.n,
-                                  "mean": result.mean, "low": result.low, "high": result.high, "se": result.se,
-                                  "p": result.p, "p_greater": result.p_greater})
-            for row, adjusted in zip(found, holm([r["p"] for r in found]), strict=True):
-                row.update(p_holm=adjusted, result=verdict(row["mean"], adjusted))
-            rows += found
+        mine = runs[runs["method"] == ctx.under_test]
+        if mine.empty:
+            continue
+        found = []
+        for baseline in ctx.baselines():
+            pairs = paired_values(mine, runs[runs["method"] == baseline], values)
+            if len(pairs):
+                result = paired_difference(pairs["a"], pairs["b"])
+                found.append({"baseline": baseline, "dataset": column[0], "alpha": column[1], "n": result.n,
+                              "mean": result.mean, "low": result.low, "high": result.high, "se": result.se,
+                              "p": result.p, "p_greater": result.p_greater})
+        for row, adjusted in zip(found, holm([r["p"] for r in found]), strict=True):
+            row.update(p_holm=adjusted, result=verdict(row["mean"], adjusted))
+        rows += found
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
@@ -62,7 +62,7 @@ def signed(value: float) -> str:
 
 def paired_table(ctx: Context, comparisons: pd.DataFrame) -> Table:
     """The comparisons laid out as baselines × (dataset, α, quantity), numbers in the CSV, text on screen."""
-    baselines = [m for m in ctx.methods if ctx.family[m] != OURS]
+    baselines = ctx.baselines()
     columns = [(*column, q) for column in ctx.columns for q in QUANTITIES]
     index = pd.MultiIndex.from_tuples(columns, names=[*COLUMN_LEVELS, "quantity"])
     mean = pd.DataFrame(float("nan"), index=pd.Index(baselines, name="baseline"), columns=index)
@@ -78,20 +78,20 @@ def paired_table(ctx: Context, comparisons: pd.DataFrame) -> Table:
         text.at[row.baseline, (d, a, QUANTITIES[2])] = row.result
     groups = pd.Series({m: ctx.group(m) for m in baselines})
     units = pd.Series([QUANTITY_UNITS[column[-1]] for column in columns], index=index)
-    return Table("paired_comparison", "Ours against each baseline, paired over seeds (points of test accuracy)",
-                 mean, mean * float("nan"), pd.Series("", index=index), scale=1.0, groups=groups, text=text,
-                 units=units,
-                 note=f"Δ = ours − baseline in mean-over-exits test accuracy, averaged over the seeds both ran "
-                      f"(same partitions); 95% Student-t interval of the mean difference; two-sided {PAIRED_TEST} "
-                      f"test, p-values Holm-corrected over the baselines of each (dataset, α); win / loss when "
-                      f"the corrected p < {SIGNIFICANCE:g}, else tie; n/a with fewer than three paired seeds or zero "
-                      f"spread.")
+    return Table("paired_comparison", f"{ctx.under_test} against each baseline, paired over seeds (points of test "
+                 "accuracy)", mean, mean * float("nan"), pd.Series("", index=index), scale=1.0, groups=groups,
+                 text=text, units=units,
+                 note=f"Δ = {ctx.under_test} − baseline in mean-over-exits test accuracy, averaged over the seeds "
+                      f"both ran (same partitions); 95% Student-t interval of the mean difference; two-sided "
+                      f"{PAIRED_TEST} test, p-values Holm-corrected over the baselines of each (dataset, α); win / "
+                      f"loss when the corrected p < {SIGNIFICANCE:g}, else tie; n/a with fewer than three paired "
+                      "seeds or zero spread.")
 
 
 def tally(comparisons: pd.DataFrame) -> str:
     """The wins / ties / losses summary, overall and per (dataset, α)."""
     if comparisons.empty:
-        return "No (dataset, α) has runs of both ours and a baseline: nothing to compare."
+        return "No (dataset, α) has runs of both the method under test and a baseline: nothing to compare."
 
     def counts(frame: pd.DataFrame) -> str:
         got = frame["result"].value_counts()

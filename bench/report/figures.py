@@ -11,13 +11,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bench.record_names import TEST_ACCURACY, exit_accuracy, exits_logged
 from bench.report.aggregate import accuracy_at_communication, mean_curves, mean_history, seed_stats
 from bench.report.context import OURS, Column, Context, alpha_label, column_of
 from bench.report.selection import mu_points
-from bench.report.tables import ABLATION_METHOD
 
 PANEL_SIZE = (4.2, 3.2)
-EXIT_METRIC = r"^test/acc/exit_(\d+)$"
 
 
 def method_styles(ctx: Context) -> dict[str, dict]:
@@ -25,8 +24,7 @@ def method_styles(ctx: Context) -> dict[str, dict]:
     colors = colormaps["tab20"].colors
     palette = colors[0::2] + colors[1::2]  # the ten strong colours first
     styles = {}
-    baselines = [m for m in ctx.methods if ctx.family[m] != OURS]
-    for i, method in enumerate(baselines):
+    for i, method in enumerate(ctx.baselines()):
         styles[method] = {"color": palette[i % len(palette)], "linewidth": 1.3,
                           "linestyle": "--" if ctx.family[method] == "fee" else "-"}
     for method in ctx.methods:
@@ -88,7 +86,7 @@ def accuracy_macs_figure(ctx: Context, threshold: float) -> Figure:
 
 def convergence_figure(ctx: Context) -> Figure:
     """Mean-over-exits test accuracy per round, averaged over seeds."""
-    history = mean_history(ctx.main, ctx.data.history, "test/acc/mean")
+    history = mean_history(ctx.main, ctx.data.history, TEST_ACCURACY)
     styles = method_styles(ctx)
 
     def draw(ax: Axes, column: Column) -> None:
@@ -104,19 +102,13 @@ def draw_rounds(ax: Axes, history: pd.DataFrame, styles: dict[str, dict]) -> Non
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def logged_exits(history: pd.DataFrame) -> list[int]:
-    """The exits whose test accuracy the history holds per round, in order."""
-    found = history["metric"].str.extract(EXIT_METRIC, expand=False).dropna()
-    return sorted({int(k) for k in found})
-
-
 def per_exit_convergence_figure(ctx: Context) -> Figure | None:
     """Each exit's test accuracy per round, averaged over seeds: a row of panels per (dataset, α), a column per exit;
     None when no run's history holds per-exit accuracy."""
-    exits = logged_exits(ctx.data.history)
+    exits = exits_logged(set(ctx.data.history["metric"]))
     if not exits:
         return None
-    histories = {k: mean_history(ctx.main, ctx.data.history, f"test/acc/exit_{k}") for k in exits}
+    histories = {k: mean_history(ctx.main, ctx.data.history, exit_accuracy(k)) for k in exits}
     styles = method_styles(ctx)
 
     def draw(ax: Axes, key: tuple[int, Column]) -> None:
@@ -172,17 +164,17 @@ def varied_mu(stats: pd.DataFrame) -> pd.Series:
 
 
 def sensitivity_stats(ctx: Context) -> pd.DataFrame:
-    """CAFEDistill's mean-over-exits accuracy per μ, from its sensitivity runs (μ fixed; best validation setting
-    per μ)."""
-    chosen = mu_points(ctx.runs[ctx.runs["method"] == ABLATION_METHOD], ctx.data.params)
+    """The method under test's mean-over-exits accuracy per μ, from its sensitivity runs (μ fixed; best validation
+    setting per μ)."""
+    chosen = mu_points(ctx.runs[ctx.runs["method"] == ctx.under_test], ctx.data.params)
     if chosen.empty:
         return pd.DataFrame(columns=["dataset", "alpha", "mu", "mean", "std", "n", "ci"])
-    return seed_stats(chosen, ctx.data.metrics["test/acc/mean"], ["dataset", "alpha", "mu"])
+    return seed_stats(chosen, ctx.data.metrics[TEST_ACCURACY], ["dataset", "alpha", "mu"])
 
 
-def sensitivity_figure(stats: pd.DataFrame) -> Figure:
-    """Accuracy against μ, one line per (dataset, α) with runs at two or more values of μ, error bars = the 95%
-    Student-t interval over seeds."""
+def sensitivity_figure(stats: pd.DataFrame, method: str) -> Figure:
+    """``method``'s accuracy against μ, one line per (dataset, α) with runs at two or more values of μ, error bars =
+    the 95% Student-t interval over seeds."""
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     for (dataset, alpha), rows in stats[varied_mu(stats)].groupby(["dataset", "alpha"]):
@@ -193,7 +185,7 @@ def sensitivity_figure(stats: pd.DataFrame) -> Figure:
         ax.set_xscale("log")
     ax.set_xlabel("μ")
     ax.set_ylabel("mean test accuracy (%)")
-    ax.set_title(f"{ABLATION_METHOD}: sensitivity to μ")
+    ax.set_title(f"{method}: sensitivity to μ")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig

@@ -5,7 +5,7 @@
   twice in one setting counts once (the latest run).
 * A method's *switches* are its categorical hyperparameters (``method.hparams.*`` whose values are not
   numbers, e.g. ``cross_client``, ``teacher_mode``); numeric ones (``mu``, ``tau``) are tuned.
-* A sweep tags each run with its *role* (:mod:`bench.track.tags`): ``main`` (the grid point's own, tuned
+* A sweep tags each run with its *role* (:mod:`bench.record_names`): ``main`` (the grid point's own, tuned
   setting), ``ablation`` or ``sensitivity`` (a row that fixes a hyperparameter the tune stage searches, e.g.
   ``mu: 0.1``). Main cells come from ``main`` runs only; sensitivity runs have their own table and are never a
   candidate for a main cell, an ablation row or a claim about the method. Runs without a role tag (run outside a
@@ -24,14 +24,15 @@ import logging
 import pandas as pd
 
 from bench.methods.registry import available_methods
+from bench.record_names import MAIN, SENSITIVITY, VAL_ACCURACY
 from bench.report.aggregate import CELL
-from bench.record_names import MAIN, SENSITIVITY
 
 log = logging.getLogger(__name__)
 
 HPARAM_PREFIX = "method.hparams."
-SELECTION_METRIC = "val/acc/mean"
-MU_PARAM = "method.hparams.mu"
+SELECTION_METRIC = VAL_ACCURACY
+MU = "mu"  # the hyperparameter a sensitivity table and claim (f) vary
+MU_PARAM = f"{HPARAM_PREFIX}{MU}"
 DEFAULT_LABEL = "default"
 
 
@@ -71,6 +72,28 @@ def default_switches(method: str) -> dict[str, str] | None:
     except ValueError:  # a hyperparameter without default
         return None
     return {f"{HPARAM_PREFIX}{k}": str(v) for k, v in defaults.items()}
+
+
+def switch_example(method: str) -> str | None:
+    """A variant of ``method`` a person could run, as an example: its first on/off switch turned the other way
+    (``method.hparams.NAME=false``); None when it has none or is not registered here."""
+    cls = available_methods().get(method)
+    try:
+        defaults = cls.Hparams().model_dump(mode="json") if cls is not None else {}
+    except ValueError:  # a hyperparameter without default
+        defaults = {}
+    flags = [f"{HPARAM_PREFIX}{k}={str(not v).lower()}" for k, v in defaults.items() if isinstance(v, bool)]
+    return flags[0] if flags else None
+
+
+def hyperparameter_names(method: str, params: pd.DataFrame) -> set[str]:
+    """The names of ``method``'s hyperparameters: its registered ``Hparams`` fields, else (a method not registered
+    here) the ``method.hparams.*`` that ``params`` (its runs') record."""
+    cls = available_methods().get(method)
+    if cls is not None:
+        return set(cls.Hparams.model_fields)
+    recorded = params.dropna(axis=1, how="all").columns
+    return {c.removeprefix(HPARAM_PREFIX) for c in recorded if c.startswith(HPARAM_PREFIX)}
 
 
 def switch_labels(params: pd.DataFrame, defaults: dict[str, str] | None) -> pd.Series:

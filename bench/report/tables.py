@@ -15,12 +15,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bench.measure.summary import dyn_metric
+from bench.record_names import (
+    DOWNLOAD,
+    LOCAL_TEST_ACCURACY,
+    TEST_ACCURACY,
+    UPLOAD,
+    bytes_sent,
+    dynamic,
+    dynamic_thresholds,
+    exit_accuracy,
+)
 from bench.report.aggregate import CELL, late_gain, mean_curves, per_round_mean, seed_stats
 from bench.report.context import OURS, Context, alpha_label, column_of
 from bench.report.selection import DEFAULT_LABEL, is_number, select_best, without_sensitivity
 
-ABLATION_METHOD = "cafedistill"
 INTERVAL = "95% Student-t interval"
 COLUMN_LEVELS = ["dataset", "alpha"]
 
@@ -94,14 +102,14 @@ def cell_table(name: str, title: str, stats: pd.DataFrame, rows: list[str], colu
 
 
 def main_table(ctx: Context) -> Table:
-    stats = seed_stats(ctx.main, ctx.data.metrics["test/acc/mean"], CELL)
+    stats = seed_stats(ctx.main, ctx.data.metrics[TEST_ACCURACY], CELL)
     return cell_table("main_accuracy", "Mean-over-exits test accuracy (%)", stats, ctx.methods, ctx.columns,
                       COLUMN_LEVELS, groups=ctx.groups(),
                       note="Mean over clients of each client's accuracy averaged over exits; mean ± half-width "
                            f"of the {INTERVAL} over seeds (the mean alone with one seed). Best per column in bold.")
 
 
-EVAL_POINTS = (("aggregated", "test/acc/mean"), ("local", "local/test/acc/mean"))
+EVAL_POINTS = (("aggregated", TEST_ACCURACY), ("own model", LOCAL_TEST_ACCURACY))
 
 
 def eval_point_table(ctx: Context) -> Table | None:
@@ -116,8 +124,9 @@ def eval_point_table(ctx: Context) -> Table | None:
     return cell_table("eval_point", "Mean-over-exits test accuracy by evaluation point (%)",
                       pd.concat(frames, ignore_index=True), ctx.methods, columns, [*COLUMN_LEVELS, "point"],
                       groups=ctx.groups(),
-                      note="aggregated: the model after the round's aggregation (the main table); local: the model "
-                           f"each client holds right after its local training in the last round; mean ± {INTERVAL} "
+                      note="aggregated: the model after the round's aggregation (the main table); own model: the "
+                           "model each client holds right after its local training in the last round; mean ± "
+                           f"{INTERVAL} "
                            "over seeds; — where a run did not log that point (eval.point).")
 
 
@@ -127,8 +136,8 @@ def per_exit_table(ctx: Context) -> Table:
     for column in ctx.columns:
         in_column = column_of(ctx.main, column)
         k = 1
-        while f"test/acc/exit_{k}" in metrics and metrics.loc[in_column.index, f"test/acc/exit_{k}"].notna().any():
-            frames.append(seed_stats(in_column, metrics[f"test/acc/exit_{k}"], CELL).assign(exit=f"exit {k}"))
+        while exit_accuracy(k) in metrics and metrics.loc[in_column.index, exit_accuracy(k)].notna().any():
+            frames.append(seed_stats(in_column, metrics[exit_accuracy(k)], CELL).assign(exit=f"exit {k}"))
             columns.append((*column, f"exit {k}"))
             k += 1
     stats = pd.concat(frames, ignore_index=True)
@@ -142,13 +151,13 @@ DYNAMIC_QUANTITIES = (("acc", "accuracy", "max", "acc_pct"), ("acc_drop", "acc. 
 
 
 def dynamic_table(ctx: Context, threshold: float) -> Table:
-    if dyn_metric("acc", threshold) not in ctx.data.metrics:
-        logged = sorted(float(k.removeprefix("dyn/acc_at_")) for k in ctx.data.metrics if k.startswith("dyn/acc_at_"))
+    if dynamic("acc", threshold) not in ctx.data.metrics:
+        logged = dynamic_thresholds(ctx.data.metrics)
         raise ValueError(f"no run logged dynamic inference at threshold {threshold:g}; thresholds logged: "
                          f"{', '.join(f'{t:g}' for t in logged) or 'none'}")
     frames, columns, better, units = [], [], [], []
     for metric, label, _, _ in DYNAMIC_QUANTITIES:
-        frames.append(seed_stats(ctx.main, ctx.data.metrics[dyn_metric(metric, threshold)], CELL)
+        frames.append(seed_stats(ctx.main, ctx.data.metrics[dynamic(metric, threshold)], CELL)
                       .assign(quantity=label))
     for column in ctx.columns:
         for _, label, direction, unit in DYNAMIC_QUANTITIES:
@@ -197,10 +206,10 @@ def macs_table(ctx: Context) -> Table:
 
 def communication_table(ctx: Context) -> Table:
     frames = []
-    for direction in ("up", "down"):
-        values = per_round_mean(ctx.data.history, f"comm/bytes_{direction}")
+    for direction in (UPLOAD, DOWNLOAD):
+        values = per_round_mean(ctx.data.history, bytes_sent(direction))
         frames.append(seed_stats(ctx.main, values, CELL).assign(direction=direction))
-    columns = [(*column, direction) for column in ctx.columns for direction in ("up", "down")]
+    columns = [(*column, direction) for column in ctx.columns for direction in (UPLOAD, DOWNLOAD)]
     return cell_table("communication", "Communication per round (MB, all clients)", pd.concat(frames), ctx.methods,
                       columns, [*COLUMN_LEVELS, "direction"], "", scale=1e-6, fmt=".3f", unit="mb",
                       groups=ctx.groups(),
@@ -209,7 +218,7 @@ def communication_table(ctx: Context) -> Table:
 
 
 def convergence_table(ctx: Context) -> Table:
-    stats = seed_stats(ctx.main, late_gain(ctx.data.history, "test/acc/mean"), CELL)
+    stats = seed_stats(ctx.main, late_gain(ctx.data.history, TEST_ACCURACY), CELL)
     return cell_table("late_gain", "Test accuracy gained in the last quarter of the rounds (points)", stats,
                       ctx.methods, ctx.columns, COLUMN_LEVELS, "", unit="points", groups=ctx.groups(),
                       note="Mean-over-exits test accuracy at the last round minus at the round a quarter of the "
@@ -256,21 +265,21 @@ def candidates_text(candidates: pd.DataFrame) -> str:
 
 
 def seeds_table(ctx: Context) -> Table:
-    stats = seed_stats(ctx.main, ctx.data.metrics["test/acc/mean"], CELL)[[*CELL, "n"]].rename(columns={"n": "mean"})
+    stats = seed_stats(ctx.main, ctx.data.metrics[TEST_ACCURACY], CELL)[[*CELL, "n"]].rename(columns={"n": "mean"})
     return cell_table("seeds", "Seeds behind each main-table cell", stats, ctx.methods, ctx.columns, COLUMN_LEVELS,
                       "", scale=1.0, fmt=".0f", unit="runs", groups=ctx.groups(),
                       note="Finished runs (one per seed) of the setting each main-table cell reports.")
 
 
 def ablation_table(ctx: Context) -> Table | None:
-    """CAFEDistill's switch settings (rows) × (dataset, α); None without CAFEDistill runs."""
-    runs = without_sensitivity(ctx.runs[ctx.runs["method"] == ABLATION_METHOD])
+    """The method under test's switch settings (rows) × (dataset, α); None without its runs."""
+    runs = without_sensitivity(ctx.runs[ctx.runs["method"] == ctx.under_test])
     if runs.empty:
         return None
     chosen = select_best(runs, ["switches", "dataset", "alpha"])
-    stats = seed_stats(chosen, ctx.data.metrics["test/acc/mean"], ["switches", "dataset", "alpha"])
+    stats = seed_stats(chosen, ctx.data.metrics[TEST_ACCURACY], ["switches", "dataset", "alpha"])
     rows = sorted(set(runs["switches"]), key=lambda s: (s != DEFAULT_LABEL, s))
-    return cell_table("ablation", f"{ABLATION_METHOD} ablation: mean-over-exits test accuracy (%)", stats, rows,
+    return cell_table("ablation", f"{ctx.under_test} ablation: mean-over-exits test accuracy (%)", stats, rows,
                       ctx.columns, COLUMN_LEVELS, row_key="switches",
                       note="Rows: the switch settings found among the runs, named by how they differ from the "
                            "defaults (the default row is the main table's run); sensitivity runs (μ fixed) are not "
@@ -278,13 +287,13 @@ def ablation_table(ctx: Context) -> Table | None:
 
 
 def sensitivity_table(ctx: Context, stats: pd.DataFrame) -> Table | None:
-    """CAFEDistill's accuracy per fixed μ (rows) × (dataset, α) from :func:`figures.sensitivity_stats`; None
-    without sensitivity runs."""
+    """The method under test's accuracy per fixed μ (rows) × (dataset, α) from :func:`figures.sensitivity_stats`;
+    None without sensitivity runs."""
     if stats.empty:
         return None
     labels = {m: f"μ = {m:g}" for m in sorted(set(stats["mu"]))}
     stats = stats.assign(mu=stats["mu"].map(labels))
-    return cell_table("mu_sensitivity", f"{ABLATION_METHOD} sensitivity to μ: mean-over-exits test accuracy (%)",
+    return cell_table("mu_sensitivity", f"{ctx.under_test} sensitivity to μ: mean-over-exits test accuracy (%)",
                       stats, list(labels.values()), ctx.columns, COLUMN_LEVELS, row_key="mu",
                       note="Runs with μ fixed (tag role=sensitivity; their lr tuned like every setting's). The "
                            "main table's μ is tuned, so its run is none of these points.")
