@@ -35,23 +35,15 @@ import optuna
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench.record_names import TEST_ACCURACY, TUNED_TAG
-from bench.sweep import (
-    StudySpec,
-    Sweep,
-    _base_config,
-    _read_sweep_file,
-    absolute_tracking_uri,
-    load_sweep,
-    local_cores,
-    make_launcher,
-    run_jobs,
-    run_study_spec,
-    run_sweep,
-    study_specs,
-)
+from bench.record_names import OBJECTIVE, TEST_ACCURACY, TUNED_TAG
+from bench.sweep import Sweep, load_sweep, run_sweep
+from bench.sweep.launchers import local_cores, make_launcher, run_jobs
+from bench.sweep.spec import base_config, read_sweep_file
+from bench.sweep.tune_stage import StudySpec, run_study_spec, study_specs
+from bench.track.locations import absolute_tracking_uri
 from bench.track.mlflow_tracker import tracking_uri
-from bench.tune import FINISHED_STATES, OBJECTIVE, PRUNER_KINDS, prepare_storage, trial_cost, with_params
+from bench.tune import prepare_storage, with_params
+from bench.tune_candidates import FINISHED_STATES, PRUNER_KINDS, trial_cost
 
 log = logging.getLogger(__name__)
 FIDELITIES = ("full", "multi")
@@ -77,7 +69,7 @@ def sweep_files(out: Path, preset: str, methods: Sequence[str] | None, alphas: S
                 storage: str) -> tuple[Path, Path]:
     """The full- and multi-fidelity sweep files: the preset's base and ``set``, a grid of methods x α x test seeds,
     and its tune stage's seeds and shared ranges with ``trials`` (full) or ``pruner`` (multi)."""
-    name, spec, folder = _read_sweep_file(preset)
+    name, spec, folder = read_sweep_file(preset)
     grid = dict(spec.get("grid") or {})
     tune = dict(spec.get("tune") or {})
     grid = {"method.name": list(methods or grid.get("method.name") or []),
@@ -86,7 +78,7 @@ def sweep_files(out: Path, preset: str, methods: Sequence[str] | None, alphas: S
     empty = [k for k, v in grid.items() if not v]
     if empty:
         raise ValueError(f"preset {preset} gives no {', '.join(empty)}: name them (--methods, --alphas, --test-seeds)")
-    common = {"base": _base_config(spec.get("base"), folder, name), "experiment": experiment,
+    common = {"base": base_config(spec.get("base"), folder, name), "experiment": experiment,
               "set": dict(spec.get("set") or {}), "grid": grid}
     stage = {"seeds": list(tune.get("seeds") or [100]), "ranges": dict(tune.get("ranges") or {}), "storage": storage}
     out.mkdir(parents=True, exist_ok=True)

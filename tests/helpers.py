@@ -111,7 +111,7 @@ class RecordingLauncher:
         self.jobs: list[tuple[str, str]] = []
 
     def submit(self, fn, args, threads):
-        from bench.sweep import run_study_spec
+        from bench.sweep.tune_stage import run_study_spec
 
         future: cf.Future = cf.Future()
         if fn is run_study_spec:
@@ -124,3 +124,14 @@ class RecordingLauncher:
 
     def close(self):
         pass
+
+
+CLI = "import sys; from bench.cli import main; sys.exit(main())"
+
+
+def start_sweep(path: str, uri: str, *options: str, new_session: bool = False) -> subprocess.Popen:
+    """``cafebench sweep PATH --tracking-uri URI [options]`` started in a child process, its output captured; in a
+    session of its own when ``new_session`` (so that a signal sent to it by PID reaches it alone)."""
+    return subprocess.Popen([sys.executable, "-c", CLI, "sweep", path, *options, "--tracking-uri", uri],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_session,
+                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})

@@ -4,12 +4,10 @@ that does not yet; the report says when an experiment holds duplicate runs anywa
 import os
 import re
 import shutil
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
-from helpers import tiny_base, write_sweep
+from helpers import start_sweep, tiny_base, write_sweep
 from mlflow.tracking import MlflowClient
 
 from bench.report.collect import collect_runs, duplicates_note
@@ -17,14 +15,7 @@ from bench.track.claim import ClaimedElsewhere, claim_point
 from bench.track.mlflow_tracker import get_or_create_experiment
 from bench.track.owner import OWNER_TAG, this_process
 
-CLI = "import sys; from bench.cli import main; sys.exit(main())"
 POINTS = 3
-
-
-def start_sweep(path: str, uri: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLI, "sweep", path, "--tracking-uri", uri],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
 
 
 @pytest.mark.parametrize("store", ["existing", "fresh"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-import bench.sweep as sweep_module
+import bench.sweep.runs as sweep_runs
 from bench.config import ConfigError, apply_overrides, validate_config
 from bench.fed.device import (
     CompiledForward,
@@ -201,7 +201,7 @@ def test_workers_get_gpus_round_robin(spec, workers, gpus, expected):
 
 def test_local_sweep_gives_concurrent_runs_their_own_gpus(tmp_path, tracking_uri, monkeypatch):
     launcher = RecordingLauncher()
-    monkeypatch.setattr(sweep_module, "make_launcher", lambda *args: launcher)
+    monkeypatch.setattr(sweep_runs, "make_launcher", lambda *args: launcher)
     path = write_sweep(tmp_path, "gpus", experiment="gpus", grid={"seed": [0, 1, 2, 3, 4]})
     assert run_sweep(load_sweep(path, ["run.device=auto"]), workers=3, gpus=2).done == 5
     # three at a time on slots 0, 1, 2 → cuda:0, cuda:1, cuda:0; the two after them take the freed slots 0 and 1

@@ -19,7 +19,8 @@ from bench.config import apply_overrides, validate_config
 from bench.fed.engine import Callback, ClientProgress, Simulation
 from bench.ground.rng import sample_clients
 from bench.measure.workload import CPU_IMAGES_PER_S
-from bench.sweep import RunOutcome, SweepProgress, load_sweep, run_sweep
+from bench.sweep import load_sweep, run_sweep
+from bench.sweep.outcomes import RunOutcome, SweepProgress
 from tests.helpers import tiny_base, write_sweep
 
 

@@ -7,19 +7,17 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from contextlib import closing
 from pathlib import Path
 
 import optuna
-from helpers import tiny_base, write_sweep
+from helpers import start_sweep, tiny_base, write_sweep
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from bench.cli import main
 
-CLI = "import sys; from bench.cli import main; sys.exit(main())"
 STOP_BOUND_S = 20  # the bound from the first signal to the last process gone
 TRIALS = 2
 
@@ -34,12 +32,6 @@ def tuned_sweep(tmp_path) -> tuple[str, str]:
                        tune={"trials": TRIALS, "seeds": [7], "storage": storage,
                              "ranges": {"train.lr": {"low": 0.01, "high": 0.2, "log": True}}})
     return path, storage
-
-
-def start_sweep(path: str, uri: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLI, "sweep", path, "--workers", "2", "--tracking-uri", uri],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
 
 
 def descendants(pid: int) -> set[int]:
@@ -120,7 +112,7 @@ def test_sigterm_then_sigint_stops_a_tuning_sweep_and_its_workers_and_a_rerun_fi
                                                                                           capsys):
     path, storage = tuned_sweep(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = start_sweep(path, uri)
+    sweep = start_sweep(path, uri, "--workers", "2", new_session=True)
     try:
         workers = set(wait_for_running_trials(sweep, tmp_path / "optuna.db", 2))
         wait_for_running_trial_runs(sweep, uri, 2)
@@ -162,7 +154,7 @@ def test_sigterm_to_one_worker_fails_its_study_loudly_and_a_rerun_gives_it_its_b
                                                                                       capsys):
     path, storage = tuned_sweep(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = start_sweep(path, uri)
+    sweep = start_sweep(path, uri, "--workers", "2", new_session=True)
     try:
         worker = wait_for_running_trials(sweep, tmp_path / "optuna.db", 1)[0]
         os.kill(worker, signal.SIGTERM)

@@ -8,7 +8,8 @@ from mlflow.tracking import MlflowClient
 from bench.cli import main
 from bench.config import ConfigError
 from bench.fed.engine import Callback
-from bench.sweep import SweepProgress, load_sweep, run_sweep
+from bench.sweep import load_sweep, run_sweep
+from bench.sweep.outcomes import SweepProgress
 from bench.track.runner import run_experiment
 
 
@@ -49,6 +50,19 @@ def test_bad_sweeps_are_rejected_when_loaded_naming_the_key(tmp_path, spec, mess
     with pytest.raises(ConfigError, match=message):
         load_sweep(write_sweep(tmp_path, "bad", **spec))
 
+
+
+@pytest.mark.parametrize("text, message", [
+    ("grid: {seed: [0, 1]\n", r"bad\.yaml, line 2, column 1: not valid YAML: expected ',' or '}'"),
+    ("- seed: 0\n", r"bad\.yaml: the top level must be a mapping"),
+])
+def test_a_sweep_file_that_is_no_yaml_mapping_is_refused_naming_the_file_and_line(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(path)
+    with pytest.raises(ConfigError, match=r"'nosuch' is neither a sweep file nor a preset under bench/presets/sweeps/"):
+        load_sweep("nosuch")
 
 def test_failed_run_is_reported_the_others_go_on_and_a_rerun_skips_finished(tmp_path, tracking_uri, capsys):
     path = write_sweep(tmp_path, "resume", experiment="resume", grid={"seed": [0]},

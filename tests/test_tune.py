@@ -96,7 +96,7 @@ def test_a_trial_that_failed_is_offered_the_same_candidate_when_the_study_goes_o
 
 
 def test_shared_candidates_are_one_sequence_whatever_else_a_study_searches():
-    from bench.tune import shared_candidate
+    from bench.tune_candidates import shared_candidate
 
     space = {"train.lr": {"low": 0.005, "high": 0.2, "log": True}, "train.local_epochs": {"choices": [1, 2]}}
     integer = {"train.lr": False, "train.local_epochs": True}
@@ -127,7 +127,7 @@ def halving_decisions(pruner, steps: list[tuple[int, float, str]]) -> list[bool]
 
 
 def test_successive_halving_follows_optuna_but_a_failed_trials_value_does_not_compete():
-    from bench.tune import CandidatePruner, PrunerSpec
+    from bench.tune_candidates import CandidatePruner, PrunerSpec
 
     spec = PrunerSpec("successive_halving", min_rounds=1, reduction=2)
     uninterrupted = [(0, 0.6, "judged"), (1, 0.5, "judged"), (2, 0.1, "judged"), (3, 0.55, "judged"),
@@ -144,7 +144,7 @@ def test_successive_halving_follows_optuna_but_a_failed_trials_value_does_not_co
 
 
 def test_hyperband_brackets_follow_optunas_and_the_candidate_not_the_trial_number():
-    from bench.tune import CandidatePruner, PrunerSpec
+    from bench.tune_candidates import CandidatePruner, PrunerSpec
 
     pruner = CandidatePruner(PrunerSpec("hyperband", min_rounds=1, reduction=3), rounds=9)
     optunas = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)
@@ -164,7 +164,7 @@ def test_hyperband_brackets_follow_optunas_and_the_candidate_not_the_trial_numbe
 
 
 def test_a_studys_cost_is_rounds_run_over_a_full_runs_rounds():
-    from bench.tune import study_cost, trial_cost
+    from bench.tune_candidates import study_cost, trial_cost
 
     study = optuna.create_study(direction="maximize")
     for steps, state in [(4, "complete"), (1, "pruned"), (3, "pruned"), (2, "fail")]:

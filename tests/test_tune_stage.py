@@ -8,13 +8,15 @@ import pytest
 from helpers import RecordingLauncher, tiny_base, write_sweep
 from mlflow.tracking import MlflowClient
 
-import bench.sweep as sweep_module
+import bench.sweep.runs as sweep_runs
+import bench.sweep.tune_stage as tune_stage_module
 from bench.cli import main
 from bench.config import ConfigError
+from bench.record_names import TUNED_TAG
 from bench.report.collect import collect_runs
 from bench.report.context import make_context
 from bench.report.tables import chosen_settings_table
-from bench.sweep import TUNED_TAG, load_sweep, run_sweep
+from bench.sweep import load_sweep, run_sweep
 
 
 def tuned_sweep(tmp_path, rounds: int = 1, **tune) -> str:
@@ -124,7 +126,7 @@ class PruneCandidateOne(optuna.pruners.BasePruner):
 
 def test_a_pruned_tune_stage_counts_full_run_equivalents_offers_the_same_candidates_and_resumes(
         tmp_path, tracking_uri, monkeypatch):
-    monkeypatch.setattr(sweep_module, "CandidatePruner", PruneCandidateOne)
+    monkeypatch.setattr(tune_stage_module, "CandidatePruner", PruneCandidateOne)
     pruner = {"kind": "successive_halving", "min_rounds": 1, "reduction": 2}
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     client = MlflowClient()
@@ -137,7 +139,7 @@ def test_a_pruned_tune_stage_counts_full_run_equivalents_offers_the_same_candida
                 for s in studies}
 
     sweep = load_sweep(tuned_sweep(tmp_path, rounds=2, trials=2, pruner=pruner))
-    assert sweep_module.tune_summary(sweep) == (
+    assert tune_stage_module.tune_summary(sweep) == (
         "a tune stage of 2 studies x 2 trials (4 runs) on seeds [7], pruned by successive halving (from round 1, "
         "reduction 2): at most 4 full-run equivalents (rounds run / train.rounds)")
     run_sweep(sweep)
@@ -178,18 +180,18 @@ def test_a_pruned_tune_stage_counts_full_run_equivalents_offers_the_same_candida
 
 def test_studies_go_through_the_sweeps_launcher_each_on_its_worker_slots_gpu(tmp_path, tracking_uri, monkeypatch):
     launcher, backends = RecordingLauncher(), []
-    monkeypatch.setattr(sweep_module, "make_launcher", lambda backend, *args: backends.append(backend) or launcher)
+    monkeypatch.setattr(sweep_runs, "make_launcher", lambda backend, *args: backends.append(backend) or launcher)
     sweep = load_sweep(tuned_sweep(tmp_path), ["run.device=auto"])
     tuned = run_sweep(sweep, workers=2, gpus=2)
     assert backends == ["local", "local"]  # one launcher for the tune stage, one for the runs
     assert launcher.jobs == [("study", "cuda:0"), ("study", "cuda:1"), ("run", "cuda:0"), ("run", "cuda:1")]
     assert tuned.done == 2
-    assert all(float(c.train.lr) == 0.123 for c in sweep_module.run_tune_stage(
+    assert all(float(c.train.lr) == 0.123 for c in tune_stage_module.run_tune_stage(
         sweep, launcher=lambda jobs: launcher).configs)
 
 
 def test_a_failed_study_lets_the_others_finish_then_names_itself(tmp_path, tracking_uri, monkeypatch, capsys):
-    real = sweep_module.run_study_spec
+    real = tune_stage_module.run_study_spec
     ran = []
 
     def fedprox_fails(spec):
@@ -198,7 +200,7 @@ def test_a_failed_study_lets_the_others_finish_then_names_itself(tmp_path, track
             raise ValueError("diverged")
         return real(spec)
 
-    monkeypatch.setattr(sweep_module, "run_study_spec", fedprox_fails)
+    monkeypatch.setattr(tune_stage_module, "run_study_spec", fedprox_fails)
     path = tuned_sweep(tmp_path)
     assert main(["sweep", path]) == 2
     err = capsys.readouterr().err
@@ -226,7 +228,7 @@ def test_rows_are_tagged_by_role_and_a_mu_row_at_its_default_is_a_run_of_its_own
                      ("cafedistill", 1.0, True, "sensitivity", "mu"), ("cafedistill", 10.0, True, "sensitivity", "mu"),
                      ("fedavg", None, None, "main", "")]
     # the mu = 1 row has the main run's config before tuning, and its own study that holds mu fixed
-    specs, names = sweep_module.study_specs(sweep, "", None)
+    specs, names = tune_stage_module.study_specs(sweep, "", None)
     assert len(set(names)) == 5 and len(specs) == 5
     by_name = {s.name: s for s in specs}
     fixed_mu = [by_name[n] for n, t in zip(names, sweep.tags, strict=True) if t.get("sensitivity") == "mu"]

@@ -18,7 +18,8 @@ from bench.fed.engine import Callback, ClientProgress, Simulation
 from bench.record_names import TEST_ACCURACY
 
 if TYPE_CHECKING:
-    from bench.sweep import Sweep, SweepProgress
+    from bench.sweep import Sweep
+    from bench.sweep.outcomes import SweepProgress
 
 
 class ProgressBar(Callback):

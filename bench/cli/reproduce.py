@@ -8,20 +8,18 @@ command again resumes an interrupted reproduction and re-renders the report.
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 from pathlib import Path
 
 from bench.cli.tracking import add_tracking_uri_option, checked_store, store_uri, tracking_uri_override
 from bench.cli.ui import add_ui_port_option
+from bench.config import sweep_preset_names
 
 SCALES = ("quick", "reference", "cpu", "paper")
 
 
 def scale_presets(scale: str) -> list[str]:
     """The sweep preset names of a scale, e.g. ``cpu/main``, in file-name order."""
-    folder = importlib.resources.files("bench") / "presets" / "sweeps" / scale
-    return sorted(f"{scale}/{entry.name.removesuffix('.yaml')}" for entry in folder.iterdir()
-                  if entry.name.endswith(".yaml"))
+    return [name for name in sweep_preset_names() if name.startswith(f"{scale}/")]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -12,7 +12,7 @@ from bench.config import ConfigError, did_you_mean, preset_names, sweep_preset_n
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of experiments (a sweep preset); finished runs are skipped",
-                       description="Run every experiment of a sweep preset (see bench/sweep.py for the format). "
+                       description="Run every experiment of a sweep preset (the format: bench/sweep/__init__.py). "
                                    "Runs already FINISHED in the sweep's MLflow experiment are skipped, so "
                                    "running the same command again resumes an interrupted sweep.")
     p.add_argument("preset", help="sweep preset name (e.g. smoke) or YAML file")

@@ -8,8 +8,9 @@ from contextlib import contextmanager
 
 from mlflow.tracking import MlflowClient
 
+from bench.record_names import ERROR_TAG
+
 log = logging.getLogger(__name__)
-ERROR_TAG = "error"
 
 
 @contextmanager
