@@ -113,6 +113,7 @@ def curve_cost(curves: dict[int, list[DynamicPoint]], records: Mapping[int, Exit
 
 
 def final_measures(run: FinishedRun) -> FinalMeasures:
+    """The end-of-run measures of ``run``: its cost table and metrics, the curve, per-client and budget tables."""
     full = exit_costs(run.model_of_width(None), run.input_shape)
     metrics: dict[str, float] = {STATIC_MACS: float(full.static_macs)}
     for cost in full.exits:
