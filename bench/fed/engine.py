@@ -20,10 +20,11 @@ import torch
 from bench.config import ExperimentConfig
 from bench.data.partition import class_histogram
 from bench.fed.client_states import ClientStates
-from bench.fed.device import out_of_memory_message, resolve_device, use_device
+from bench.fed.device import out_of_memory_message, use_device
 from bench.fed.executors import ProcessExecutor, SerialExecutor
-from bench.fed.federation import Federation, build_federation
+from bench.fed.federation import Federation
 from bench.fed.local_update import Executor, Job, JobDone
+from bench.fed.worker import federation_in_this_process
 from bench.ground.rng import sample_clients, torch_generator
 from bench.ground.tensor_ops import to_device
 from bench.measure.accuracy import exit_outcomes_of, summarize_exits
@@ -130,9 +131,11 @@ class Simulation:
     def __init__(self, config: ExperimentConfig, callbacks: list[Callback] | None = None,
                  fed: Federation | None = None):
         self.config = config
-        self.device = fed.device if fed is not None else resolve_device(config.run.device)
-        use_device(self.device, config.run.deterministic)
-        self.fed = fed or build_federation(config, device=self.device)
+        if fed is None:
+            fed = federation_in_this_process(config, config.run.device)
+        else:
+            use_device(fed.device, config.run.deterministic)
+        self.fed, self.device = fed, fed.device
         self.callbacks = list(callbacks or [])
         self.eval_model = self.fed.work_model()
         self.state = self.initial_state()

@@ -12,9 +12,10 @@ from typing import Any
 import torch
 
 from bench.config import ExperimentConfig, validate_config
-from bench.fed.device import resolve_device, use_device, worker_devices
-from bench.fed.federation import Federation, build_federation
+from bench.fed.device import worker_devices
+from bench.fed.federation import Federation
 from bench.fed.local_update import Job, JobDone, result_to, run_local_update, run_remote_update
+from bench.fed.worker import federation_in_this_process
 from bench.methods.api import LocalResult
 from bench.models.base import EarlyExitNet
 
@@ -47,11 +48,7 @@ _worker: tuple[Federation, EarlyExitNet] | None = None
 def _init_worker(config_data: dict[str, Any], threads: int, devices: Any) -> None:
     """Build the worker's federation on the next device of the ``devices`` queue (one GPU per worker)."""
     global _worker
-    torch.set_num_threads(threads)
-    config = validate_config(config_data)
-    device = resolve_device(devices.get())
-    use_device(device, config.run.deterministic)
-    fed = build_federation(config, device=device)
+    fed = federation_in_this_process(validate_config(config_data), devices.get(), threads)
     _worker = (fed, fed.work_model())
 
 

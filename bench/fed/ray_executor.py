@@ -15,13 +15,11 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-import torch
-
 from bench.config import validate_config
 from bench.data.dataset import Dataset
-from bench.fed.device import resolve_device, use_device
-from bench.fed.federation import Federation, build_federation
+from bench.fed.federation import Federation
 from bench.fed.local_update import Job, JobDone, result_to, run_remote_update
+from bench.fed.worker import federation_in_this_process
 from bench.methods.api import LocalResult
 
 log = logging.getLogger(__name__)
@@ -52,11 +50,8 @@ class FederationWorker:
     """A Ray actor: the federation built once, then local updates on demand."""
 
     def __init__(self, config_data: dict[str, Any], dataset: Dataset, threads: int):
-        torch.set_num_threads(threads)
-        config = validate_config(config_data)
-        device = resolve_device(config.run.device)  # Ray shows the actor only the GPUs it was given
-        use_device(device, config.run.deterministic)
-        self.fed = build_federation(config, dataset, device)
+        config = validate_config(config_data)  # Ray shows the actor only the GPUs it was given
+        self.fed = federation_in_this_process(config, config.run.device, threads, dataset)
         self.model = self.fed.work_model()
 
     def update(self, round: int, job: Job) -> LocalResult:
