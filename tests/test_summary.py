@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from test_behaviour_unchanged import artifact_paths
 
 from bench.config import validate_config
 from bench.data.partition import partition_title
@@ -122,13 +123,7 @@ def test_a_run_without_mlflow_measures_what_a_tracked_run_records(finished_run, 
 
     write_run_artifacts(sim.measures, tmp_path / "files", partition_title("synthetic", 0.5))
     written = sorted(str(p.relative_to(tmp_path / "files")) for p in (tmp_path / "files").rglob("*") if p.is_file())
-    assert written == sorted({*stored_files(client, result.run_id)} - {CONFIG_ARTIFACT, CURVE_ARTIFACT})
+    assert written == sorted({*artifact_paths(client, result.run_id)} - {CONFIG_ARTIFACT, CURVE_ARTIFACT})
     stored = client.download_artifacts(result.run_id, "", str(run_dir / "stored"))
     for table in (MACS_ARTIFACT, PER_CLIENT_ARTIFACT, BUDGETS_ARTIFACT, HISTOGRAM_ARTIFACT):
         assert (tmp_path / "files" / table).read_bytes() == Path(stored, table).read_bytes(), table
-
-
-def stored_files(client: MlflowClient, run_id: str, folder: str | None = None) -> list[str]:
-    """Every file path the run stored, folders walked."""
-    return [path for entry in client.list_artifacts(run_id, folder)
-            for path in (stored_files(client, run_id, entry.path) if entry.is_dir else [entry.path])]

@@ -5,7 +5,9 @@ dataset, alpha, seed, the config and partition hashes and the code version; metr
 Rounds already logged (a resumed run replays rounds after its last checkpoint) are not logged twice. Each run
 also logs its data as an MLflow dataset input (the partition hash as digest, α and clients as context), the
 dynamic-inference curve as a table, and a Markdown description that says how far it got. The headline accuracies
-are logged twice, also under the ``acc/`` names the UI lists first (:mod:`bench.track.runs_view`).
+are logged twice, also under the ``acc/`` names the UI lists first (:mod:`bench.track.runs_view`). The tracker
+measures nothing itself: it records the end-of-run measures the simulation computed (``Simulation.measures``), their
+files written by :mod:`bench.track.artifacts`.
 """
 
 from __future__ import annotations
