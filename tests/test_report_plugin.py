@@ -35,6 +35,7 @@ from bench.report.claims import HOLDS, claim_rows
 from bench.report.collect import collect_runs
 from bench.report.compare import paired_comparisons
 from bench.report.context import make_context, method_order, method_under_test
+from bench.report.figures import method_styles
 from bench.report.sections import build_sections
 
 EXPERIMENT = "plugin-report"
@@ -193,6 +194,9 @@ def test_a_second_method_of_family_ours_is_listed_but_not_compared(plugin_regist
                                     f"order; {PLUGIN}, also of family ours, is listed in the method tables but not "
                                     "compared.")
     assert not math.isnan(comparison.tables[0].mean.loc["fedavg", ("digits", "0.5", "Δ [95% CI]")])
+    styles = method_styles(ctx)  # the method under test black; the other ours method thick in a colour of its own
+    assert styles["cafedistill"]["color"] == "black" and styles[PLUGIN]["color"] != "black"
+    assert styles[PLUGIN]["linewidth"] == styles["cafedistill"]["linewidth"] > styles["fedavg"]["linewidth"]
 
 
 @pytest.mark.parametrize("order", ["first", 1.5, True])

@@ -20,16 +20,15 @@ PANEL_SIZE = (4.2, 3.2)
 
 
 def method_styles(ctx: Context) -> dict[str, dict]:
-    """A fixed colour per method across all figures; federated-EE baselines dashed; ours thick and black."""
+    """A fixed colour per method across all figures; federated-EE baselines dashed; the method under test thick and
+    black (another method of family ours thick, in a colour of its own)."""
     colors = colormaps["tab20"].colors
     palette = colors[0::2] + colors[1::2]  # the ten strong colours first
     styles = {}
-    for i, method in enumerate(ctx.baselines()):
-        styles[method] = {"color": palette[i % len(palette)], "linewidth": 1.3,
+    for i, method in enumerate(m for m in ctx.methods if m != ctx.under_test):
+        styles[method] = {"color": palette[i % len(palette)], "linewidth": 2.4 if ctx.family[method] == OURS else 1.3,
                           "linestyle": "--" if ctx.family[method] == "fee" else "-"}
-    for method in ctx.methods:
-        if ctx.family[method] == OURS:
-            styles[method] = {"color": "black", "linewidth": 2.4, "linestyle": "-"}
+    styles[ctx.under_test] = {"color": "black", "linewidth": 2.4, "linestyle": "-"}
     return styles
 
 
