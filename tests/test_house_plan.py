@@ -12,7 +12,7 @@ PACKAGES = ("bench", "baselines")
 MAX_LINES = 450
 RECORD_NAMES = ROOT / "bench" / "record_names.py"
 # A whole string (or an f-string's leading text) that names a metric or an artifact path of a run.
-RECORD_NAME = re.compile(r"^(local/)?(test|val|train|comm|macs|params|dyn|time|clients|acc)/|"
+RECORD_NAME = re.compile(r"^(local/)?(test|val|train|comm|macs|params|dyn|time|clients|acc)/\S*$|"
                          r"^(dynamic|partition|results|costs)/[\w.]+\.(json|csv|png)$")
 
 
@@ -57,7 +57,7 @@ def test_metric_names_and_artifact_paths_are_spelled_only_in_the_record_names_mo
 def test_the_check_finds_a_spelled_metric_name(tmp_path):
     module = tmp_path / "m.py"
     module.write_text('"""test/acc/mean in prose is fine."""\nA = "test/acc/mean"\nB = f"macs/exit_{1}"\n'
-                      'C = "dynamic/curve.json"\nD = "a/b"\n')
+                      'C = "dynamic/curve.json"\nD = "a/b"\nE = "train/val/test fractions"\n')
     assert record_name_literals(module, tmp_path) == [
         "m.py:2: 'test/acc/mean'", "m.py:3: 'macs/exit_'", "m.py:4: 'dynamic/curve.json'"]
 
