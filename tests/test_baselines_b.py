@@ -1,6 +1,8 @@
 """FedAMP, pFedGraph, FedRoD and FedPAC: each one's own rule on constructed cases, and a tracked run of each."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,6 +91,23 @@ def test_quadratic_on_simplex_meets_the_kkt_conditions_on_random_cases():
         assert (w >= 0).all() and float(w.sum()) == pytest.approx(1.0, abs=1e-12)
         assert torch.allclose(gradient[w > 0], nu.expand(int((w > 0).sum())), atol=1e-9)  # equal on the support
         assert (gradient[w == 0] >= nu - 1e-9).all()  # no better direction outside it
+
+
+def test_quadratic_on_simplex_whose_kkt_solution_is_rounded_above_1e12_is_solved():
+    # A FedPAC round's 20×20 matrix (entries up to 4e7), captured when the reference run's tune stage stopped on it:
+    # the KKT solution on the support {0, 1} sums to 1 + 1.5e-12, so a fixed 1e-12 step test never held and the
+    # solver gave up. Its minimum, found here, is that of projected gradient descent run to convergence.
+    m = torch.tensor(json.loads((Path(__file__).parent / "data" / "fedpac_qp_rounding.json").read_text()),
+                     dtype=torch.float64)
+    w = minimize_on_simplex(m)
+    m = (m + m.T) / 2
+    gradient = 2 * m @ w
+    nu = gradient[w > 0].mean()
+    scale = float(m.abs().max())
+    assert (w >= 0).all() and float(w.sum()) == pytest.approx(1.0, abs=1e-12) and int((w > 0).sum()) == 6
+    assert torch.allclose(gradient[w > 0], nu.expand(6), atol=1e-12 * scale)
+    assert (gradient[w == 0] >= nu - 1e-12 * scale).all()
+    assert float(w @ m @ w) == pytest.approx(22233.278356512, rel=1e-12)
 
 
 # -- FedAMP ----------------------------------------------------------------------------------------------------
