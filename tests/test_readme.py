@@ -5,6 +5,9 @@ here (``RUN_BLOCKS`` says which sections hold them). Commands that are shown but
 (unlabelled) block.
 """
 
+import ast
+import builtins
+import importlib
 import re
 import shlex
 import sys
@@ -220,3 +223,42 @@ def test_the_readme_links_every_docs_page():
     for page in DOC_PAGES[1:-1]:
         title, blank, purpose = page.read_text().splitlines()[:3]
         assert title.startswith("# ") and blank == "" and purpose and not purpose.startswith("#"), page.name
+
+
+def python_blocks(page: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", page.read_text(), re.S | re.M)
+
+
+def free_names(tree: ast.AST) -> set[str]:
+    """The names a code sample reads that it neither binds nor gets from builtins."""
+    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    bound |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+    bound |= {a.arg for n in ast.walk(tree) if isinstance(n, ast.arguments)
+              for a in [*n.posonlyargs, *n.args, *n.kwonlyargs, *filter(None, [n.vararg, n.kwarg])]}
+    bound |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)
+              for a in n.names}
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return used - bound - set(dir(builtins))
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_name_a_code_sample_takes_from_the_project_exists(page):
+    """A sample's ``from bench... import name`` resolves; a sample headed ``# bench/x/y.py`` (code that goes into
+    that module) uses only names that module has."""
+    missing = []
+    for code in python_blocks(page):
+        tree = ast.parse(code)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("bench", "baselines"):
+                module = importlib.import_module(node.module)
+                missing += [f"{node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)]
+        home = re.match(r"# ((?:bench|baselines)/[\w/]+)\.py\n", code)
+        if home:
+            module = importlib.import_module(home.group(1).replace("/", "."))
+            missing += [f"{module.__name__}.{name}" for name in sorted(free_names(tree)) if not hasattr(module, name)]
+    assert not missing, missing
+
+
+def test_the_sample_check_finds_a_name_its_module_lacks():
+    tree = ast.parse("def t(ctx):\n    return cell_table(ctx, no_such_helper)\n")
+    assert free_names(tree) == {"cell_table", "no_such_helper"}
