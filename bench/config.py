@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.ground.plugins import PluginError, import_plugin
+from bench.record_names import REPORT_THRESHOLD
 
 PRESETS = importlib.resources.files("bench") / "presets"  # the shipped presets (sweeps in SWEEP_PRESETS)
 SWEEP_PRESETS = "sweeps"  # the folder of PRESETS that holds the sweep presets
@@ -104,7 +105,7 @@ class EvalConfig(Section):
     every: int = Field(1, ge=1, description="evaluate every N rounds (and always after the last round)")
     batch_size: int = Field(512, ge=1)
     thresholds: list[float] = Field(default_factory=lambda: [round(0.05 * i, 2) for i in range(21)])
-    report_threshold: float = Field(0.6, description="threshold of the headline dyn/* summary metrics")
+    report_threshold: float = Field(REPORT_THRESHOLD, description="threshold of the headline dyn/* summary metrics")
     point: Literal["aggregated", "local", "both"] = Field(
         "aggregated", description="which model of a client is tested each evaluated round: after aggregation "
                                   "(the new server state with the client's own part; test/..., val/...), right "
