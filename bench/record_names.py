@@ -114,6 +114,11 @@ CURVE_ARTIFACT = "dynamic/curve.json"  # the dynamic-inference curve, read back 
 LEGACY_CURVE_ARTIFACT = "dynamic/dynamic_curve.csv"  # what runs before curve.json stored instead
 HEATMAP_ARTIFACT = "partition/partition_heatmap.png"
 PER_CLIENT_ARTIFACT = "results/per_client.csv"
+MACS_ARTIFACT = "costs/macs.csv"  # the full model's cost to each exit
+UNSUPPORTED_OPS_ARTIFACT = "costs/unsupported_ops.csv"  # the operators the MAC count leaves out, how often each ran
+BUDGETS_ARTIFACT = "dynamic/budgeted_accuracy.csv"  # each client's test accuracy under MAC budgets
+CURVE_PLOT_ARTIFACT = "dynamic/dynamic_curve.png"
+HISTOGRAM_ARTIFACT = "partition/partition_histogram.csv"  # each client's samples per class
 
 # -- tags ------------------------------------------------------------------------------------------------------------
 # The run layout, set by the tracker on every run and required by the report.
@@ -122,6 +127,11 @@ RUN_LAYOUT_TAGS = (METHOD_TAG, FAMILY_TAG, DATASET_TAG, ALPHA_TAG, SEED_TAG)
 MODEL_TAG = "model"
 CONFIG_HASH_TAG, PARTITION_HASH_TAG, CODE_VERSION_TAG = "config_hash", "partition_hash", "code_version"
 ERROR_TAG = "error"
+DEVICE_TAG, DEVICE_NAME_TAG = "device", "device_name"  # where the run trained (a resumed run: where it resumed)
+RESUMED_AFTER_TAG = "resumed_after"  # on a resumed run: what had stopped it
+NOTE_TAG = "mlflow.note.content"  # MLflow's run description: a run's Markdown summary (bench.track.description)
+OWNER_TAG = "owner"  # the process that holds a RUNNING run (bench.track.owner.this_process of its last process)
+CHECKPOINT_TAG = "checkpoint_dir"  # where a run's checkpoints are, for a resume
 # What a sweep sets on its runs and the report reads back:
 # * ``tuned``: the JSON of the parameters the sweep's tune stage chose for the run (empty when none did);
 # * ``role``: ``main`` (the grid point's own setting: a main-table cell), ``ablation`` (a row that changes one of the
@@ -141,9 +151,6 @@ PARENT_TAG = "cafebench.parent"
 STUDY_TAG = "optuna_study"
 REPORT_TAG = "cafebench.report"
 
-# -- the report ------------------------------------------------------------------------------------------------------
-REPORT_THRESHOLD = 0.6  # the exit threshold of the report's dynamic-inference table and of the headline dyn/* metrics
-
 # -- what sweeps and studies record on their parent and tuning runs ---------------------------------------------------
 SWEEP_TAG = "sweep"  # on a sweep's runs, studies and tuning runs: the sweep's name
 MLFLOW_PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag that nests a run beneath another
@@ -154,11 +161,5 @@ PRUNED_TAG = "pruned"  # "true" on the (KILLED) run of a pruned trial
 TUNE_COST = "tune/full_run_equivalents"  # a study's (or a sweep's tune stage's) cost: rounds run / train.rounds, summed
 BEST_OBJECTIVE = f"best/{OBJECTIVE}"  # on a study's parent run: the best trial's value
 
-# -- what the end-of-run measures store beside the curve, and what the runner tags a run with -------------------------
-MACS_ARTIFACT = "costs/macs.csv"  # the full model's cost to each exit
-UNSUPPORTED_OPS_ARTIFACT = "costs/unsupported_ops.csv"  # the operators the MAC count leaves out, how often each ran
-BUDGETS_ARTIFACT = "dynamic/budgeted_accuracy.csv"  # each client's test accuracy under MAC budgets
-CURVE_PLOT_ARTIFACT = "dynamic/dynamic_curve.png"
-HISTOGRAM_ARTIFACT = "partition/partition_histogram.csv"  # each client's samples per class
-DEVICE_TAG, DEVICE_NAME_TAG = "device", "device_name"  # where the run trained (a resumed run: where it resumed)
-RESUMED_AFTER_TAG = "resumed_after"  # on a resumed run: what had stopped it
+# -- the report ------------------------------------------------------------------------------------------------------
+REPORT_THRESHOLD = 0.6  # the exit threshold of the report's dynamic-inference table and of the headline dyn/* metrics

@@ -44,6 +44,7 @@ from bench.record_names import (
     ERROR_TAG,
     METHOD_TAG,
     MLFLOW_PARENT_TAG,
+    NOTE_TAG,
     OBJECTIVE,
     PARENT_TAG,
     PRUNED_TAG,
@@ -51,7 +52,6 @@ from bench.record_names import (
     TRIAL_TAG,
     TUNE_COST,
 )
-from bench.track.description import NOTE_TAG
 from bench.track.mlflow_tracker import MlflowTracker, get_or_create_experiment, tracking_uri
 from bench.track.owner import this_process
 from bench.track.run_status import closed_on_exception

@@ -1,11 +1,12 @@
 """A run's records are bitwise those the code made before the house-plan move (issue 24).
 
 ``tests/data/behaviour_before_move.json`` holds, for three methods of different kinds on the tiny synthetic config,
-every metric's full history and every stored file's path of one tracked run, written by the code of 8302e2d (the last
-commit before the move) with ``python tests/test_behaviour_unchanged.py``. The test reruns the same runs and
-compares each value exactly; what was added since (a new metric, a new file) is not a change. Timings and the machine's own readings (``time/``, ``system/``) are left out: they are
-not the run's results. Floating-point kernels differ between CPU instruction sets, so the comparison is bitwise
-where PyTorch reports the CPU capability the file was written on and to 1e-9 relative elsewhere.
+every metric's full history and every stored file's path of one tracked run, written by the code of 8302e2d (the
+last commit before the move) with ``python tests/test_behaviour_unchanged.py``. The test reruns the same runs and
+compares each value exactly; what was added since (a new metric, a new file) is not a change. Timings and the
+machine's own readings (``time/``, ``system/``) are left out: they are not the run's results. Floating-point kernels
+differ between CPU instruction sets, so the comparison is bitwise where PyTorch reports the CPU capability the file
+was written on and to 1e-9 relative elsewhere.
 """
 
 import json

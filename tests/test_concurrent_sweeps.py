@@ -10,10 +10,11 @@ import pytest
 from helpers import start_sweep, tiny_base, write_sweep
 from mlflow.tracking import MlflowClient
 
+from bench.record_names import OWNER_TAG
 from bench.report.collect import collect_runs, duplicates_note
 from bench.track.claim import ClaimedElsewhere, claim_point
 from bench.track.mlflow_tracker import get_or_create_experiment
-from bench.track.owner import OWNER_TAG, this_process
+from bench.track.owner import this_process
 
 POINTS = 3
 

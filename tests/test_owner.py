@@ -10,8 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from bench.cli import main
 from bench.config import validate_config
+from bench.record_names import OWNER_TAG
 from bench.track.mlflow_tracker import MlflowTracker, RunInUseError, get_or_create_experiment
-from bench.track.owner import OWNER_TAG, owner_alive, this_process
+from bench.track.owner import owner_alive, this_process
 from bench.track.prior_runs import close_orphaned_runs
 
 

@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from bench.config import validate_config
 from bench.fed.engine import Simulation
+from bench.record_names import OWNER_TAG
 from bench.sweep import load_sweep, run_sweep
-from bench.track.owner import OWNER_TAG
 
 ray = pytest.importorskip("ray")
 METHODS = ("fedavg", "local")

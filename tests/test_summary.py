@@ -19,10 +19,10 @@ from bench.record_names import (
     CURVE_ARTIFACT,
     HISTOGRAM_ARTIFACT,
     MACS_ARTIFACT,
+    NOTE_TAG,
     PER_CLIENT_ARTIFACT,
 )
 from bench.track.artifacts import write_run_artifacts
-from bench.track.description import NOTE_TAG
 from bench.track.runner import run_experiment
 
 

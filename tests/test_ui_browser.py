@@ -21,10 +21,10 @@ from mlflow.tracking import MlflowClient
 from test_report_browser import ARTIFACTS, CHROMIUM, chromium
 
 from bench.config import apply_overrides, validate_config
+from bench.record_names import STUDY_TAG
 from bench.track.mlflow_tracker import PARENT_TAG, get_or_create_experiment, open_parent_run
 from bench.track.runner import run_experiment
 from bench.track.runs_view import VIEW_KEY
-from bench.record_names import STUDY_TAG
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 START_TIMEOUT_S = 180

@@ -15,7 +15,7 @@ from bench.config import validate_config
 from bench.defaults import DEFAULT_STORAGE
 from bench.fed.device import worker_devices
 from bench.fed.engine import Callback
-from bench.record_names import MLFLOW_PARENT_TAG, SWEEP_TAG
+from bench.record_names import MLFLOW_PARENT_TAG, NOTE_TAG, SWEEP_TAG
 from bench.sweep.launchers import (
     Launcher,
     local_cores,
@@ -30,7 +30,6 @@ from bench.sweep.outcomes import RunOutcome, SweepProgress, SweepResult, outcome
 from bench.sweep.spec import Sweep
 from bench.sweep.tune_stage import run_tune_stage, tune_cost_note
 from bench.track.claim import ClaimedElsewhere, claim_point, run_key
-from bench.track.description import NOTE_TAG
 from bench.track.disk_full import DiskFullError, reported_disk_full
 from bench.track.locations import absolute_tracking_uri, artifact_locations
 from bench.track.mlflow_tracker import RunInUseError, get_or_create_experiment, open_parent_run, tracking_uri

@@ -15,12 +15,10 @@ from contextlib import contextmanager
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from bench.record_names import CONFIG_HASH_TAG, MAIN, OWNER_TAG, ROLE_TAG
 from bench.track.mlflow_tracker import search_all_runs
-from bench.track.owner import OWNER_TAG, describe, owner_alive
+from bench.track.owner import describe, owner_alive
 from bench.track.store_lock import store_lock
-from bench.record_names import MAIN, ROLE_TAG
-
-CONFIG_HASH_TAG = "config_hash"
 
 
 def run_key(config_hash: str, tags: Mapping[str, str]) -> str:

@@ -6,8 +6,6 @@ from __future__ import annotations
 from bench.config import ExperimentConfig
 from bench.record_names import TEST_ACCURACY, dynamic, exit_accuracy, exits_logged
 
-NOTE_TAG = "mlflow.note.content"
-
 
 def run_description(config: ExperimentConfig, metrics: dict[str, float], round_done: int,
                     stopped: str | None = None) -> str:

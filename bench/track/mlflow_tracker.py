@@ -47,14 +47,16 @@ from bench.record_names import (
     METHOD_TAG,
     MLFLOW_PARENT_TAG,
     MODEL_TAG,
+    NOTE_TAG,
+    OWNER_TAG,
     PARENT_TAG,
     PARTITION_HASH_TAG,
     RESUMED_AFTER_TAG,
     SEED_TAG,
 )
 from bench.track.artifacts import write_run_artifacts
-from bench.track.description import NOTE_TAG, run_description
-from bench.track.owner import OWNER_TAG, describe, owner_alive, this_process, why_left_running
+from bench.track.description import run_description
+from bench.track.owner import describe, owner_alive, this_process, why_left_running
 from bench.track.run_status import closed_on_exception
 from bench.track.runs_view import ensure_training_view, with_headlines
 

@@ -12,8 +12,6 @@ import os
 import socket
 from pathlib import Path
 
-OWNER_TAG = "owner"  # the MLflow tag holding this_process() of the run's last process
-
 
 def _boot_id() -> str | None:
     try:

@@ -10,12 +10,11 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from bench.record_names import CONFIG_HASH_TAG, ERROR_TAG
+from bench.record_names import CHECKPOINT_TAG, CONFIG_HASH_TAG, ERROR_TAG, OWNER_TAG
 from bench.track.checkpoint import list_checkpoints
 from bench.track.claim import ClaimedElsewhere, run_key
 from bench.track.mlflow_tracker import get_or_create_experiment, search_all_runs
-from bench.track.owner import OWNER_TAG, owner_alive, why_left_running
-from bench.track.runner import CHECKPOINT_TAG
+from bench.track.owner import owner_alive, why_left_running
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,12 @@ from bench.config import ConfigError, ExperimentConfig, validate_config
 from bench.fed.device import device_name
 from bench.fed.engine import Callback, Evaluation, Simulation
 from bench.measure.summary import FinalMeasures
-from bench.record_names import CONFIG_ARTIFACT, DEVICE_NAME_TAG, DEVICE_TAG
+from bench.record_names import CHECKPOINT_TAG, CONFIG_ARTIFACT, DEVICE_NAME_TAG, DEVICE_TAG
 from bench.track.checkpoint import CheckpointError, load_latest_checkpoint, save_checkpoint
 from bench.track.mlflow_tracker import MlflowTracker, check_resumable, tracking_uri
 from bench.track.system_metrics import start_system_metrics, wants_system_metrics
 
 log = logging.getLogger(__name__)
-CHECKPOINT_TAG = "checkpoint_dir"
 
 
 class CheckpointCallback(Callback):
