@@ -262,3 +262,10 @@ def test_every_name_a_code_sample_takes_from_the_project_exists(page):
 def test_the_sample_check_finds_a_name_its_module_lacks():
     tree = ast.parse("def t(ctx):\n    return cell_table(ctx, no_such_helper)\n")
     assert free_names(tree) == {"cell_table", "no_such_helper"}
+
+
+def test_the_layout_page_names_every_part_of_the_harness():
+    (tree,) = re.findall(r"^## Layout\n.*?```\n(.*?)```", (ROOT / "docs" / "layout.md").read_text(), re.S | re.M)
+    parts = [p.name for p in (ROOT / "bench").iterdir()
+             if p.name != "__init__.py" and not p.name.startswith((".", "_")) and (p.suffix == ".py" or p.is_dir())]
+    assert [p for p in parts if not re.search(rf"\b{re.escape(p.removesuffix('.py'))}\b", tree)] == []
