@@ -22,6 +22,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,9 +133,9 @@ def is_integer(config: ExperimentConfig, name: str) -> bool:
     return get_method(config.method.name).Hparams.model_fields[name].annotation is int
 
 
-def tunable_space(config: ExperimentConfig, fixed: set[str] | list[str] = ()) -> dict[str, dict[str, Any]]:
+def tunable_space(method: str, fixed: set[str] | list[str] = ()) -> dict[str, dict[str, Any]]:
     """The method's declared ranges, less the hyperparameters in ``fixed``."""
-    return {k: v for k, v in search_space(get_method(config.method.name).Hparams).items() if k not in fixed}
+    return {k: v for k, v in search_space(get_method(method).Hparams).items() if k not in fixed}
 
 
 def fixed_by_overrides(overrides: list[str]) -> set[str]:
@@ -148,8 +149,9 @@ def default_study_name(config: ExperimentConfig, source: str | Path) -> str:
     return f"{config.method.name}-{Path(str(source)).stem}-{config.content_hash()[:8]}"
 
 
-def check_validation_split(config: ExperimentConfig) -> None:
-    if config.data.split[1] <= 0:
+def check_validation_split(split: Sequence[float]) -> None:
+    """Refuse a data split without a validation fraction: tuning maximizes validation accuracy."""
+    if split[1] <= 0:
         raise ConfigError("tuning maximizes validation accuracy, but data.split holds no validation fraction: "
                           "set e.g. data.split=[0.7,0.1,0.2]")
 
@@ -163,7 +165,7 @@ def tune(method: str, source: str | Path, trials: int, overrides: list[str] | tu
     """
     overrides = list(overrides)
     base = load_config(source, [*overrides, f"method.name={method}"])
-    space = tunable_space(base, fixed_by_overrides(overrides))
+    space = tunable_space(base.method.name, fixed_by_overrides(overrides))
     if not space:
         raise ConfigError(f"method {base.method.name!r} has no hyperparameter ranges left to tune "
                           "(see `cafebench methods` for the declared ranges)")
@@ -206,7 +208,7 @@ def run_study(base: ExperimentConfig, space: dict[str, dict[str, Any]], trials: 
     """
     if trials < 1:
         raise ValueError("trials must be at least 1")
-    check_validation_split(base)
+    check_validation_split(base.data.split)
     seeds = [base.seed] if seeds is None else list(seeds)
     shared = dict(shared or {})
     candidate_seed = base.seed if candidate_seed is None else candidate_seed

@@ -217,7 +217,7 @@ def tune_stage(spec: Any, configs: list[ExperimentConfig], name: str) -> TuneSta
         if not isinstance(bounds, dict) or not ("choices" in bounds or {"low", "high"} <= set(bounds)):
             raise ConfigError(f"{what}.ranges.{key} must be {{choices: [...]}} or {{low: .., high: .., log: ..}}")
     for config in configs:
-        check_validation_split(config)
+        check_validation_split(config.data.split)
     storage = spec.get("storage")
     if storage is not None and not isinstance(storage, str):
         raise ConfigError(f"{what}.storage must be an Optuna storage URL, not {storage!r}")

@@ -58,7 +58,7 @@ def study_specs(sweep: Sweep, uri: str, threads: int | None,
     specs: dict[str, StudySpec] = {}
     names: list[str | None] = []
     for config, fixed, extra in zip(sweep.configs, sweep.fixed, sweep.tags, strict=True):
-        space = tunable_space(config, fixed)
+        space = tunable_space(config.method.name, fixed)
         shared = {k: v for k, v in stage.ranges.items() if k not in fixed}
         if not space and not shared:
             names.append(None)

@@ -63,7 +63,7 @@ def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = 
     """
     sim = Simulation(config)
     if resume_run_id is not None:
-        directory = _resumable_checkpoints(config, resume_run_id)
+        directory = _resumable_checkpoints(config.run.tracking_uri, resume_run_id)
         sim.restore(load_latest_checkpoint(directory, config.content_hash()))
     device_tags = {DEVICE_TAG: str(sim.device), DEVICE_NAME_TAG: device_name(sim.device)}
     with claim() if claim is not None else nullcontext():
@@ -97,9 +97,9 @@ def run_experiment(config: ExperimentConfig, callbacks: list[Callback] | None = 
     return RunResult(tracker.run_id, evaluation, sim.history, sim.measures)
 
 
-def _resumable_checkpoints(config: ExperimentConfig, run_id: str) -> Path:
+def _resumable_checkpoints(uri: str | None, run_id: str) -> Path:
     """The checkpoint folder of the run ``run_id``, once the run is known to be resumable (read only)."""
-    run = MlflowClient(tracking_uri=tracking_uri(config.run.tracking_uri)).get_run(run_id)
+    run = MlflowClient(tracking_uri=tracking_uri(uri)).get_run(run_id)
     check_resumable(run)
     if CHECKPOINT_TAG not in run.data.tags:
         raise CheckpointError(f"run {run_id} has no {CHECKPOINT_TAG} tag: it was not started by cafebench run")
