@@ -23,6 +23,7 @@ from bench.record_names import (
     ALPHA_TAG,
     CONFIG_HASH_TAG,
     DATASET_TAG,
+    EXIT_ACCURACY_PATTERN,
     FAMILY_TAG,
     METHOD_TAG,
     SEED_TAG,
@@ -37,6 +38,7 @@ from bench.report.compare import paired_comparisons
 from bench.report.context import make_context, method_order, method_under_test
 from bench.report.figures import method_styles
 from bench.report.sections import build_sections
+from bench.report.tables import per_exit_table
 
 EXPERIMENT = "plugin-report"
 PLUGIN = "mymethod"
@@ -147,6 +149,16 @@ def test_an_unregistered_plugin_is_the_method_under_test_by_its_runs_family_tag(
     rows = {r.key: r for r in claim_rows(ctx, comparisons)}
     assert rows["(a) digits α=0.5"].verdict == HOLDS
     assert not any(k.startswith(("(d)", "(e)", "(f)")) for k in rows)  # its params record no such hyperparameter
+
+
+def test_runs_that_logged_no_exit_accuracy_get_no_per_exit_table(tmp_path):
+    data = collect_runs(EXPERIMENT, tmp_path / "artifacts-read", log_runs(tmp_path))
+    assert per_exit_table(make_context(data)).name == "per_exit_accuracy"
+    data.metrics = data.metrics.drop(columns=[c for c in data.metrics if EXIT_ACCURACY_PATTERN.match(c)])
+    ctx = make_context(data)
+    assert per_exit_table(ctx) is None
+    (accuracy,) = [s for s in build_sections(ctx, tmp_path / "figures") if s.title == "Accuracy"]
+    assert [t.name for t in accuracy.tables] == ["main_accuracy"]
 
 
 def test_the_report_order_is_each_class_s_own_order_and_a_plugin_without_one_comes_after(plugin_registered):

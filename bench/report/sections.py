@@ -70,7 +70,7 @@ def accuracy_section(inputs: SectionInputs) -> Section:
                    "Each cell is the grid point's own run of the method (tag role=main; with a tune stage, the "
                    "setting its study chose on validation accuracy); ablation variants and runs that fix a tuned "
                    "hyperparameter (μ sensitivity) have their own tables and never fill a cell here.",
-                   [main_table(ctx), per_exit_table(ctx), *filter(None, [eval_point_table(ctx)])])
+                   [main_table(ctx), *filter(None, [per_exit_table(ctx), eval_point_table(ctx)])])
 
 
 def dynamic_section(inputs: SectionInputs) -> Section:

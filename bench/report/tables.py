@@ -130,7 +130,8 @@ def eval_point_table(ctx: Context) -> Table | None:
                            "over seeds; — where a run did not log that point (eval.point).")
 
 
-def per_exit_table(ctx: Context) -> Table:
+def per_exit_table(ctx: Context) -> Table | None:
+    """Each exit's test accuracy (columns: dataset, α, exit); None when no main-table run logged one."""
     metrics = ctx.data.metrics
     frames, columns = [], []
     for column in ctx.columns:
@@ -140,6 +141,8 @@ def per_exit_table(ctx: Context) -> Table:
             frames.append(seed_stats(in_column, metrics[exit_accuracy(k)], CELL).assign(exit=f"exit {k}"))
             columns.append((*column, f"exit {k}"))
             k += 1
+    if not frames:
+        return None
     stats = pd.concat(frames, ignore_index=True)
     return cell_table("per_exit_accuracy", "Test accuracy per exit (%)", stats, ctx.methods, columns,
                       [*COLUMN_LEVELS, "exit"], groups=ctx.groups(),
