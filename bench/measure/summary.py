@@ -91,10 +91,10 @@ def padded(point: DynamicPoint, num_exits: int) -> DynamicPoint:
     return replace(point, exit_fractions=fractions)
 
 
-def client_cost_tables(run: FinishedRun) -> dict[int, CostTable]:
+def client_cost_tables(run: FinishedRun, full: CostTable | None = None) -> dict[int, CostTable]:
     """Each client's cost table, of the model it actually runs (a narrower sub-model for narrow tiers);
-    one table per distinct width."""
-    by_width: dict[float | None, CostTable] = {}
+    one table per distinct width (``full``, the full model's when already counted, serves the full-width clients)."""
+    by_width: dict[float | None, CostTable] = {} if full is None else {None: full}
     tables = {}
     for c, width in enumerate(run.widths):
         if width not in by_width:
@@ -121,7 +121,7 @@ def final_measures(run: FinishedRun) -> FinalMeasures:
         metrics[exit_params(cost.exit)] = float(cost.params)
     thresholds = sorted(set(run.thresholds) | {run.report_threshold})
 
-    tables = client_cost_tables(run)
+    tables = client_cost_tables(run, full)
     # per client: the MACs of the exits its own model holds
     held_macs = {c: [e.macs for e in tables[c].exits[:run.exits_held[c]]] for c in tables}
     curves: dict[int, list[DynamicPoint]] = {}
