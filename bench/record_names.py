@@ -19,6 +19,7 @@ same names under ``local/``):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 # -- metrics ---------------------------------------------------------------------------------------------------------
 TEST, VAL = "test", "val"
@@ -43,7 +44,7 @@ def exit_accuracy_spread(k: int, split: str = TEST) -> str:
 EXIT_ACCURACY_PATTERN = re.compile(r"^test/acc/exit_(\d+)$")  # exit k's test accuracy; group 1 is k
 
 
-def exits_logged(metrics: object) -> list[int]:
+def exits_logged(metrics: Iterable[str]) -> list[int]:
     """The exits whose test accuracy is among the metric names ``metrics`` holds, in order."""
     return sorted(int(m.group(1)) for m in map(EXIT_ACCURACY_PATTERN.match, metrics) if m)
 
@@ -100,7 +101,7 @@ def dynamic(quantity: str, threshold: float) -> str:
     return f"{DYNAMIC_PREFIX}{quantity}_at_{threshold:g}"
 
 
-def dynamic_thresholds(metrics: object, quantity: str = "acc") -> list[float]:
+def dynamic_thresholds(metrics: Iterable[str], quantity: str = "acc") -> list[float]:
     """The thresholds at which ``metrics`` (names) holds ``quantity``, in order."""
     prefix = f"{DYNAMIC_PREFIX}{quantity}_at_"
     return sorted(float(k.removeprefix(prefix)) for k in metrics if k.startswith(prefix))
