@@ -8,7 +8,8 @@ import signal
 import sqlite3
 import subprocess
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import optuna
@@ -32,6 +33,20 @@ def tuned_sweep(tmp_path) -> tuple[str, str]:
                        tune={"trials": TRIALS, "seeds": [7], "storage": storage,
                              "ranges": {"train.lr": {"low": 0.01, "high": 0.2, "log": True}}})
     return path, storage
+
+
+@contextmanager
+def tuned_sweep_running(tmp_path) -> Iterator[tuple[subprocess.Popen, str, str, str]]:
+    """:func:`tuned_sweep` started on two workers in a session of its own: (its process, the sweep file, the study
+    storage, the tracking URI); killed and waited for on the way out, whatever the test did to it."""
+    path, storage = tuned_sweep(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = start_sweep(path, uri, "--workers", "2", new_session=True)
+    try:
+        yield sweep, path, storage, uri
+    finally:
+        sweep.kill()
+        sweep.wait()
 
 
 def descendants(pid: int) -> set[int]:
@@ -110,10 +125,7 @@ def assert_every_study_has_its_budget_and_rerun_the_stopped_candidates(storage: 
 
 def test_sigterm_then_sigint_stops_a_tuning_sweep_and_its_workers_and_a_rerun_finishes_it(tmp_path, monkeypatch,
                                                                                           capsys):
-    path, storage = tuned_sweep(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = start_sweep(path, uri, "--workers", "2", new_session=True)
-    try:
+    with tuned_sweep_running(tmp_path) as (sweep, path, storage, uri):
         workers = set(wait_for_running_trials(sweep, tmp_path / "optuna.db", 2))
         wait_for_running_trial_runs(sweep, uri, 2)
         processes = descendants(sweep.pid)
@@ -126,9 +138,6 @@ def test_sigterm_then_sigint_stops_a_tuning_sweep_and_its_workers_and_a_rerun_fi
         while any(alive(pid) for pid in processes) and time.monotonic() - stopped < STOP_BOUND_S:
             time.sleep(0.1)
         assert time.monotonic() - stopped < STOP_BOUND_S
-    finally:
-        sweep.kill()
-        sweep.wait()
     assert sweep.returncode == 128 + signal.SIGTERM
     # its last line says why (the only one where it stops before its status line's first update)
     assert err.splitlines()[-1] == "terminated by SIGTERM" and "Traceback" not in err, err
@@ -153,16 +162,10 @@ def test_sigterm_then_sigint_stops_a_tuning_sweep_and_its_workers_and_a_rerun_fi
 
 def test_sigterm_to_one_worker_fails_its_study_loudly_and_a_rerun_gives_it_its_budget(tmp_path, monkeypatch,
                                                                                       capsys):
-    path, storage = tuned_sweep(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = start_sweep(path, uri, "--workers", "2", new_session=True)
-    try:
+    with tuned_sweep_running(tmp_path) as (sweep, path, storage, uri):
         worker = wait_for_running_trials(sweep, tmp_path / "optuna.db", 1)[0]
         os.kill(worker, signal.SIGTERM)
         out, err = sweep.communicate(timeout=600)
-    finally:
-        sweep.kill()
-        sweep.wait()
     assert sweep.returncode == 2
     last = err.splitlines()[-1]
     assert "Traceback" not in err and last.startswith("cafebench sweep: error: the tune stage of sweep stopped: 1 of "
